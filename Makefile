@@ -1,0 +1,44 @@
+# make run: set up .venv, then run the pipeline (dvc repro) on params.yaml's defaults.
+# make test: set up .venv, then run the whole test suite (make test-quick skips the slow ones).
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: setup run test test-quick ui lint format lock clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $@
+
+run: setup
+	dvc repro
+
+test: setup
+	pytest -q
+
+test-quick: setup
+	pytest -q -m "not slow"
+
+ui: setup
+	torchtrack ui
+
+lint: setup
+	ruff check .
+	ruff format --check .
+
+format: setup
+	ruff check --fix .
+	ruff format .
+
+lock: setup
+	{ echo "# Exact versions of every package, transitive ones included; regenerate with \`make lock\`."; \
+	  $(BIN)/python -m pip freeze --exclude-editable | grep -v '^torchtrack'; } > requirements.lock
+
+clean:
+	rm -rf $(VENV) runs mlflow.db mlartifacts .pytest_cache

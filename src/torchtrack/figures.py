@@ -1,0 +1,37 @@
+"""Figures for humans: loss curves (train) and predicted-vs-actual with residuals (evaluate).
+
+Each returns a matplotlib Figure built without pyplot, so no display and no global state.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from matplotlib.figure import Figure
+
+
+def predictions_figure(y_true: np.ndarray, y_pred: np.ndarray) -> Figure:
+    """Predicted-vs-actual scatter and residual histogram, as one matplotlib figure."""
+    fig = Figure(figsize=(10, 4.5))
+    left, right = fig.subplots(1, 2)
+    left.scatter(y_true, y_pred, s=4, alpha=0.4)
+    low, high = float(min(y_true.min(), y_pred.min())), float(max(y_true.max(), y_pred.max()))
+    left.plot([low, high], [low, high], color="black", linewidth=1, label="perfect")
+    left.set(xlabel="actual", ylabel="predicted", title="Test set: predicted vs actual")
+    left.legend()
+    residuals = y_pred - y_true
+    right.hist(residuals, bins=50)
+    right.set(xlabel="predicted - actual", ylabel="rows", title="Residuals")
+    fig.tight_layout()
+    return fig
+
+
+def loss_figure(epochs: list[int], train_loss: list[float], val_loss: list[float]) -> Figure:
+    """Training and validation loss per epoch, as a matplotlib figure."""
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    ax.plot(epochs, train_loss, label="train")
+    ax.plot(epochs, val_loss, label="val")
+    ax.set(xlabel="epoch", ylabel="MSE", yscale="log", title="Loss")
+    ax.legend()
+    fig.tight_layout()
+    return fig

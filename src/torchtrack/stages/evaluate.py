@@ -1,0 +1,49 @@
+"""evaluate: the trained model on the held-out test split, in eval mode under no_grad.
+
+Run by `dvc repro` as `python -m torchtrack evaluate`. Adds the test metrics to the model's
+MLflow run, so its row in the MLflow UI holds train, val and test figures together.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from torchtrack.config import METRICS_DIR, MODEL_DIR, PLOTS_DIR, PREPARED_DIR, Config
+from torchtrack.data import TabularDataset, read_split
+from torchtrack.evaluation import predict, regression_metrics
+from torchtrack.figures import predictions_figure
+from torchtrack.files import read_json, write_atomic, write_json
+from torchtrack.models import load_checkpoint
+from torchtrack.stages.train import RUN_FILE as TRAIN_RUN_FILE
+from torchtrack.tracking import Tracker
+
+PLOT_ROWS = 2000  # rows of predictions.csv: enough for a scatter, small enough for dvc plots
+
+
+def run(config: Config, prepared_dir: Path = PREPARED_DIR, model_dir: Path = MODEL_DIR,
+        metrics_path: Path = METRICS_DIR / "evaluate.json", plots_dir: Path = PLOTS_DIR,
+        run_file: Path = TRAIN_RUN_FILE) -> dict[str, float]:
+    """Score the model on the test split; return the test metrics."""
+    test_set = TabularDataset(read_split(prepared_dir, "test"))
+    model, _ = load_checkpoint(model_dir / "model.pt")
+    model_run_id = read_json(run_file)["model_run_id"]
+    params = config.flat("data")
+    with Tracker(config.tracking, "evaluate", params=params, model_run=model_run_id) as tracker:
+        y_true = test_set.y.numpy().reshape(-1).astype(np.float64)
+        y_pred = predict(model, test_set.X)
+        metrics = {f"test_{k}": v for k, v in regression_metrics(y_true, y_pred).items()}
+        if config.data.source == "synthetic" and config.data.noise_std > 0:
+            # The noise variance is the best MSE any model can reach on this data.
+            metrics["test_mse_over_noise_variance"] = metrics["test_mse"] / config.data.noise_std**2
+        write_json(metrics_path, metrics)
+        tracker.log_metrics(metrics)
+        tracker.log_summary(metrics)
+
+        shown = np.random.default_rng(config.seed).permutation(len(y_true))[:PLOT_ROWS]
+        table = pd.DataFrame({"actual": y_true[shown], "predicted": y_pred[shown]})
+        write_atomic(plots_dir / "predictions.csv", lambda tmp: table.to_csv(tmp, index=False))
+        tracker.log_figure(predictions_figure(y_true, y_pred), plots_dir / "predictions.png")
+    return metrics

@@ -1,0 +1,76 @@
+"""train: fit the model on the train split, watch the val split, save a rebuildable checkpoint.
+
+Run by `dvc repro` as `python -m torchtrack train`. Opens the MLflow model run that
+evaluate later adds its test metrics to.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+import pandas as pd
+from torch import nn
+
+from torchtrack.config import METRICS_DIR, MODEL_DIR, PLOTS_DIR, PREPARED_DIR, Config
+from torchtrack.data import Scaler, TabularDataset, read_split
+from torchtrack.figures import loss_figure
+from torchtrack.files import read_json, write_atomic, write_json
+from torchtrack.models import Standardize, build_model, save_checkpoint
+from torchtrack.stages.prepare import RUN_FILE as PREPARE_RUN_FILE
+from torchtrack.tracking import Tracker
+from torchtrack.training import EpochResult, fit, resolve_device, seed_everything
+
+PARAM_SECTIONS = ("seed", "data", "model", "train")  # everything that shapes the model
+RUN_FILE = MODEL_DIR / "mlflow_run.json"  # which MLflow model run holds this model
+
+
+def run(config: Config, prepared_dir: Path = PREPARED_DIR, model_dir: Path = MODEL_DIR,
+        metrics_path: Path = METRICS_DIR / "train.json", plots_dir: Path = PLOTS_DIR,
+        run_file: Path = RUN_FILE, prepare_run_file: Path = PREPARE_RUN_FILE) -> dict[str, float]:
+    """Train, save the checkpoint, log everything; return the final losses."""
+    train_set = TabularDataset(read_split(prepared_dir, "train"))
+    val_set = TabularDataset(read_split(prepared_dir, "val"))
+    scaler = Scaler.load(prepared_dir / "scaler.json")
+    generator = seed_everything(config.seed)
+    device = resolve_device(config.train.device)
+    model = build_model(config.model, in_features=len(train_set.features))
+    tags = {"device": str(device)}
+    if Path(prepare_run_file).is_file():
+        tags["torchtrack.prepare_run_id"] = read_json(prepare_run_file)["prepare_run_id"]
+    with Tracker(config.tracking, "train", params=config.flat(*PARAM_SECTIONS), model_run="new",
+                 tags=tags) as tracker:
+        tracker.log_graph(model, train_set.X[:8])
+
+        def on_epoch(result: EpochResult) -> None:
+            tracker.log_metrics({"train_loss": result.train_loss, "val_loss": result.val_loss},
+                                result.epoch)
+            print(f"epoch {result.epoch:3d}/{config.train.epochs}  train_loss {result.train_loss:.5f}"
+                  f"  val_loss {result.val_loss:.5f}", flush=True)
+
+        history = fit(model, train_set, val_set, config.train, generator=generator, device=device,
+                      log_every=config.tracking.log_every_n_steps,
+                      on_step=lambda step, loss: tracker.log_metrics({"train_loss_step": loss}, step),
+                      on_epoch=on_epoch)
+        final = {"train_loss": history[-1].train_loss, "val_loss": history[-1].val_loss,
+                 "epochs": len(history)}
+        tracker.log_summary(final, step=len(history))
+        tracker.log_hparams(config.flat(*PARAM_SECTIONS), final)
+
+        curves = pd.DataFrame([asdict(r) for r in history])
+        write_atomic(plots_dir / "loss.csv", lambda tmp: curves.to_csv(tmp, index=False))
+        tracker.log_figure(loss_figure(curves.epoch.tolist(), curves.train_loss.tolist(),
+                                       curves.val_loss.tolist()), plots_dir / "loss.png")
+        model.cpu()
+        save_checkpoint(model_dir / "model.pt", model, config.model,
+                        {"features": train_set.features, "target": train_set.target,
+                         "scaler": asdict(scaler)})
+        write_json(metrics_path, final)
+        served = nn.Sequential(Standardize(scaler.mean, scaler.std), model)  # takes raw features
+        example = (train_set.X[:5].numpy() * scaler.std + scaler.mean).astype("float32")
+        tracker.log_model(served, example)
+        write_json(run_file, {"model_run_id": tracker.model_run_id, "train_run_id": tracker.run_id,
+                              "experiment_id": tracker.experiment_id,
+                              "exp_name": os.environ.get("DVC_EXP_NAME")})
+    return final

@@ -1,0 +1,233 @@
+"""The one door to tracking: every stage logs through `Tracker`, which fans out to
+TensorBoard (one log directory per stage execution) and MLflow.
+
+MLflow layout: each trained model is one top-level run in the experiment (all params that
+shaped it, final train/val metrics, test metrics from evaluate, the logged model); the
+train and evaluate executions are nested runs under it. prepare executions are runs in
+the `<experiment>-prepare` experiment, linked from the model run by tag. Step metrics are
+buffered and written with `MlflowClient.log_batch`, never one database write per step.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from torchtrack.config import TrackingConfig
+
+STORE_FILE = "mlflow.db"  # default SQLite store at the repository root
+ARTIFACT_DIR = "mlartifacts"  # default artifact root beside it
+MAX_BATCH = 1000  # MLflow's limit on metrics per log_batch call
+
+
+def repo_root() -> Path:
+    """The repository the pipeline belongs to.
+
+    DVC sets DVC_ROOT to the parent repo even when a queued experiment runs in a temporary
+    copy, so every run lands in the same store; otherwise the nearest folder holding dvc.yaml.
+    """
+    if os.environ.get("DVC_ROOT"):
+        return Path(os.environ["DVC_ROOT"]).resolve()
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / "dvc.yaml").is_file():
+            return folder
+    return here
+
+
+def tracking_uri() -> str:
+    """MLFLOW_TRACKING_URI if set, else the SQLite store at the repository root."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / STORE_FILE}"
+
+
+def git_commit(root: Path) -> str | None:
+    """HEAD's commit hash, or None outside a git work tree."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                             text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+class Tracker:
+    """Logs one stage execution to TensorBoard and MLflow; use as a context manager.
+
+    `model_run`: None for a standalone run (prepare), "new" to open a new top-level model
+    run with this stage nested under it (train), or an existing model run id to nest this
+    stage under (evaluate). `log_summary` writes to the model run's row.
+    """
+
+    def __init__(self, config: TrackingConfig, stage: str, *, params: dict[str, Any],
+                 model_run: str | None = None, tags: dict[str, str] | None = None):
+        from mlflow import MlflowClient
+
+        self.config = config
+        self.stage = stage
+        self.root = repo_root()
+        self.client = MlflowClient(tracking_uri())
+        self._metrics: list[Any] = []  # mlflow.entities.Metric, buffered for log_batch
+        self._summary: list[Any] = []
+        experiment = config.experiment if model_run else f"{config.experiment}-prepare"
+        self.experiment_id = self._experiment_id(experiment)
+        base_tags = self._context_tags() | (tags or {})
+        self.model_run_id: str | None = None
+        self._owns_model_run = model_run == "new"
+        if self._owns_model_run:
+            name = os.environ.get("DVC_EXP_NAME") or f"model-{time.strftime('%Y%m%d-%H%M%S')}"
+            run = self.client.create_run(self.experiment_id, run_name=name,
+                                         tags=base_tags | {"torchtrack.kind": "model"})
+            self.model_run_id = run.info.run_id
+            self._log_params(self.model_run_id, params)
+        elif model_run:
+            self.model_run_id = model_run
+        run_tags = base_tags | {"torchtrack.kind": "stage"}
+        if self.model_run_id:
+            run_tags["mlflow.parentRunId"] = self.model_run_id
+        run = self.client.create_run(self.experiment_id, run_name=stage, tags=run_tags)
+        self.run_id = run.info.run_id
+        self._log_params(self.run_id, params)
+        self.log_dir = self.root / config.tensorboard_dir / stage / (
+            f"{time.strftime('%Y%m%d-%H%M%S')}-{self.run_id[:8]}")
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(log_dir=str(self.log_dir))
+        self._closed = False
+
+    # -- set-up ---------------------------------------------------------------------------
+    def _experiment_id(self, name: str) -> str:
+        from mlflow.exceptions import MlflowException
+
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        location = None
+        if not os.environ.get("MLFLOW_TRACKING_URI"):
+            location = (self.root / ARTIFACT_DIR).as_uri()
+        try:
+            return self.client.create_experiment(name, artifact_location=location)
+        except MlflowException:  # created meanwhile by a concurrent stage
+            return self.client.get_experiment_by_name(name).experiment_id
+
+    def _context_tags(self) -> dict[str, str]:
+        tags = {"dvc.stage": self.stage, "mlflow.source.name": f"torchtrack {self.stage}"}
+        commit = git_commit(self.root)
+        if commit:
+            tags["mlflow.source.git.commit"] = commit
+        if os.environ.get("DVC_EXP_NAME"):
+            tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
+        return tags
+
+    def _log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, "None" if v is None else str(v)) for k, v in params.items()]
+        for start in range(0, len(items), 100):  # MLflow's limit on params per batch
+            self.client.log_batch(run_id, params=items[start:start + 100])
+
+    # -- logging --------------------------------------------------------------------------
+    def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+        """Scalars for this stage, to TensorBoard now and to MLflow in buffered batches."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        for key, value in metrics.items():
+            value = float(value)
+            self.writer.add_scalar(key, value, step)
+            self._metrics.append(Metric(key, value, now, step))
+        if len(self._metrics) >= self.config.flush_every_n_metrics:
+            self.flush()
+
+    def log_summary(self, metrics: dict[str, float], step: int = 0) -> None:
+        """Final figures for the model run's row in MLflow (what Compare shows)."""
+        from mlflow.entities import Metric
+
+        if self.model_run_id is None:
+            raise RuntimeError("log_summary needs a model run; this stage has none")
+        now = int(time.time() * 1000)
+        self._summary.extend(Metric(k, float(v), now, step) for k, v in metrics.items())
+
+    def log_graph(self, model: Any, example: Any) -> None:
+        """The model graph for TensorBoard; its printed structure as an MLflow artifact."""
+        self.writer.add_graph(model, example)
+        self.client.log_text(self.run_id, str(model), "model_summary.txt")
+
+    def log_hparams(self, hparams: dict[str, Any], metrics: dict[str, float]) -> None:
+        """Hyperparameters with their final metrics, for TensorBoard's HPARAMS tab."""
+        clean = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in hparams.items()}
+        self.writer.add_hparams(clean, {f"hparam/{k}": v for k, v in metrics.items()}, run_name=".")
+
+    def log_figure(self, figure: Any, path: Path) -> None:
+        """Save a matplotlib figure to `path` (a stage output) and log it to both backends."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(path, dpi=100)
+        self.writer.add_figure(path.stem, figure, close=False)
+        self.client.log_artifact(self.run_id, str(path), "figures")
+        if self.model_run_id:
+            self.client.log_artifact(self.model_run_id, str(path), "figures")
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        """A file for this stage's MLflow run."""
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_model(self, model: Any, input_example: Any) -> str:
+        """The model to the model run via `mlflow.pytorch.log_model` (pt2, with signature).
+
+        `input_example` is a float32 NumPy array (rows, features): pt2 traces the model on it.
+        """
+        import mlflow
+        import mlflow.pytorch
+        import torch
+        from mlflow.models import infer_signature
+
+        model.eval()
+        with torch.no_grad():
+            output = model(torch.as_tensor(input_example)).numpy()
+        mlflow.set_tracking_uri(tracking_uri())
+        with mlflow.start_run(run_id=self.model_run_id):
+            info = mlflow.pytorch.log_model(
+                model, name="model", input_example=input_example,
+                signature=infer_signature(input_example, output),
+                serialization_format="pt2",
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}",
+                                  f"mlflow=={mlflow.__version__}"],
+            )
+        return info.model_uri
+
+    def flush(self) -> None:
+        """Write buffered metrics to MLflow in batches, and TensorBoard events to disk."""
+        for run_id, buffer in ((self.run_id, self._metrics), (self.model_run_id, self._summary)):
+            for start in range(0, len(buffer), MAX_BATCH):
+                self.client.log_batch(run_id, metrics=buffer[start:start + MAX_BATCH])
+            buffer.clear()
+        self.writer.flush()
+
+    # -- ending ---------------------------------------------------------------------------
+    def close(self, status: str = "FINISHED") -> None:
+        """Flush, attach this stage's TensorBoard events, end the run(s) with `status`."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.flush()
+            self.writer.close()
+            if self.log_dir.is_dir():
+                self.client.log_artifacts(self.run_id, str(self.log_dir), "tensorboard")
+        finally:
+            self.client.set_terminated(self.run_id, status)
+            if self._owns_model_run:
+                self.client.set_terminated(self.model_run_id, status)
+
+    def __enter__(self) -> Tracker:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close("FINISHED")
+        elif issubclass(exc_type, KeyboardInterrupt):
+            self.close("KILLED")
+        else:
+            self.close("FAILED")

@@ -1,0 +1,125 @@
+"""The training loop: seeding, optimizer, one epoch, validation loss, and `fit`."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from torchtrack.config import TrainConfig
+from torchtrack.errors import ConfigError, TrainingError
+
+StepCallback = Callable[[int, float], None]  # (global step, batch loss)
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch, turn on deterministic algorithms; return a generator."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    return torch.Generator().manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` means CUDA when one is present, else CPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device is cuda but no CUDA device is available; use auto or cpu")
+    return torch.device(name)
+
+
+def make_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
+    """The optimizer that `config.optimizer` names, at `config.lr`."""
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr)
+    raise ValueError(f"unknown optimizer {config.optimizer!r}; allowed: sgd, adam")
+
+
+def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, generator: torch.Generator | None = None
+                ) -> DataLoader:
+    """A DataLoader over `dataset`; shuffling draws from `generator` for reproducibility."""
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator)
+
+
+class NonFiniteLossError(TrainingError):
+    """The loss became NaN or infinite: training diverged."""
+
+
+def train_one_epoch(model: nn.Module, loader: DataLoader, loss_fn: nn.Module,
+                    optimizer: torch.optim.Optimizer, device: torch.device, *,
+                    first_step: int = 0, log_every: int = 0, on_step: StepCallback | None = None
+                    ) -> float:
+    """One pass over `loader`; returns the mean training loss over rows."""
+    model.train()
+    total = torch.zeros((), device=device)
+    rows = 0
+    step = first_step
+    for X, y in loader:
+        X, y = X.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        loss = loss_fn(model(X), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.detach() * len(X)
+        rows += len(X)
+        step += 1
+        if on_step is not None and log_every and step % log_every == 0:
+            on_step(step, loss.item())  # the only host sync, once per logging interval
+    mean = total.item() / max(rows, 1)
+    if not np.isfinite(mean):
+        raise NonFiniteLossError(f"training loss became {mean}: lower train.lr and run again")
+    return mean
+
+
+@torch.no_grad()
+def evaluate_loss(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, device: torch.device) -> float:
+    """Mean loss over rows, in eval mode, without gradients."""
+    model.eval()
+    total = torch.zeros((), device=device)
+    rows = 0
+    for X, y in loader:
+        X, y = X.to(device), y.to(device)
+        total += loss_fn(model(X), y) * len(X)
+        rows += len(X)
+    return total.item() / max(rows, 1)
+
+
+@dataclass
+class EpochResult:
+    """Losses at the end of one epoch."""
+
+    epoch: int
+    train_loss: float
+    val_loss: float
+
+
+def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainConfig, *,
+        generator: torch.Generator, device: torch.device, log_every: int = 0,
+        on_step: StepCallback | None = None, on_epoch: Callable[[EpochResult], None] | None = None
+        ) -> list[EpochResult]:
+    """Train `model` for `config.epochs` epochs with MSE; report each epoch to `on_epoch`."""
+    model.to(device)
+    loss_fn = nn.MSELoss()
+    optimizer = make_optimizer(model.parameters(), config)
+    train_loader = make_loader(train_set, config.batch_size, config.shuffle, generator)
+    val_loader = make_loader(val_set, max(config.batch_size, 1024), False)
+    history = []
+    steps_per_epoch = len(train_loader)
+    for epoch in range(1, config.epochs + 1):
+        train_loss = train_one_epoch(model, train_loader, loss_fn, optimizer, device,
+                                     first_step=(epoch - 1) * steps_per_epoch,
+                                     log_every=log_every, on_step=on_step)
+        result = EpochResult(epoch, train_loss, evaluate_loss(model, val_loader, loss_fn, device))
+        history.append(result)
+        if on_epoch is not None:
+            on_epoch(result)
+    return history
