@@ -29,8 +29,9 @@ def _choice(*allowed: str) -> dict[str, Any]:
     return {"choices": allowed}
 
 
-def _range(low: float | None = None, high: float | None = None, *, open_low: bool = False,
-           open_high: bool = False) -> dict[str, Any]:
+def _range(
+    low: float | None = None, high: float | None = None, *, open_low: bool = False, open_high: bool = False
+) -> dict[str, Any]:
     return {"range": (low, high, open_low, open_high)}
 
 
@@ -82,7 +83,7 @@ class TrackingConfig:
 class Config:
     """The whole of params.yaml."""
 
-    seed: int = 42
+    seed: int = field(default=42, metadata=_range(0, 2**32 - 1))  # NumPy seeds are unsigned 32-bit
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -130,8 +131,7 @@ def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
     unknown = sorted(set(raw) - set(fields))
     if unknown:
         raise ConfigError(
-            f"{source}: unknown key {prefix}{unknown[0]!s}; allowed keys in {where}: "
-            + ", ".join(fields)
+            f"{source}: unknown key {prefix}{unknown[0]!s}; allowed keys in {where}: " + ", ".join(fields)
         )
     hints = typing.get_type_hints(cls)
     values = {}
@@ -154,6 +154,8 @@ def _check_value(key: str, value: Any, hint: Any, meta: Any, source: str) -> Any
             return None
         raise ConfigError(f"{source}: {key} must be {_type_name(allowed[0])}, got null")
     kind = allowed[0]
+    if kind is float and isinstance(value, str):
+        value = _parse_float(value)  # YAML 1.1 reads `1e-3` (no dot) as a string
     ok = (
         (kind is bool and isinstance(value, bool))
         or (kind is int and isinstance(value, int) and not isinstance(value, bool))
@@ -161,17 +163,13 @@ def _check_value(key: str, value: Any, hint: Any, meta: Any, source: str) -> Any
         or (kind is str and isinstance(value, str))
     )
     if not ok:
-        raise ConfigError(
-            f"{source}: {key} must be {_type_name(kind)}, got {type(value).__name__} {value!r}"
-        )
+        raise ConfigError(f"{source}: {key} must be {_type_name(kind)}, got {type(value).__name__} {value!r}")
     if kind is float:
         value = float(value)
         if not math.isfinite(value):
             raise ConfigError(f"{source}: {key} must be a finite number, got {value!r}")
     if "choices" in meta and value not in meta["choices"]:
-        raise ConfigError(
-            f"{source}: {key} must be one of {', '.join(meta['choices'])}; got {value!r}"
-        )
+        raise ConfigError(f"{source}: {key} must be one of {', '.join(meta['choices'])}; got {value!r}")
     if "range" in meta:
         low, high, open_low, open_high = meta["range"]
         if low is not None and (value <= low if open_low else value < low):
@@ -179,6 +177,13 @@ def _check_value(key: str, value: Any, hint: Any, meta: Any, source: str) -> Any
         if high is not None and (value >= high if open_high else value > high):
             raise ConfigError(f"{source}: {key} must be {'<' if open_high else '<='} {high}, got {value!r}")
     return value
+
+
+def _parse_float(text: str) -> float | str:
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def _is_union(hint: Any) -> bool:

@@ -79,8 +79,9 @@ class SyntheticTruth:
         return np.tanh(z) + z
 
 
-def make_synthetic(n_samples: int, n_features: int, noise_std: float, seed: int
-                   ) -> tuple[pd.DataFrame, SyntheticTruth]:
+def make_synthetic(
+    n_samples: int, n_features: int, noise_std: float, seed: int
+) -> tuple[pd.DataFrame, SyntheticTruth]:
     """Seeded regression rows whose target the default model (linear + tanh(x)+x) can represent.
 
     Features have different scales and offsets so that scaling matters; the noise is
@@ -112,14 +113,16 @@ def load_csv(path: str | Path, target: str | None = None) -> tuple[pd.DataFrame,
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: not a readable CSV file ({exc})") from None
     if frame.shape[1] < 2:
-        raise DataError(f"{path}: needs at least one feature column and a target column, "
-                        f"found {frame.shape[1]} column(s)")
+        raise DataError(
+            f"{path}: needs at least one feature column and a target column, found {frame.shape[1]} column(s)"
+        )
     if len(frame) == 0:
         raise DataError(f"{path}: the CSV file has a header but no rows")
     target = frame.columns[-1] if target is None else target
     if target not in frame.columns:
-        raise DataError(f"{path}: target column {target!r} not found; columns are: "
-                        + ", ".join(map(str, frame.columns)))
+        raise DataError(
+            f"{path}: target column {target!r} not found; columns are: " + ", ".join(map(str, frame.columns))
+        )
     for column in frame.columns:
         if not pd.api.types.is_numeric_dtype(frame[column]) or pd.api.types.is_bool_dtype(frame[column]):
             raise DataError(f"{path}: column {column!r} is not numeric")
@@ -131,8 +134,7 @@ def load_csv(path: str | Path, target: str | None = None) -> tuple[pd.DataFrame,
     return frame, str(target)
 
 
-def split_indices(n_rows: int, val_fraction: float, test_fraction: float, seed: int
-                  ) -> dict[str, np.ndarray]:
+def split_indices(n_rows: int, val_fraction: float, test_fraction: float, seed: int) -> dict[str, np.ndarray]:
     """A seeded permutation cut into train/val/test index arrays (each at least one row)."""
     n_test = max(1, round(n_rows * test_fraction))
     n_val = max(1, round(n_rows * val_fraction))
@@ -141,8 +143,8 @@ def split_indices(n_rows: int, val_fraction: float, test_fraction: float, seed: 
     order = np.random.default_rng(seed).permutation(n_rows)
     return {
         "test": np.sort(order[:n_test]),
-        "val": np.sort(order[n_test:n_test + n_val]),
-        "train": np.sort(order[n_test + n_val:]),
+        "val": np.sort(order[n_test : n_test + n_val]),
+        "train": np.sort(order[n_test + n_val :]),
     }
 
 
@@ -186,8 +188,9 @@ class TabularDataset(Dataset):
             raise DataError(f"target column {target!r} not found")
         self.data = data
         self.target = str(target)
-        self.features = [str(c) for c in data.columns if c != target]
-        self.X = torch.from_numpy(data[self.features].to_numpy(np.float32, copy=True))  # (N, F)
+        features = [c for c in data.columns if c != target]  # original labels: may be ints, not str
+        self.features = [str(c) for c in features]
+        self.X = torch.from_numpy(data[features].to_numpy(np.float32, copy=True))  # (N, F)
         self.y = torch.from_numpy(data[[target]].to_numpy(np.float32, copy=True))  # (N, 1)
 
     def __len__(self) -> int:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -44,8 +44,9 @@ def make_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
     raise ValueError(f"unknown optimizer {config.optimizer!r}; allowed: sgd, adam")
 
 
-def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, generator: torch.Generator | None = None
-                ) -> DataLoader:
+def make_loader(
+    dataset: Dataset, batch_size: int, shuffle: bool, generator: torch.Generator | None = None
+) -> DataLoader:
     """A DataLoader over `dataset`; shuffling draws from `generator` for reproducibility."""
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator)
 
@@ -54,10 +55,17 @@ class NonFiniteLossError(TrainingError):
     """The loss became NaN or infinite: training diverged."""
 
 
-def train_one_epoch(model: nn.Module, loader: DataLoader, loss_fn: nn.Module,
-                    optimizer: torch.optim.Optimizer, device: torch.device, *,
-                    first_step: int = 0, log_every: int = 0, on_step: StepCallback | None = None
-                    ) -> float:
+def train_one_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    loss_fn: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    *,
+    first_step: int = 0,
+    log_every: int = 0,
+    on_step: StepCallback | None = None,
+) -> float:
     """One pass over `loader`; returns the mean training loss over rows."""
     model.train()
     total = torch.zeros((), device=device)
@@ -102,10 +110,18 @@ class EpochResult:
     val_loss: float
 
 
-def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainConfig, *,
-        generator: torch.Generator, device: torch.device, log_every: int = 0,
-        on_step: StepCallback | None = None, on_epoch: Callable[[EpochResult], None] | None = None
-        ) -> list[EpochResult]:
+def fit(
+    model: nn.Module,
+    train_set: Dataset,
+    val_set: Dataset,
+    config: TrainConfig,
+    *,
+    generator: torch.Generator,
+    device: torch.device,
+    log_every: int = 0,
+    on_step: StepCallback | None = None,
+    on_epoch: Callable[[EpochResult], None] | None = None,
+) -> list[EpochResult]:
     """Train `model` for `config.epochs` epochs with MSE; report each epoch to `on_epoch`."""
     model.to(device)
     loss_fn = nn.MSELoss()
@@ -115,9 +131,16 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainCon
     history = []
     steps_per_epoch = len(train_loader)
     for epoch in range(1, config.epochs + 1):
-        train_loss = train_one_epoch(model, train_loader, loss_fn, optimizer, device,
-                                     first_step=(epoch - 1) * steps_per_epoch,
-                                     log_every=log_every, on_step=on_step)
+        train_loss = train_one_epoch(
+            model,
+            train_loader,
+            loss_fn,
+            optimizer,
+            device,
+            first_step=(epoch - 1) * steps_per_epoch,
+            log_every=log_every,
+            on_step=on_step,
+        )
         result = EpochResult(epoch, train_loss, evaluate_loss(model, val_loader, loss_fn, device))
         history.append(result)
         if on_epoch is not None:

@@ -1,0 +1,109 @@
+"""The command line: fast help, clear one-line errors, nothing written on bad input."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "DVC_ROOT")}
+    return subprocess.run(
+        [sys.executable, "-m", "torchtrack", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def write_params(folder: Path, **sections) -> Path:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for section, values in sections.items():
+        if isinstance(values, dict):
+            params[section].update(values)
+        else:
+            params[section] = values
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    (folder / "dvc.yaml").write_text("stages: {}\n")  # marks the repo root for the default store
+    return path
+
+
+def test_help_lists_every_subcommand_without_importing_torch_or_mlflow(tmp_path):
+    result = run_cli("--help", cwd=tmp_path)
+    assert result.returncode == 0
+    for command in ("prepare", "train", "evaluate", "ui"):
+        assert command in result.stdout
+    probe = (
+        "import sys; from torchtrack.cli import build_parser; build_parser(); "
+        "print(sorted(m for m in ('torch', 'mlflow', 'pandas') if m in sys.modules))"
+    )
+    imported = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert imported.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("sections", "named"),
+    [
+        ({"train": {"lr": -0.1}}, "train.lr"),
+        ({"train": {"epochs": "ten"}}, "train.epochs"),
+        ({"model": {"activation": "swish"}}, "model.activation"),
+        ({"train": {"learning_rate": 0.1}}, "train.learning_rate"),
+    ],
+)
+def test_bad_params_stop_the_stage_with_exit_2_and_write_nothing(tmp_path, sections, named):
+    params = write_params(tmp_path, **sections)
+    result = run_cli("prepare", "--params", str(params), cwd=tmp_path)
+    assert result.returncode == 2
+    message = result.stderr.strip()
+    assert len(message.splitlines()) == 1 and named in message, message
+    assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dvc.yaml", "params.yaml"]  # no store, no outputs
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (None, "CSV file not found"),
+        ("", "empty"),
+        ("a,b,target\n1,2,x\n", "column 'target' is not numeric"),
+        ("a,b,c\n1,2,3\n", "target column 'target' not found"),
+    ],
+)
+def test_bad_csv_stops_prepare_with_a_clear_message_and_no_mlflow_run(tmp_path, content, expected):
+    csv = tmp_path / "input.csv"
+    if content is not None:
+        csv.write_text(content)
+    params = write_params(tmp_path, data={"source": "csv", "path": str(csv), "target": "target"})
+    result = run_cli("prepare", "--params", str(params), cwd=tmp_path)
+    assert result.returncode == 2
+    assert expected in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert not (tmp_path / "data").exists()
+    assert not (tmp_path / "mlflow.db").exists()  # validation happens before any run starts
+
+
+@pytest.mark.slow
+def test_stages_run_in_order_and_a_missing_input_names_the_stage_to_run(tmp_path):
+    params = write_params(tmp_path, data={"n_samples": 400}, train={"epochs": 2})
+    result = run_cli("train", "--params", str(params), cwd=tmp_path)
+    assert result.returncode == 2 and "run the prepare stage first" in result.stderr
+    outputs = {}
+    for stage in ("prepare", "train", "evaluate"):
+        result = run_cli(stage, "--params", str(params), cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        outputs[stage] = result.stdout
+    assert [line.split()[:2] for line in outputs["train"].splitlines()] == [
+        ["epoch", "1/2"],
+        ["epoch", "2/2"],
+    ]
+    for path in ("models/model.pt", "metrics/evaluate.json", "plots/predictions.png"):
+        assert (tmp_path / path).is_file(), path

@@ -1,0 +1,292 @@
+"""data.py: seeded synthetic rows, CSV loading with clear errors, splits, train-only scaling, Dataset."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from torchtrack.data import (
+    SYNTHETIC_TARGET,
+    Scaler,
+    TabularDataset,
+    load_csv,
+    make_synthetic,
+    read_split,
+    split_indices,
+    write_splits,
+)
+from torchtrack.errors import DataError
+
+
+def small_frame(n_rows: int = 12) -> pd.DataFrame:
+    """Two features on different scales and a target, all numeric."""
+    rng = np.random.default_rng(0)
+    return pd.DataFrame(
+        {
+            "a": rng.normal(10.0, 3.0, n_rows),
+            "b": rng.normal(-2.0, 0.5, n_rows),
+            "target": rng.normal(0.0, 1.0, n_rows),
+        }
+    )
+
+
+# make_synthetic
+
+
+def test_make_synthetic_same_seed_gives_identical_frame():
+    first, first_truth = make_synthetic(200, 3, 0.3, seed=5)
+    second, second_truth = make_synthetic(200, 3, 0.3, seed=5)
+    pd.testing.assert_frame_equal(first, second)
+    assert first_truth == second_truth
+
+
+def test_make_synthetic_different_seed_gives_different_frame():
+    first, _ = make_synthetic(200, 3, 0.3, seed=5)
+    second, _ = make_synthetic(200, 3, 0.3, seed=6)
+    assert not np.allclose(first.to_numpy(), second.to_numpy())
+
+
+def test_make_synthetic_has_features_then_target():
+    frame, _ = make_synthetic(50, 4, 0.3, seed=0)
+    assert list(frame.columns) == ["x0", "x1", "x2", "x3", SYNTHETIC_TARGET]
+    assert frame.shape == (50, 5)
+
+
+@pytest.mark.parametrize("noise_std", [0.0, 0.3, 1.0])
+def test_make_synthetic_noise_has_stated_std(noise_std):
+    frame, truth = make_synthetic(20000, 4, noise_std, seed=1)
+    X = frame.drop(columns=SYNTHETIC_TARGET).to_numpy()
+    residual = frame[SYNTHETIC_TARGET].to_numpy() - truth.clean_target(X)
+    assert truth.noise_std == noise_std
+    assert residual.std() == pytest.approx(noise_std, rel=0.05, abs=1e-9)
+    assert abs(residual.mean()) < 0.03  # zero-mean noise: 0.03 is over 4 standard errors at std 1
+
+
+# split_indices
+
+
+def test_split_indices_is_deterministic():
+    first = split_indices(1000, 0.15, 0.15, seed=3)
+    second = split_indices(1000, 0.15, 0.15, seed=3)
+    for name in ("train", "val", "test"):
+        np.testing.assert_array_equal(first[name], second[name])
+
+
+def test_split_indices_depends_on_seed():
+    assert not np.array_equal(
+        split_indices(1000, 0.15, 0.15, 3)["test"], split_indices(1000, 0.15, 0.15, 4)["test"]
+    )
+
+
+def test_split_indices_are_disjoint_and_cover_every_row():
+    splits = split_indices(1000, 0.2, 0.1, seed=0)
+    train, val, test = (set(splits[name].tolist()) for name in ("train", "val", "test"))
+    assert not train & val and not train & test and not val & test
+    assert train | val | test == set(range(1000))
+
+
+@pytest.mark.parametrize(
+    ("n_rows", "val_fraction", "test_fraction", "sizes"),
+    [
+        (1000, 0.15, 0.15, (700, 150, 150)),
+        (1000, 0.2, 0.1, (700, 200, 100)),
+        (10, 0.01, 0.01, (8, 1, 1)),  # every split keeps at least one row
+    ],
+)
+def test_split_sizes_follow_fractions(n_rows, val_fraction, test_fraction, sizes):
+    splits = split_indices(n_rows, val_fraction, test_fraction, seed=0)
+    assert (len(splits["train"]), len(splits["val"]), len(splits["test"])) == sizes
+
+
+def test_split_indices_rejects_too_few_rows():
+    with pytest.raises(DataError, match="too few"):
+        split_indices(2, 0.15, 0.15, seed=0)
+
+
+# Scaler
+
+
+def test_scaler_standardises_train_features_and_keeps_target():
+    frame = small_frame(200)
+    scaler = Scaler.fit(frame, "target")
+    scaled = scaler.transform(frame)
+    assert scaler.features == ["a", "b"]
+    assert list(scaled.columns) == ["a", "b", "target"]
+    np.testing.assert_allclose(scaled[["a", "b"]].mean().to_numpy(), 0.0, atol=1e-5)
+    np.testing.assert_allclose(scaled[["a", "b"]].std(ddof=0).to_numpy(), 1.0, atol=1e-5)
+    np.testing.assert_allclose(scaled["target"].to_numpy(), frame["target"].to_numpy(), rtol=1e-6)
+    assert all(dtype == np.float32 for dtype in scaled.dtypes)
+
+
+def test_scaler_applies_train_statistics_to_other_splits():
+    frame = small_frame(300)
+    train, val = frame.iloc[:200], frame.iloc[200:] + 5.0  # val deliberately shifted
+    scaler = Scaler.fit(train, "target")
+    scaled_val = scaler.transform(val)
+    features = train[["a", "b"]]
+    expected = (val[["a", "b"]] - features.mean()) / features.std(ddof=0)
+    np.testing.assert_allclose(scaled_val[["a", "b"]].to_numpy(), expected.to_numpy(), rtol=1e-5)
+    assert scaled_val["a"].mean() > 1.0  # the shift survives: val was not re-centred on itself
+
+
+def test_scaler_leaves_constant_column_finite():
+    frame = small_frame(20).assign(a=4.0)
+    scaler = Scaler.fit(frame, "target")
+    scaled = scaler.transform(frame)
+    assert scaler.std[0] == 1.0
+    assert np.isfinite(scaled.to_numpy()).all()
+    np.testing.assert_array_equal(scaled["a"].to_numpy(), 0.0)
+
+
+def test_scaler_disabled_is_identity():
+    frame = small_frame()
+    scaled = Scaler.fit(frame, "target", enabled=False).transform(frame)
+    np.testing.assert_allclose(scaled.to_numpy(), frame.to_numpy(), rtol=1e-6)
+
+
+def test_scaler_transform_without_target_and_with_missing_feature():
+    frame = small_frame()
+    scaler = Scaler.fit(frame, "target")
+    assert list(scaler.transform(frame.drop(columns="target")).columns) == ["a", "b"]
+    with pytest.raises(DataError, match="b"):
+        scaler.transform(frame.drop(columns="b"))
+
+
+def test_scaler_save_load_round_trip(tmp_path):
+    scaler = Scaler.fit(small_frame(), "target")
+    scaler.save(tmp_path / "scaler.json")
+    assert Scaler.load(tmp_path / "scaler.json") == scaler
+
+
+# load_csv
+
+
+def write_csv(tmp_path, text: str):
+    path = tmp_path / "rows.csv"
+    path.write_text(text)
+    return path
+
+
+def test_load_csv_target_defaults_to_last_column(tmp_path):
+    frame, target = load_csv(write_csv(tmp_path, "a,b,c\n1,2,3\n4,5,6\n"))
+    assert target == "c"
+    assert frame.shape == (2, 3)
+
+
+def test_load_csv_named_target(tmp_path):
+    _, target = load_csv(write_csv(tmp_path, "a,b,c\n1,2,3\n4,5,6\n"), target="a")
+    assert target == "a"
+
+
+@pytest.mark.parametrize(
+    ("text", "target", "expected_fragments"),
+    [
+        pytest.param("", None, ["empty"], id="empty-file"),
+        pytest.param("a,b\n", None, ["header but no rows"], id="header-only"),
+        pytest.param("a\n1\n2\n", None, ["at least one feature column", "1 column"], id="one-column"),
+        pytest.param("a,b,c\n1,x,3\n4,y,6\n", None, ["column 'b'", "not numeric"], id="non-numeric"),
+        pytest.param(
+            "a,b\n1,2\n3,4\n", "price", ["target column 'price' not found", "a, b"], id="missing-target"
+        ),
+        pytest.param("a,b\n1,\n3,4\n", None, ["column 'b'", "1 missing value"], id="missing-value"),
+        pytest.param("a,b\n1,inf\n3,4\n", None, ["column 'b'", "infinite"], id="infinite-value"),
+    ],
+)
+def test_load_csv_rejects_bad_input_naming_the_problem(tmp_path, text, target, expected_fragments):
+    with pytest.raises(DataError) as excinfo:
+        load_csv(write_csv(tmp_path, text), target)
+    message = str(excinfo.value)
+    for fragment in expected_fragments:
+        assert fragment in message, f"{fragment!r} not in {message!r}"
+
+
+def test_load_csv_missing_file_names_the_path(tmp_path):
+    missing = tmp_path / "nowhere.csv"
+    with pytest.raises(DataError, match="not found") as excinfo:
+        load_csv(missing)
+    assert str(missing) in str(excinfo.value)
+
+
+# TabularDataset
+
+
+def test_dataset_holds_data_X_y_as_float32():
+    frame = small_frame(12)
+    dataset = TabularDataset(frame)
+    assert dataset.data is frame
+    assert dataset.X.dtype == torch.float32 and dataset.y.dtype == torch.float32
+    assert dataset.X.shape == (12, 2)
+    assert dataset.y.shape == (12, 1)
+    assert dataset.features == ["a", "b"] and dataset.target == "target"
+    np.testing.assert_allclose(dataset.y[:, 0].numpy(), frame["target"].to_numpy(np.float32))
+
+
+def test_dataset_len_and_getitem():
+    dataset = TabularDataset(small_frame(12))
+    X, y = dataset[3]
+    assert len(dataset) == 12
+    assert X.shape == (2,) and y.shape == (1,)
+    assert torch.equal(X, dataset.X[3]) and torch.equal(y, dataset.y[3])
+
+
+def test_dataset_named_target_is_excluded_from_features():
+    dataset = TabularDataset(small_frame(), target="a")
+    assert dataset.features == ["b", "target"]
+    np.testing.assert_allclose(dataset.y[:, 0].numpy(), small_frame()["a"].to_numpy(np.float32))
+
+
+def test_dataset_accepts_frame_with_default_integer_columns():
+    dataset = TabularDataset(pd.DataFrame(np.arange(12.0).reshape(4, 3)))
+    assert dataset.X.shape == (4, 2)
+    np.testing.assert_array_equal(dataset.y[:, 0].numpy(), [2.0, 5.0, 8.0, 11.0])
+
+
+def test_dataset_unknown_target_raises_data_error():
+    with pytest.raises(DataError, match="price"):
+        TabularDataset(small_frame(), target="price")
+
+
+def test_dataset_accepts_csv_path(tmp_path):
+    path = tmp_path / "rows.csv"
+    small_frame().to_csv(path, index=False)
+    dataset = TabularDataset(path)
+    assert dataset.X.shape == (12, 2) and dataset.target == "target"
+    np.testing.assert_allclose(dataset.X.numpy(), small_frame()[["a", "b"]].to_numpy(np.float32), rtol=1e-6)
+
+
+def test_dataset_accepts_parquet_path(tmp_path):
+    path = tmp_path / "rows.parquet"
+    small_frame().to_parquet(path, index=False)
+    dataset = TabularDataset(str(path))
+    assert dataset.X.shape == (12, 2) and dataset.target == "target"
+    np.testing.assert_allclose(dataset.X.numpy(), small_frame()[["a", "b"]].to_numpy(np.float32))
+
+
+def test_dataloader_over_dataset_yields_batches_of_right_shape():
+    loader = DataLoader(TabularDataset(small_frame(10)), batch_size=4)
+    shapes = [(tuple(X.shape), tuple(y.shape)) for X, y in loader]
+    assert shapes == [((4, 2), (4, 1)), ((4, 2), (4, 1)), ((2, 2), (2, 1))]
+
+
+# write_splits / read_split
+
+
+def test_write_splits_read_split_round_trip(tmp_path):
+    frame = small_frame(30)
+    scaler = Scaler.fit(frame.iloc[:20], "target")
+    splits = {"train": scaler.transform(frame.iloc[:20]), "val": scaler.transform(frame.iloc[20:30])}
+    write_splits(splits, scaler, tmp_path / "prepared")
+    for name, part in splits.items():
+        pd.testing.assert_frame_equal(read_split(tmp_path / "prepared", name), part)
+    assert Scaler.load(tmp_path / "prepared" / "scaler.json") == scaler
+    assert sorted(p.name for p in (tmp_path / "prepared").iterdir()) == [
+        "scaler.json",
+        "train.parquet",
+        "val.parquet",
+    ]
+
+
+def test_read_split_missing_says_to_run_prepare(tmp_path):
+    with pytest.raises(DataError, match="prepare"):
+        read_split(tmp_path, "train")

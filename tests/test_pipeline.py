@@ -1,0 +1,207 @@
+"""End to end: `dvc repro` in a temporary copy of this repository, read back through
+MlflowClient, TensorBoard's event reader and DVC's own commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from conftest import read_scalars
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+GIT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "test",
+    "GIT_AUTHOR_EMAIL": "test@example.invalid",
+    "GIT_COMMITTER_NAME": "test",
+    "GIT_COMMITTER_EMAIL": "test@example.invalid",
+}
+
+
+def copy_repo(dest: Path) -> Path:
+    """What a fresh clone would hold (tracked and unignored files), committed in a new git repo."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.split(b"\0")
+    for name in filter(None, (n.decode() for n in listed)):
+        if (ROOT / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dest / name)
+    for command in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "copy"]):
+        subprocess.run(command, cwd=dest, env=pipeline_env(dest), check=True)
+    return dest
+
+
+def pipeline_env(repo: Path) -> dict[str, str]:
+    """The venv first on PATH, the copy's own sources importable, no store override."""
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "DVC_ROOT", "DVC_EXP_NAME")
+    }
+    env.update(GIT_IDENTITY, PATH=f"{BIN}{os.pathsep}{env['PATH']}", PYTHONPATH=str(repo / "src"))
+    return env
+
+
+def dvc(repo: Path, *args: str) -> str:
+    result = subprocess.run(
+        [str(BIN / "dvc"), *args],
+        cwd=repo,
+        env=pipeline_env(repo),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, f"dvc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def stages_run(output: str) -> list[str]:
+    return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")]
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    """A copy of the repo after one default `dvc repro`, with that run's output."""
+    path = copy_repo(tmp_path_factory.mktemp("repo"))
+    path.joinpath("repro.log").write_text(dvc(path, "repro"))
+    return path
+
+
+@pytest.fixture(scope="module")
+def mlflow(repo) -> MlflowClient:
+    return MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+
+
+def model_runs(client: MlflowClient):
+    experiment = client.get_experiment_by_name("torchtrack")
+    return client.search_runs(
+        [experiment.experiment_id], "tags.`torchtrack.kind` = 'model'", order_by=["attributes.start_time ASC"]
+    )
+
+
+def test_repro_runs_every_stage_and_writes_outputs_and_lock(repo):
+    assert stages_run((repo / "repro.log").read_text()) == ["prepare", "train", "evaluate"]
+    for path in (
+        "data/prepared/train.parquet",
+        "data/prepared/val.parquet",
+        "data/prepared/test.parquet",
+        "data/prepared/scaler.json",
+        "models/model.pt",
+        "metrics/prepare.json",
+        "metrics/train.json",
+        "metrics/evaluate.json",
+        "plots/loss.csv",
+        "plots/loss.png",
+        "plots/predictions.csv",
+        "plots/predictions.png",
+    ):
+        assert (repo / path).is_file(), path
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    assert set(lock) == {"prepare", "train", "evaluate"}
+    assert lock["train"]["params"]["params.yaml"]["train"]["lr"] == 0.01
+    assert {out["path"] for out in lock["train"]["outs"]} >= {"models/model.pt", "metrics/train.json"}
+
+
+def test_default_model_reaches_the_noise_floor(repo):
+    """The best any model can do is the noise variance; the default gets within 5% of it."""
+    evaluation = json.loads((repo / "metrics/evaluate.json").read_text())
+    assert evaluation["test_mse"] == pytest.approx(0.3**2, rel=0.05)
+    assert evaluation["test_mse_over_noise_variance"] == pytest.approx(1.0, abs=0.05)
+    assert evaluation["test_r2"] > 0.97
+
+
+def test_mlflow_holds_one_model_run_with_nested_stage_runs(repo, mlflow):
+    (model,) = model_runs(mlflow)
+    assert model.info.status == "FINISHED"
+    assert model.data.params["train.lr"] == "0.01" and model.data.params["data.noise_std"] == "0.3"
+    assert set(model.data.metrics) >= {
+        "train_loss",
+        "val_loss",
+        "test_mse",
+        "test_rmse",
+        "test_mae",
+        "test_r2",
+    }
+    assert (
+        model.data.tags["mlflow.source.git.commit"]
+        == subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True
+        ).stdout.strip()
+    )
+    children = mlflow.search_runs(
+        [model.info.experiment_id], f"tags.`mlflow.parentRunId` = '{model.info.run_id}'"
+    )
+    assert {run.info.run_name for run in children} == {"train", "evaluate"}
+    train = next(run for run in children if run.info.run_name == "train")
+    epochs = mlflow.get_metric_history(train.info.run_id, "val_loss")
+    assert [m.step for m in epochs] == list(range(1, 21))
+    assert {a.path for a in mlflow.list_artifacts(train.info.run_id)} >= {"tensorboard", "figures"}
+    assert json.loads((repo / "models/mlflow_run.json").read_text())["model_run_id"] == model.info.run_id
+    import mlflow as mlflow_module
+
+    mlflow_module.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
+    (logged,) = mlflow_module.search_logged_models(
+        experiment_ids=[model.info.experiment_id], output_format="list"
+    )
+    assert logged.source_run_id == model.info.run_id
+    prepare_experiment = mlflow.get_experiment_by_name("torchtrack-prepare")
+    (prepare,) = mlflow.search_runs([prepare_experiment.experiment_id])
+    assert model.data.tags["torchtrack.prepare_run_id"] == prepare.info.run_id
+    assert prepare.data.metrics["noise_variance"] == pytest.approx(0.09)
+
+
+def test_tensorboard_has_one_log_directory_per_stage_execution(repo):
+    logs = {stage: list((repo / "runs" / stage).iterdir()) for stage in ("prepare", "train", "evaluate")}
+    assert all(len(dirs) == 1 for dirs in logs.values()), logs
+    train = read_scalars(logs["train"][0])
+    assert [step for step, _ in train["val_loss"]] == list(range(1, 21))
+    assert len(train["train_loss_step"]) > 100
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(logs["train"][0]))
+    events.Reload()
+    assert events.Graph() is not None
+    assert "test_mse" in read_scalars(logs["evaluate"][0])
+
+
+def test_dvc_reads_metrics_params_and_plots_without_project_code(repo):
+    metrics = json.loads(dvc(repo, "metrics", "show", "--json"))
+    assert "test_mse" in json.dumps(metrics)
+    assert "train.lr" in dvc(repo, "params", "diff", "--all") or dvc(repo, "params", "diff", "--all") == ""
+    dvc(repo, "plots", "show", "-o", "plots_html")
+    assert (repo / "plots_html" / "index.html").is_file()
+
+
+def test_a_second_repro_runs_nothing(repo):
+    output = dvc(repo, "repro")
+    assert stages_run(output) == []
+    assert "Data and pipelines are up to date" in output
+
+
+def test_changing_lr_reruns_only_train_and_evaluate(repo):
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["train"]["lr"] = 0.005
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert stages_run(dvc(repo, "repro")) == ["train", "evaluate"]
+
+
+def test_dvc_exp_run_lands_in_the_same_store_named_after_the_experiment(repo, mlflow):
+    subprocess.run(["git", "commit", "-qam", "lr 0.005"], cwd=repo, env=pipeline_env(repo), check=True)
+    dvc(repo, "exp", "run", "-n", "lr-005", "-S", "train.lr=0.05")
+    runs = {run.info.run_name: run for run in model_runs(mlflow)}
+    assert runs["lr-005"].data.tags["dvc.exp_name"] == "lr-005"
+    assert runs["lr-005"].data.params["train.lr"] == "0.05"
+    assert "test_mse" in runs["lr-005"].data.metrics
+    shown = json.loads(dvc(repo, "exp", "show", "--json"))
+    assert "lr-005" in json.dumps(shown)

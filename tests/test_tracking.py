@@ -1,0 +1,140 @@
+"""Tracker: one door that fans out to TensorBoard and MLflow (a real SQLite store here)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from mlflow import MlflowClient
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import read_scalars
+from torchtrack.models import RegressionModel
+from torchtrack.tracking import Tracker, repo_root, tracking_uri
+
+
+def client() -> MlflowClient:
+    return MlflowClient(tracking_uri())
+
+
+def test_default_store_is_sqlite_at_repo_root(workdir, monkeypatch):
+    assert tracking_uri() == f"sqlite:///{workdir / 'mlflow.db'}"
+    (workdir / "dvc.yaml").write_text("stages: {}\n")
+    (workdir / "sub").mkdir()
+    monkeypatch.chdir(workdir / "sub")
+    assert repo_root() == workdir  # the nearest folder holding dvc.yaml
+
+
+def test_dvc_root_and_env_override_pick_the_store(workdir, monkeypatch, tmp_path_factory):
+    parent = tmp_path_factory.mktemp("parent-repo")
+    monkeypatch.setenv("DVC_ROOT", str(parent))  # as in a queued experiment's temporary copy
+    assert tracking_uri() == f"sqlite:///{parent / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////elsewhere/store.db")
+    assert tracking_uri() == "sqlite:////elsewhere/store.db"
+
+
+def test_train_opens_a_model_run_with_the_stage_nested(workdir, tracking_config):
+    params = {"train.lr": 0.01, "model.activation": "tanh_plus_x", "data.path": None}
+    with Tracker(tracking_config, "train", params=params, model_run="new") as tracker:
+        for step in range(1, 121):
+            tracker.log_metrics({"train_loss_step": 1.0 / step}, step)
+        tracker.log_summary({"train_loss": 0.5, "val_loss": 0.6}, step=3)
+    model_run = client().get_run(tracker.model_run_id)
+    stage_run = client().get_run(tracker.run_id)
+    assert model_run.info.status == stage_run.info.status == "FINISHED"
+    assert "mlflow.parentRunId" not in model_run.data.tags
+    assert stage_run.data.tags["mlflow.parentRunId"] == tracker.model_run_id
+    assert stage_run.data.tags["dvc.stage"] == "train"
+    assert (
+        model_run.data.params
+        == stage_run.data.params
+        == {"train.lr": "0.01", "model.activation": "tanh_plus_x", "data.path": "None"}
+    )
+    assert model_run.data.metrics == {"train_loss": 0.5, "val_loss": 0.6}
+    history = client().get_metric_history(tracker.run_id, "train_loss_step")
+    assert [m.step for m in history] == list(range(1, 121))
+    assert "tensorboard" in {a.path for a in client().list_artifacts(tracker.run_id)}
+
+
+def test_step_metrics_are_buffered_until_the_batch_is_full(workdir, tracking_config):
+    with Tracker(tracking_config, "train", params={}, model_run="new") as tracker:
+        for step in range(tracking_config.flush_every_n_metrics - 1):
+            tracker.log_metrics({"loss": float(step)}, step)
+        assert client().get_metric_history(tracker.run_id, "loss") == []  # nothing written yet
+        tracker.log_metrics({"loss": 0.0}, tracking_config.flush_every_n_metrics)
+        assert (
+            len(client().get_metric_history(tracker.run_id, "loss")) == tracking_config.flush_every_n_metrics
+        )
+
+
+def test_tensorboard_gets_scalars_graph_and_hparams(workdir, tracking_config):
+    model = RegressionModel(3)
+    with Tracker(tracking_config, "train", params={"train.lr": 0.1}, model_run="new") as tracker:
+        tracker.log_graph(model, torch.zeros(4, 3))
+        tracker.log_metrics({"train_loss": 2.0, "val_loss": 3.0}, 1)
+        tracker.log_metrics({"train_loss": 1.0, "val_loss": 1.5}, 2)
+        tracker.log_hparams({"train.lr": 0.1, "data.path": None}, {"val_loss": 1.5})
+    assert tracker.log_dir.parent == workdir / "runs" / "train"
+    scalars = read_scalars(tracker.log_dir)
+    assert scalars["train_loss"] == [(1, 2.0), (2, 1.0)]
+    assert scalars["val_loss"] == [(1, 3.0), (2, 1.5)]
+    events = EventAccumulator(str(tracker.log_dir))
+    events.Reload()
+    assert events.Graph() is not None
+    assert "model_summary.txt" in {a.path for a in client().list_artifacts(tracker.run_id)}
+
+
+def test_evaluate_nests_under_an_existing_model_run(workdir, tracking_config):
+    with Tracker(tracking_config, "train", params={}, model_run="new") as train:
+        pass
+    with Tracker(tracking_config, "evaluate", params={}, model_run=train.model_run_id) as evaluate:
+        evaluate.log_metrics({"test_mse": 0.1})
+        evaluate.log_summary({"test_mse": 0.1})
+    assert client().get_run(evaluate.run_id).data.tags["mlflow.parentRunId"] == train.model_run_id
+    assert client().get_run(train.model_run_id).data.metrics["test_mse"] == 0.1
+    assert client().get_run(train.model_run_id).info.status == "FINISHED"
+
+
+def test_prepare_runs_live_in_their_own_experiment(workdir, tracking_config):
+    with Tracker(tracking_config, "prepare", params={"seed": 1}) as tracker:
+        pass
+    run = client().get_run(tracker.run_id)
+    assert client().get_experiment(run.info.experiment_id).name == "test-prepare"
+    assert "mlflow.parentRunId" not in run.data.tags
+    with pytest.raises(RuntimeError, match="model run"):
+        tracker.log_summary({"x": 1.0})
+
+
+@pytest.mark.parametrize(("error", "status"), [(ValueError, "FAILED"), (KeyboardInterrupt, "KILLED")])
+def test_a_stage_that_raises_ends_its_runs_with_a_status(workdir, tracking_config, error, status):
+    with pytest.raises(error):
+        with Tracker(tracking_config, "train", params={}, model_run="new") as tracker:
+            tracker.log_metrics({"loss": 1.0}, 1)
+            raise error()
+    assert client().get_run(tracker.run_id).info.status == status
+    assert client().get_run(tracker.model_run_id).info.status == status
+    assert len(client().get_metric_history(tracker.run_id, "loss")) == 1  # buffered metrics kept
+
+
+def test_dvc_experiment_name_names_the_model_run(workdir, tracking_config, monkeypatch):
+    monkeypatch.setenv("DVC_EXP_NAME", "brave-lr")
+    with Tracker(tracking_config, "train", params={}, model_run="new") as tracker:
+        pass
+    run = client().get_run(tracker.model_run_id)
+    assert run.info.run_name == "brave-lr"
+    assert run.data.tags["dvc.exp_name"] == "brave-lr"
+
+
+def test_logged_model_loads_with_pyfunc_and_predicts_like_the_module(workdir, tracking_config):
+    import mlflow
+
+    torch.manual_seed(0)
+    model = RegressionModel(3)
+    example = np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32)
+    with Tracker(tracking_config, "train", params={}, model_run="new") as tracker:
+        uri = tracker.log_model(model, example)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(example)).numpy().reshape(-1)
+    mlflow.set_tracking_uri(tracking_uri())
+    got = np.asarray(mlflow.pyfunc.load_model(uri).predict(example)).reshape(-1)
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
