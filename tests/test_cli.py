@@ -107,3 +107,60 @@ def test_stages_run_in_order_and_a_missing_input_names_the_stage_to_run(tmp_path
     ]
     for path in ("models/model.pt", "metrics/evaluate.json", "plots/predictions.png"):
         assert (tmp_path / path).is_file(), path
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_ui_serves_mlflow_and_tensorboard_on_loopback_until_ctrl_c(tmp_path):
+    import signal
+    import time
+    import urllib.request
+
+    params = write_params(tmp_path)
+    ports = {"mlflow": free_port(), "tensorboard": free_port()}
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "DVC_ROOT")}
+    ui = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "torchtrack",
+            "ui",
+            "--params",
+            str(params),
+            "--mlflow-port",
+            str(ports["mlflow"]),
+            "--tensorboard-port",
+            str(ports["tensorboard"]),
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert ui.stdout.readline().strip() == f"MLflow UI:   http://127.0.0.1:{ports['mlflow']}"
+        assert ui.stdout.readline().strip() == f"TensorBoard: http://127.0.0.1:{ports['tensorboard']}"
+        pending = {f"http://127.0.0.1:{ports['mlflow']}/health", f"http://127.0.0.1:{ports['tensorboard']}/"}
+        deadline = time.monotonic() + 90
+        while pending and time.monotonic() < deadline:
+            for url in list(pending):
+                try:
+                    with urllib.request.urlopen(url, timeout=2) as response:
+                        if response.status == 200:
+                            pending.discard(url)
+                except OSError:
+                    pass
+            time.sleep(0.5)
+        assert not pending, f"not serving: {pending}"
+    finally:
+        ui.send_signal(signal.SIGINT)
+        code = ui.wait(timeout=60)
+    assert code == 0
