@@ -96,7 +96,7 @@ def test_huge_sgd_learning_rate_raises_non_finite_loss_error(splits):
 
 def test_train_one_epoch_calls_on_step_every_log_every_steps(splits):
     train_set, _ = splits
-    loader = make_loader(torch.utils.data.Subset(train_set, range(100)), batch_size=10, shuffle=False)
+    loader = make_loader(TabularDataset(train_set.data.iloc[:100]), batch_size=10, shuffle=False)
     model = RegressionModel(in_features=3)
     optimizer = make_optimizer(model.parameters(), TrainConfig(lr=0.01))
     calls = []
@@ -116,7 +116,7 @@ def test_train_one_epoch_calls_on_step_every_log_every_steps(splits):
 
 def test_train_one_epoch_without_log_every_never_calls_on_step(splits):
     train_set, _ = splits
-    loader = make_loader(torch.utils.data.Subset(train_set, range(50)), batch_size=10, shuffle=False)
+    loader = make_loader(TabularDataset(train_set.data.iloc[:50]), batch_size=10, shuffle=False)
     model = RegressionModel(in_features=3)
     calls = []
     loss = train_one_epoch(
@@ -133,7 +133,7 @@ def test_train_one_epoch_without_log_every_never_calls_on_step(splits):
 
 def test_fit_step_numbers_keep_increasing_across_epochs(splits):
     train_set, val_set = splits
-    small = torch.utils.data.Subset(train_set, range(100))
+    small = TabularDataset(train_set.data.iloc[:100])
     steps = []
     fit(
         RegressionModel(in_features=3),

@@ -12,12 +12,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import time
 
 STAGES = {
     "prepare": "generate or load the data; write seeded, scaled train/val/test splits",
     "train": "train the model on the train split; save it and log it to MLflow",
     "evaluate": "score the model on the test split; write metrics and plots",
 }
+STAGE_PHASE = {"prepare": "data", "train": "training", "evaluate": "evaluation"}  # for profiling
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
 
@@ -44,17 +46,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse `argv`, run the subcommand, map failures to exit codes."""
+    started = time.perf_counter()
     args = build_parser().parse_args(argv)
+    from torchtrack import profiling
     from torchtrack.config import load_config
     from torchtrack.errors import PipelineError
 
     try:
-        config = load_config(args.params)
+        with profiling.phase("imports"):
+            config = load_config(args.params)
+            if args.command == "ui":
+                from torchtrack.ui import serve
+            else:
+                stage = importlib.import_module(f"torchtrack.stages.{args.command}")
         if args.command == "ui":
-            from torchtrack.ui import serve
-
             return serve(config.tracking, args.host, args.mlflow_port, args.tensorboard_port)
-        importlib.import_module(f"torchtrack.stages.{args.command}").run(config)
+        with profiling.phase(STAGE_PHASE[args.command]):
+            stage.run(config)
+        profiling.report(args.command, started)
     except PipelineError as exc:
         print(f"torchtrack {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -67,6 +67,7 @@ class TrainConfig:
     batch_size: int = field(default=256, metadata=_range(1))
     shuffle: bool = True  # reshuffle the training rows every epoch
     device: str = field(default="auto", metadata=_choice("auto", "cpu", "cuda"))
+    num_threads: int = field(default=1, metadata=_range(0))  # CPU threads; 0 = one per core
 
 
 @dataclass(frozen=True)

@@ -6,17 +6,19 @@ into a `TabularDataset`, the journal's Dataset subclass with `data`, `X` and `y`
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from torchtrack.config import DataConfig
 from torchtrack.errors import DataError
 from torchtrack.files import read_json, write_atomic, write_json
+from torchtrack.profiling import timed
 
 SPLITS = ("train", "val", "test")
 SYNTHETIC_TARGET = "y"
@@ -164,6 +166,7 @@ def write_splits(splits: dict[str, pd.DataFrame], scaler: Scaler, out_dir: Path)
     scaler.save(out_dir / "scaler.json")
 
 
+@timed("data")
 def read_split(prepared_dir: Path, name: str) -> pd.DataFrame:
     """One split written by `write_splits`."""
     path = Path(prepared_dir) / f"{name}.parquet"
@@ -196,5 +199,30 @@ class TabularDataset(Dataset):
     def __len__(self) -> int:
         return len(self.X)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One row, or a whole batch in one indexing operation when `index` is a tensor of
+        row indices (what `BatchIndexSampler` yields)."""
         return self.X[index], self.y[index]
+
+
+class BatchIndexSampler(Sampler[torch.Tensor]):
+    """Index tensors of `batch_size` rows: slices of one `torch.randperm` per epoch.
+
+    The same batches a bare loop gets from `randperm` and slicing, without one Python
+    object per row; shuffling draws only from `generator`, so the order is reproducible.
+    """
+
+    def __init__(
+        self, n_rows: int, batch_size: int, shuffle: bool = True, generator: torch.Generator | None = None
+    ):
+        self.n_rows, self.batch_size, self.shuffle, self.generator = n_rows, batch_size, shuffle, generator
+
+    def __len__(self) -> int:
+        return -(-self.n_rows // self.batch_size)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        if self.shuffle:
+            order = torch.randperm(self.n_rows, generator=self.generator)
+        else:
+            order = torch.arange(self.n_rows)
+        return iter(order.split(self.batch_size))

@@ -8,7 +8,10 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
+from torchtrack.profiling import timed
 
+
+@timed("figures")
 def predictions_figure(y_true: np.ndarray, y_pred: np.ndarray) -> Figure:
     """Predicted-vs-actual scatter and residual histogram, as one matplotlib figure."""
     fig = Figure(figsize=(10, 4.5))
@@ -25,6 +28,7 @@ def predictions_figure(y_true: np.ndarray, y_pred: np.ndarray) -> Figure:
     return fig
 
 
+@timed("figures")
 def loss_figure(epochs: list[int], train_loss: list[float], val_loss: list[float]) -> Figure:
     """Training and validation loss per epoch, as a matplotlib figure."""
     fig = Figure(figsize=(6, 4))

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from torchtrack.config import TrackingConfig
+from torchtrack.profiling import timed
 
 STORE_FILE = "mlflow.db"  # default SQLite store at the repository root
 ARTIFACT_DIR = "mlartifacts"  # default artifact root beside it
@@ -62,6 +63,7 @@ class Tracker:
     stage under (evaluate). `log_summary` writes to the model run's row.
     """
 
+    @timed("tracking")
     def __init__(
         self,
         config: TrackingConfig,
@@ -142,6 +144,7 @@ class Tracker:
             self.client.log_batch(run_id, params=items[start : start + 100])
 
     # -- logging --------------------------------------------------------------------------
+    @timed("tracking")
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
         """Scalars for this stage, to TensorBoard now and to MLflow in buffered batches."""
         from mlflow.entities import Metric
@@ -154,6 +157,7 @@ class Tracker:
         if len(self._metrics) >= self.config.flush_every_n_metrics:
             self.flush()
 
+    @timed("tracking")
     def log_summary(self, metrics: dict[str, float], step: int = 0) -> None:
         """Final figures for the model run's row in MLflow (what Compare shows)."""
         from mlflow.entities import Metric
@@ -163,16 +167,19 @@ class Tracker:
         now = int(time.time() * 1000)
         self._summary.extend(Metric(k, float(v), now, step) for k, v in metrics.items())
 
+    @timed("tracking")
     def log_graph(self, model: Any, example: Any) -> None:
         """The model graph for TensorBoard; its printed structure as an MLflow artifact."""
         self.writer.add_graph(model, example)
         self.client.log_text(self.run_id, str(model), "model_summary.txt")
 
+    @timed("tracking")
     def log_hparams(self, hparams: dict[str, Any], metrics: dict[str, float]) -> None:
         """Hyperparameters with their final metrics, for TensorBoard's HPARAMS tab."""
         clean = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in hparams.items()}
         self.writer.add_hparams(clean, {f"hparam/{k}": v for k, v in metrics.items()}, run_name=".")
 
+    @timed("tracking")
     def log_figure(self, figure: Any, path: Path) -> None:
         """Save a matplotlib figure to `path` (a stage output) and log it to both backends."""
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -182,10 +189,12 @@ class Tracker:
         if self.model_run_id:
             self.client.log_artifact(self.model_run_id, str(path), "figures")
 
+    @timed("tracking")
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         """A file for this stage's MLflow run."""
         self.client.log_artifact(self.run_id, str(path), artifact_path)
 
+    @timed("tracking")
     def log_model(self, model: Any, input_example: Any) -> str:
         """The model to the model run via `mlflow.pytorch.log_model` (pt2, with signature).
 
@@ -214,6 +223,7 @@ class Tracker:
             )
         return info.model_uri
 
+    @timed("tracking")
     def flush(self) -> None:
         """Write buffered metrics to MLflow in batches, and TensorBoard events to disk."""
         for run_id, buffer in ((self.run_id, self._metrics), (self.model_run_id, self._summary)):
@@ -223,6 +233,7 @@ class Tracker:
         self.writer.flush()
 
     # -- ending ---------------------------------------------------------------------------
+    @timed("tracking")
     def close(self, status: str = "FINISHED") -> None:
         """Flush, attach this stage's TensorBoard events, end the run(s) with `status`."""
         if self._closed:

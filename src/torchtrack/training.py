@@ -12,6 +12,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from torchtrack.config import TrainConfig
+from torchtrack.data import BatchIndexSampler
 from torchtrack.errors import ConfigError, TrainingError
 
 StepCallback = Callable[[int, float], None]  # (global step, batch loss)
@@ -24,6 +25,16 @@ def seed_everything(seed: int) -> torch.Generator:
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
     return torch.Generator().manual_seed(seed)
+
+
+def set_threads(num_threads: int) -> None:
+    """Use `num_threads` CPU threads (0 keeps PyTorch's default of one per core).
+
+    A model this small spends more time synchronising threads than computing: one thread
+    was much faster than two on a busy 2-core machine (`make bench` measures both).
+    """
+    if num_threads > 0:
+        torch.set_num_threads(num_threads)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -47,8 +58,15 @@ def make_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
 def make_loader(
     dataset: Dataset, batch_size: int, shuffle: bool, generator: torch.Generator | None = None
 ) -> DataLoader:
-    """A DataLoader over `dataset`; shuffling draws from `generator` for reproducibility."""
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator)
+    """A DataLoader over `dataset`; shuffling draws from `generator` for reproducibility.
+
+    `dataset[index_tensor]` must return a whole batch (TabularDataset does): the sampler
+    yields index tensors and `batch_size=None` hands each batch over uncollated, so a batch
+    costs one indexing operation instead of one Python call per row. In-memory tensors
+    need no worker processes, so none are started.
+    """
+    sampler = BatchIndexSampler(len(dataset), batch_size, shuffle, generator)
+    return DataLoader(dataset, sampler=sampler, batch_size=None)
 
 
 class NonFiniteLossError(TrainingError):

@@ -20,7 +20,7 @@ from torchtrack.files import read_json, write_atomic, write_json
 from torchtrack.models import Standardize, build_model, save_checkpoint
 from torchtrack.stages.prepare import RUN_FILE as PREPARE_RUN_FILE
 from torchtrack.tracking import Tracker
-from torchtrack.training import EpochResult, fit, resolve_device, seed_everything
+from torchtrack.training import EpochResult, fit, resolve_device, seed_everything, set_threads
 
 PARAM_SECTIONS = ("seed", "data", "model", "train")  # everything that shapes the model
 RUN_FILE = MODEL_DIR / "mlflow_run.json"  # which MLflow model run holds this model
@@ -40,6 +40,7 @@ def run(
     val_set = TabularDataset(read_split(prepared_dir, "val"))
     scaler = Scaler.load(prepared_dir / "scaler.json")
     generator = seed_everything(config.seed)
+    set_threads(config.train.num_threads)
     device = resolve_device(config.train.device)
     model = build_model(config.model, in_features=len(train_set.features))
     tags = {"device": str(device)}
