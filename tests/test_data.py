@@ -290,3 +290,41 @@ def test_write_splits_read_split_round_trip(tmp_path):
 def test_read_split_missing_says_to_run_prepare(tmp_path):
     with pytest.raises(DataError, match="prepare"):
         read_split(tmp_path, "train")
+
+
+def test_batch_index_sampler_yields_the_rows_of_a_bare_randperm_loop_in_order():
+    """The fast path fetches exactly the rows that `randperm` + slicing would, epoch after epoch."""
+    from torchtrack.data import BatchIndexSampler
+    from torchtrack.training import make_loader
+
+    frame = pd.DataFrame({"a": np.arange(103.0), "b": np.arange(103.0) * 2, "y": np.arange(103.0) * 3})
+    dataset = TabularDataset(frame)
+    loader = make_loader(dataset, batch_size=10, shuffle=True, generator=torch.Generator().manual_seed(7))
+    bare = torch.Generator().manual_seed(7)
+    for _epoch in range(3):
+        order = torch.randperm(len(dataset), generator=bare)
+        expected = [(dataset.X[order[i : i + 10]], dataset.y[order[i : i + 10]]) for i in range(0, 103, 10)]
+        got = list(loader)
+        assert len(got) == len(expected) == len(BatchIndexSampler(103, 10))
+        for (X, y), (X_ref, y_ref) in zip(got, expected, strict=True):
+            assert torch.equal(X, X_ref) and torch.equal(y, y_ref)
+
+
+def test_fast_path_matches_per_row_getitem_and_default_collate():
+    from torch.utils.data import default_collate
+
+    from torchtrack.data import BatchIndexSampler
+
+    frame = pd.DataFrame(np.random.default_rng(0).standard_normal((50, 4)), columns=list("abcd"))
+    dataset = TabularDataset(frame)
+    for indices in BatchIndexSampler(50, 8, shuffle=True, generator=torch.Generator().manual_seed(1)):
+        X, y = dataset[indices]
+        X_slow, y_slow = default_collate([dataset[int(i)] for i in indices])
+        assert torch.equal(X, X_slow) and torch.equal(y, y_slow)
+
+
+def test_unshuffled_batches_keep_file_order():
+    from torchtrack.data import BatchIndexSampler
+
+    batches = list(BatchIndexSampler(7, 3, shuffle=False))
+    assert [b.tolist() for b in batches] == [[0, 1, 2], [3, 4, 5], [6]]
