@@ -1,0 +1,310 @@
+"""Performance benchmark: `make bench` prints one table of targets and writes benchmarks/results.json.
+
+Measures, side by side in one run on this machine:
+  1. tracking overhead: the project's `fit` with a real Tracker (TensorBoard + MLflow SQLite,
+     default settings) vs a bare randperm/slicing loop, samples/s at batch 64 and 1024;
+  2. data path: batches/s of the project's loader vs a per-row DataLoader;
+  3. scale: peak resident memory of each stage on 1,000,000 rows x 16 features;
+  4. start-up: a no-op `dvc repro` and `torchtrack --help`;
+  5. the default `dvc repro`, its wall time split into phases (src/torchtrack/profiling.py).
+Stages run in a `git clone` of this repository's HEAD, so commit before benchmarking.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+import yaml
+from torch import nn
+
+from torchtrack.config import Config, TrackingConfig, TrainConfig
+from torchtrack.data import Scaler, TabularDataset, make_synthetic
+from torchtrack.models import build_model
+from torchtrack.training import fit, make_optimizer, seed_everything, set_threads
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+GIB = 1024**3
+RSS_PROBE = (
+    "import resource, sys\n"
+    "from torchtrack.cli import main\n"
+    "code = main(sys.argv[1:])\n"
+    "print('PEAK_RSS_KIB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
+    "sys.exit(code)\n"
+)
+
+
+def dataset(rows: int, features: int, seed: int = 0) -> TabularDataset:
+    """Scaled synthetic rows as the train stage would see them."""
+    frame, _ = make_synthetic(rows, features, 0.3, seed)
+    return TabularDataset(Scaler.fit(frame, "y").transform(frame))
+
+
+def bare_loop(train: TabularDataset, config: Config, epochs: int) -> float:
+    """Seconds for a loop with no DataLoader and no logging: randperm indices, tensor slicing."""
+    seed_everything(config.seed)
+    model = build_model(config.model, train.X.shape[1])
+    optimizer = make_optimizer(model.parameters(), config.train)
+    loss_fn = nn.MSELoss()
+    start = time.perf_counter()
+    for _ in range(epochs):
+        order = torch.randperm(len(train))
+        for i in range(0, len(train), config.train.batch_size):
+            rows = order[i : i + config.train.batch_size]
+            loss = loss_fn(model(train.X[rows]), train.y[rows])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    return time.perf_counter() - start
+
+
+def tracked_loop(
+    train: TabularDataset, val: TabularDataset, config: Config, epochs: int, folder: Path
+) -> tuple[float, int]:
+    """Seconds for the project's `fit` logging to a real Tracker as the train stage does, and the
+    number of step metrics that reached MLflow."""
+    from torchtrack.tracking import Tracker
+
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{folder / 'mlflow.db'}"
+    tracking = TrackingConfig(tensorboard_dir=str(folder / "runs"))  # default intervals
+    generator = seed_everything(config.seed)
+    model = build_model(config.model, train.X.shape[1])
+    train_config = replace(config.train, epochs=epochs)
+    with Tracker(tracking, "train", params=config.flat(), model_run="new") as tracker:
+        start = time.perf_counter()
+        fit(
+            model,
+            train,
+            val,
+            train_config,
+            generator=generator,
+            device=torch.device("cpu"),
+            log_every=tracking.log_every_n_steps,
+            on_step=lambda step, loss: tracker.log_metrics({"train_loss_step": loss}, step),
+            on_epoch=lambda r: tracker.log_metrics(
+                {"train_loss": r.train_loss, "val_loss": r.val_loss}, r.epoch
+            ),
+        )
+        tracker.flush()  # the buffered step metrics are part of the cost
+        seconds = time.perf_counter() - start
+        steps = len(tracker.client.get_metric_history(tracker.run_id, "train_loss_step"))
+    del os.environ["MLFLOW_TRACKING_URI"]
+    return seconds, steps
+
+
+def tracking_overhead(folder: Path, rounds: int) -> list[dict]:
+    """Target 1: tracked samples/s >= 0.9x bare, at batch 64 and 1024 on 100,000 x 8."""
+    set_threads(Config().train.num_threads)
+    train, val = dataset(100_000, 8), dataset(15_000, 8, seed=1)
+    results = []
+    for batch_size, epochs in ((64, 2), (1024, 10)):
+        config = Config(train=TrainConfig(batch_size=batch_size))
+        bare, tracked, steps = [], [], 0
+        for round_ in range(rounds):  # interleaved, best of each: robust to a busy machine
+            bare.append(bare_loop(train, config, epochs))
+            seconds, steps = tracked_loop(train, val, config, epochs, folder / f"bs{batch_size}-{round_}")
+            tracked.append(seconds)
+        samples = len(train) * epochs
+        results.append(
+            {
+                "batch_size": batch_size,
+                "epochs": epochs,
+                "bare_samples_per_s": samples / min(bare),
+                "tracked_samples_per_s": samples / min(tracked),
+                "ratio": min(bare) / min(tracked),
+                "step_metrics_recorded": steps,
+            }
+        )
+    return results
+
+
+def data_path() -> dict:
+    """Target 2: batches/s of the project's loader vs the per-row DataLoader default."""
+    from torch.utils.data import DataLoader
+
+    from torchtrack.training import make_loader
+
+    train = dataset(100_000, 8)
+
+    def batches_per_s(loader) -> float:
+        start = time.perf_counter()
+        count = sum(1 for _ in loader)
+        return count / (time.perf_counter() - start)
+
+    fast = batches_per_s(make_loader(train, 64, True, torch.Generator().manual_seed(0)))
+    slow = batches_per_s(DataLoader(train, batch_size=64, shuffle=True))
+    return {
+        "batch_size": 64,
+        "project_batches_per_s": fast,
+        "per_row_batches_per_s": slow,
+        "speedup": fast / slow,
+    }
+
+
+def clone(folder: Path) -> Path:
+    repo = folder / "repo"
+    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(repo)], check=True)
+    return repo
+
+
+def stage_env(repo: Path, profile: Path | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "DVC_ROOT")}
+    env.update(PATH=f"{BIN}{os.pathsep}{env['PATH']}", PYTHONPATH=str(repo / "src"))
+    if profile:
+        env["TORCHTRACK_PROFILE"] = str(profile)
+    return env
+
+
+def timed_run(
+    command: list[str], cwd: Path, env: dict[str, str]
+) -> tuple[float, subprocess.CompletedProcess]:
+    start = time.perf_counter()
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}")
+    return seconds, result
+
+
+def pipeline(folder: Path) -> dict:
+    """Targets 4 and 5: the default `dvc repro` split into phases; no-op repro; --help."""
+    repo = clone(folder)
+    profile = folder / "profile.jsonl"
+    wall, _ = timed_run([str(BIN / "dvc"), "repro"], repo, stage_env(repo, profile))
+    records = [json.loads(line) for line in profile.read_text().splitlines()]
+    phases: dict[str, float] = {}
+    for record in records:
+        for name, seconds in record["phases"].items():
+            phases[name] = phases.get(name, 0.0) + seconds
+    in_process = sum(r["wall"] for r in records)
+    phases["other (in stage processes)"] = in_process - sum(phases.values())
+    phases["dvc and interpreter start-up"] = wall - in_process
+    noop = [timed_run([str(BIN / "dvc"), "repro"], repo, stage_env(repo))[0] for _ in range(3)]
+    helps = [timed_run([str(BIN / "torchtrack"), "--help"], repo, stage_env(repo))[0] for _ in range(5)]
+    return {
+        "repro_wall_s": wall,
+        "phases_s": phases,
+        "stages_s": {r["stage"]: r["wall"] for r in records},
+        "noop_repro_s": statistics.median(noop),
+        "help_s": statistics.median(helps),
+    }
+
+
+def scale(folder: Path, rows: int, features: int) -> dict:
+    """Target 3: peak resident memory of each stage on `rows` x `features`."""
+    repo = clone(folder)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["data"].update(n_samples=rows, n_features=features)
+    params["train"].update(epochs=2, batch_size=1024)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    peaks, seconds = {}, {}
+    for stage in ("prepare", "train", "evaluate"):
+        wall, result = timed_run([sys.executable, "-c", RSS_PROBE, stage], repo, stage_env(repo))
+        kib = next(
+            int(line.split()[1]) for line in result.stderr.splitlines() if line.startswith("PEAK_RSS_KIB")
+        )
+        peaks[stage], seconds[stage] = kib * 1024, wall
+    return {
+        "rows": rows,
+        "features": features,
+        "peak_rss_bytes": peaks,
+        "wall_s": seconds,
+        "split_bytes": sum(p.stat().st_size for p in (repo / "data" / "prepared").glob("*.parquet")),
+    }
+
+
+def table(results: dict) -> str:
+    """The targets, each with its measured figure, the ratio to target, and pass / falls short."""
+    rows = []
+
+    def add(target: str, figure: str, ratio: float, ok: bool) -> None:
+        rows.append((target, figure, f"{ratio:.2f}", "pass" if ok else "falls short"))
+
+    for r in results["tracking_overhead"]:
+        add(
+            f"tracked >= 0.9x bare loop, batch {r['batch_size']}",
+            f"{r['tracked_samples_per_s']:,.0f} vs {r['bare_samples_per_s']:,.0f} samples/s",
+            r["ratio"],
+            r["ratio"] >= 0.9,
+        )
+    d = results["data_path"]
+    add(
+        "one indexing op per batch",
+        f"{d['project_batches_per_s']:,.0f} vs {d['per_row_batches_per_s']:,.0f} "
+        "batches/s (per-row DataLoader)",
+        d["speedup"],
+        d["speedup"] > 1,
+    )
+    s = results["scale"]
+    for stage, peak in s["peak_rss_bytes"].items():
+        add(
+            f"{stage}: {s['rows']:,} x {s['features']} under 1 GiB",
+            f"{peak / 2**20:,.0f} MiB peak RSS",
+            peak / GIB,
+            peak < GIB,
+        )
+    p = results["pipeline"]
+    add(
+        "no-op dvc repro under 3 s",
+        f"{p['noop_repro_s']:.2f} s",
+        p["noop_repro_s"] / 3,
+        p["noop_repro_s"] < 3,
+    )
+    add("torchtrack --help under 1 s", f"{p['help_s']:.2f} s", p["help_s"] / 1, p["help_s"] < 1)
+    widths = [
+        max(len(row[i]) for row in rows + [("target", "measured", "ratio", "result")]) for i in range(4)
+    ]
+    lines = [
+        "| "
+        + " | ".join(h.ljust(w) for h, w in zip(("target", "measured", "ratio", "result"), widths))
+        + " |",
+        "|" + "|".join("-" * (w + 2) for w in widths) + "|",
+    ]
+    lines += ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |" for row in rows]
+    lines += ["", f"default `dvc repro`: {p['repro_wall_s']:.1f} s wall"]
+    lines += [
+        f"  {name:<30} {seconds:6.2f} s"
+        for name, seconds in sorted(p["phases_s"].items(), key=lambda kv: -kv[1])
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3, help="repetitions of the overhead comparison")
+    parser.add_argument("--rows", type=int, default=1_000_000, help="rows for the scale target")
+    parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results.json"))
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        results = {
+            "machine": {
+                "platform": platform.platform(),
+                "processor": platform.processor() or platform.machine(),
+                "cpus": os.cpu_count(),
+                "python": platform.python_version(),
+                "torch": torch.__version__,
+            },
+            "tracking_overhead": tracking_overhead(folder / "overhead", args.rounds),
+            "data_path": data_path(),
+            "pipeline": pipeline(folder / "pipeline"),
+            "scale": scale(folder / "scale", args.rows, 16),
+        }
+    Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
+    print(table(results))
+    print(f"\nfigures written to {args.output}")
+
+
+if __name__ == "__main__":
+    main()
