@@ -95,7 +95,7 @@ def train_one_epoch(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        total += loss.detach() * len(X)
+        total.add_(loss.detach(), alpha=len(X))
         rows += len(X)
         step += 1
         if on_step is not None and log_every and step % log_every == 0:
