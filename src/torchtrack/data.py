@@ -51,8 +51,10 @@ class Scaler:
         missing = [c for c in self.features if c not in frame.columns]
         if missing:
             raise DataError(f"missing feature column(s): {', '.join(missing)}")
-        scaled = (frame[self.features].to_numpy(np.float64) - self.mean) / self.std
-        out = pd.DataFrame(scaled.astype(np.float32), columns=self.features)
+        scaled = np.array(frame[self.features], dtype=np.float64)  # a copy: scaled in place
+        scaled -= self.mean
+        scaled /= self.std
+        out = pd.DataFrame(scaled.astype(np.float32), columns=self.features, copy=False)
         if self.target in frame.columns:
             out[self.target] = frame[self.target].to_numpy(np.float32)
         return out
@@ -92,13 +94,15 @@ def make_synthetic(
     rng = np.random.default_rng(seed)
     scales = rng.uniform(0.5, 5.0, n_features)
     offsets = rng.uniform(-3.0, 3.0, n_features)
-    X = rng.standard_normal((n_samples, n_features)) * scales + offsets
+    X = rng.standard_normal((n_samples, n_features))
+    X *= scales  # in place: no full-size temporaries at a million rows
+    X += offsets
     direction = rng.standard_normal(n_features)
     weights = 1.5 * direction / np.linalg.norm(direction) / scales  # z has std 1.5
     bias = 0.3 - float(offsets @ weights)  # centre z near 0.3, where tanh bends
     truth = SyntheticTruth(weights.tolist(), bias, noise_std)
     y = truth.clean_target(X) + rng.normal(0.0, noise_std, n_samples)
-    frame = pd.DataFrame(X, columns=[f"x{i}" for i in range(n_features)])
+    frame = pd.DataFrame(X, columns=[f"x{i}" for i in range(n_features)], copy=False)
     frame[SYNTHETIC_TARGET] = y
     return frame, truth
 
