@@ -1,12 +1,13 @@
 # make run: set up .venv, then run the pipeline (dvc repro) on params.yaml's defaults.
 # make test: set up .venv, then run the whole test suite (make test-quick skips the slow ones).
+# make ui: MLflow UI + TensorBoard on 127.0.0.1; make bench: the performance table.
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup run test test-quick ui lint format lock clean
+.PHONY: setup run test test-quick ui bench lint format lock clean
 
 setup: $(STAMP)
 
@@ -27,6 +28,9 @@ test-quick: setup
 
 ui: setup
 	torchtrack ui
+
+bench: setup  # benchmarks the committed HEAD: prints the targets table, writes benchmarks/results.json
+	python benchmarks/bench.py
 
 lint: setup
 	ruff check .
