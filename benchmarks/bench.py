@@ -189,7 +189,7 @@ def pipeline(folder: Path) -> dict:
             phases[name] = phases.get(name, 0.0) + seconds
     in_process = sum(r["wall"] for r in records)
     phases["other (in stage processes)"] = in_process - sum(phases.values())
-    phases["dvc and interpreter start-up"] = wall - in_process
+    phases["dvc, interpreter start-up and exit"] = wall - in_process
     noop = [timed_run([str(BIN / "dvc"), "repro"], repo, stage_env(repo))[0] for _ in range(3)]
     helps = [timed_run([str(BIN / "torchtrack"), "--help"], repo, stage_env(repo))[0] for _ in range(5)]
     return {
