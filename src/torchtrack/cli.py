@@ -1,10 +1,12 @@
-"""torchtrack's command line: one entry point, a subcommand per stage, plus `ui`.
+"""torchtrack's command line: one entry point, a subcommand per stage, plus the tools that use
+the results.
 
     torchtrack prepare|train|evaluate [--params params.yaml]
+    torchtrack predict --input new.csv --output predictions.csv [--model models/model.pt]
     torchtrack ui [--host 127.0.0.1] [--mlflow-port 5000] [--tensorboard-port 6006]
 
 Heavy libraries (torch, mlflow) are imported inside the subcommands, so --help is instant.
-Exit codes: 0 success, 1 the stage failed, 2 bad params or input, 130 interrupted.
+Exit codes: 0 success, 1 the stage failed, 2 bad params, input or usage, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -19,42 +21,97 @@ STAGES = {
     "evaluate": "score the model on the test split; write metrics and plots",
 }
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+EXIT_CODES = """exit codes:
+  0    success
+  1    the command failed (e.g. training diverged)
+  2    bad params, input data or command line
+  130  interrupted (Ctrl-C)"""
+EXIT_CODES_LINE = "exit codes: 0 success, 1 failed, 2 bad params, input or command line, 130 interrupted"
+
+
+def run_stage(args: argparse.Namespace) -> int:
+    """prepare, train or evaluate with the params file."""
+    from torchtrack.config import load_config
+
+    importlib.import_module(f"torchtrack.stages.{args.command}").run(load_config(args.params))
+    return 0
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    """Predict the rows of --input into --output."""
+    from torchtrack.predict import predict_file
+
+    rows = predict_file(args.model, args.input, args.output)
+    print(f"wrote {rows} prediction(s) to {args.output}", file=sys.stderr)
+    return 0
+
+
+def run_ui(args: argparse.Namespace) -> int:
+    """The MLflow UI and TensorBoard until Ctrl-C."""
+    from torchtrack.config import load_config
+    from torchtrack.ui import serve
+
+    return serve(load_config(args.params).tracking, args.host, args.mlflow_port, args.tensorboard_port)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argparse tree for every subcommand."""
     parser = argparse.ArgumentParser(
-        prog="torchtrack", description="A reproducible, tracked PyTorch regression pipeline.")
+        prog="torchtrack",
+        description="A reproducible, tracked PyTorch regression pipeline.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, text: str, description: str | None = None) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=text, description=description or text, epilog=EXIT_CODES_LINE)
+
+    def add_params(command: argparse.ArgumentParser) -> None:
+        command.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
+
     for name, text in STAGES.items():
-        stage = commands.add_parser(name, help=text, description=text)
-        stage.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
-    ui = commands.add_parser("ui", help="start the MLflow UI and TensorBoard; print their addresses",
-                             description="Start the MLflow UI and TensorBoard until Ctrl-C.")
+        stage = add(name, text)
+        add_params(stage)
+        stage.set_defaults(handler=run_stage)
+
+    predict = add(
+        "predict",
+        "predict new rows with the trained model (models/model.pt)",
+        "Predict new rows with the trained model, in eval mode without gradients. Columns "
+        "are matched by name to the training features and scaled with the train split's "
+        "statistics; the target column may be present and is ignored. The output keeps "
+        "every input column and adds 'prediction'. A missing feature or an unknown "
+        "column is an error (exit code 2).",
+    )
+    predict.add_argument("--input", required=True, help="rows to predict: a CSV or .parquet file")
+    predict.add_argument("--output", required=True, help="where to write them: a CSV or .parquet file")
+    predict.add_argument("--model", default="models/model.pt", help="checkpoint (default: %(default)s)")
+    predict.set_defaults(handler=run_predict)
+
+    ui = add(
+        "ui",
+        "start the MLflow UI and TensorBoard; print their addresses",
+        "Start the MLflow UI and TensorBoard until Ctrl-C.",
+    )
     ui.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
     ui.add_argument("--mlflow-port", type=int, default=5000, help="(default: %(default)s)")
     ui.add_argument("--tensorboard-port", type=int, default=6006, help="(default: %(default)s)")
-    ui.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
+    add_params(ui)
+    ui.set_defaults(handler=run_ui)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse `argv`, run the subcommand, map failures to exit codes."""
     args = build_parser().parse_args(argv)
-    from torchtrack.config import load_config
     from torchtrack.errors import PipelineError
 
     try:
-        config = load_config(args.params)
-        if args.command == "ui":
-            from torchtrack.ui import serve
-
-            return serve(config.tracking, args.host, args.mlflow_port, args.tensorboard_port)
-        importlib.import_module(f"torchtrack.stages.{args.command}").run(config)
+        return args.handler(args)
     except PipelineError as exc:
         print(f"torchtrack {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"torchtrack {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    return 0
