@@ -3,6 +3,7 @@ the results.
 
     torchtrack prepare|train|evaluate [--params params.yaml]
     torchtrack predict --input new.csv --output predictions.csv [--model models/model.pt]
+    torchtrack serve [--host 127.0.0.1] [--port 5001]
     torchtrack ui [--host 127.0.0.1] [--mlflow-port 5000] [--tensorboard-port 6006]
 
 Heavy libraries (torch, mlflow) are imported inside the subcommands, so --help is instant.
@@ -44,6 +45,14 @@ def run_predict(args: argparse.Namespace) -> int:
     rows = predict_file(args.model, args.input, args.output)
     print(f"wrote {rows} prediction(s) to {args.output}", file=sys.stderr)
     return 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Serve the logged model over HTTP (replaces this process)."""
+    from torchtrack.serve import serve_model
+
+    serve_model(args.host, args.port, args.run_file)
+    return 0  # not reached: serve_model execs the server
 
 
 def run_ui(args: argparse.Namespace) -> int:
@@ -88,6 +97,22 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--output", required=True, help="where to write them: a CSV or .parquet file")
     predict.add_argument("--model", default="models/model.pt", help="checkpoint (default: %(default)s)")
     predict.set_defaults(handler=run_predict)
+
+    serve = add(
+        "serve",
+        "serve the model logged to MLflow over HTTP (mlflow models serve)",
+        "Serve the model that train logged to MLflow with `mlflow models serve --env-manager "
+        "local`. POST raw feature rows, in training order, to /invocations, e.g. "
+        '{"inputs": [[1.0, 2.0, ...]]}; GET /ping is the health check.',
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    serve.add_argument("--port", type=int, default=5001, help="port to listen on (default: %(default)s)")
+    serve.add_argument(
+        "--run-file",
+        default="models/mlflow_run.json",
+        help="train's record of the logged model (default: %(default)s)",
+    )
+    serve.set_defaults(handler=run_serve)
 
     ui = add(
         "ui",

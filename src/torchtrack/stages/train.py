@@ -69,8 +69,9 @@ def run(config: Config, prepared_dir: Path = PREPARED_DIR, model_dir: Path = MOD
         write_json(metrics_path, final)
         served = nn.Sequential(Standardize(scaler.mean, scaler.std), model)  # takes raw features
         example = (train_set.X[:5].numpy() * scaler.std + scaler.mean).astype("float32")
-        tracker.log_model(served, example)
-        write_json(run_file, {"model_run_id": tracker.model_run_id, "train_run_id": tracker.run_id,
+        model_uri = tracker.log_model(served, example)
+        write_json(run_file, {"model_run_id": tracker.model_run_id, "model_uri": model_uri,
+                              "train_run_id": tracker.run_id,
                               "experiment_id": tracker.experiment_id,
                               "exp_name": os.environ.get("DVC_EXP_NAME")})
     return final
