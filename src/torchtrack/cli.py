@@ -4,6 +4,7 @@ the results.
     torchtrack prepare|train|evaluate [--params params.yaml]
     torchtrack predict --input new.csv --output predictions.csv [--model models/model.pt]
     torchtrack serve [--host 127.0.0.1] [--port 5001]
+    torchtrack compare [--experiment NAME] [--metric test_mse] [--limit 20]
     torchtrack ui [--host 127.0.0.1] [--mlflow-port 5000] [--tensorboard-port 6006]
 
 Heavy libraries (torch, mlflow) are imported inside the subcommands, so --help is instant.
@@ -55,12 +56,33 @@ def run_serve(args: argparse.Namespace) -> int:
     return 0  # not reached: serve_model execs the server
 
 
+def run_compare(args: argparse.Namespace) -> int:
+    """Print the experiment's model runs, best first."""
+    from torchtrack.compare import comparison_report
+
+    experiment = args.experiment
+    if experiment is None:
+        from torchtrack.config import load_config
+
+        experiment = load_config(args.params).tracking.experiment
+    print(comparison_report(experiment, args.metric, args.limit))
+    return 0
+
+
 def run_ui(args: argparse.Namespace) -> int:
     """The MLflow UI and TensorBoard until Ctrl-C."""
     from torchtrack.config import load_config
     from torchtrack.ui import serve
 
     return serve(load_config(args.params).tracking, args.host, args.mlflow_port, args.tensorboard_port)
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -113,6 +135,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="train's record of the logged model (default: %(default)s)",
     )
     serve.set_defaults(handler=run_serve)
+
+    compare = add(
+        "compare",
+        "print an experiment's model runs as a table, best first",
+        "Print the model runs of an MLflow experiment, best first, with their key params "
+        "and metrics, read from the MLflow store. Lower is better for every metric but "
+        "R^2 (names ending in r2).",
+    )
+    compare.add_argument("--experiment", help="MLflow experiment (default: tracking.experiment in --params)")
+    compare.add_argument("--metric", default="test_mse", help="rank by this metric (default: %(default)s)")
+    compare.add_argument(
+        "--limit", type=positive_int, default=20, help="show the best N (default: %(default)s)"
+    )
+    add_params(compare)
+    compare.set_defaults(handler=run_compare)
 
     ui = add(
         "ui",
