@@ -267,11 +267,13 @@ def table(results: dict) -> str:
     ]
     lines = [
         "| "
-        + " | ".join(h.ljust(w) for h, w in zip(("target", "measured", "ratio", "result"), widths))
+        + " | ".join(
+            h.ljust(w) for h, w in zip(("target", "measured", "ratio", "result"), widths, strict=True)
+        )
         + " |",
         "|" + "|".join("-" * (w + 2) for w in widths) + "|",
     ]
-    lines += ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |" for row in rows]
+    lines += ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |" for row in rows]
     lines += ["", f"default `dvc repro`: {p['repro_wall_s']:.1f} s wall"]
     lines += [
         f"  {name:<30} {seconds:6.2f} s"

@@ -1,10 +1,14 @@
-"""torchtrack's command line: one entry point, a subcommand per stage, plus `ui`.
+"""torchtrack's command line: one entry point, a subcommand per stage, plus the tools that use
+the results.
 
     torchtrack prepare|train|evaluate [--params params.yaml]
+    torchtrack predict --input new.csv --output predictions.csv [--model models/model.pt]
+    torchtrack serve [--host 127.0.0.1] [--port 5001]
+    torchtrack compare [--experiment NAME] [--metric test_mse] [--limit 20]
     torchtrack ui [--host 127.0.0.1] [--mlflow-port 5000] [--tensorboard-port 6006]
 
 Heavy libraries (torch, mlflow) are imported inside the subcommands, so --help is instant.
-Exit codes: 0 success, 1 the stage failed, 2 bad params or input, 130 interrupted.
+Exit codes: 0 success, 1 the stage failed, 2 bad params, input or usage, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -21,26 +25,150 @@ STAGES = {
 }
 STAGE_PHASE = {"prepare": "data", "train": "training", "evaluate": "evaluation"}  # for profiling
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+EXIT_CODES = """exit codes:
+  0    success
+  1    the command failed (e.g. training diverged)
+  2    bad params, input data or command line
+  130  interrupted (Ctrl-C)"""
+EXIT_CODES_LINE = "exit codes: 0 success, 1 failed, 2 bad params, input or command line, 130 interrupted"
+
+
+def run_stage(args: argparse.Namespace) -> int:
+    """prepare, train or evaluate with the params file; phases timed for `make bench`."""
+    from torchtrack import profiling
+    from torchtrack.config import load_config
+
+    with profiling.phase("imports"):
+        config = load_config(args.params)
+        stage = importlib.import_module(f"torchtrack.stages.{args.command}")
+    with profiling.phase(STAGE_PHASE[args.command]):
+        stage.run(config)
+    profiling.report(args.command, args.started)
+    return 0
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    """Predict the rows of --input into --output."""
+    from torchtrack.predict import predict_file
+
+    rows = predict_file(args.model, args.input, args.output)
+    print(f"wrote {rows} prediction(s) to {args.output}", file=sys.stderr)
+    return 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Serve the logged model over HTTP (replaces this process)."""
+    from torchtrack.serve import serve_model
+
+    serve_model(args.host, args.port, args.run_file)
+    return 0  # not reached: serve_model execs the server
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    """Print the experiment's model runs, best first."""
+    from torchtrack.compare import comparison_report
+
+    experiment = args.experiment
+    if experiment is None:
+        from torchtrack.config import load_config
+
+        experiment = load_config(args.params).tracking.experiment
+    print(comparison_report(experiment, args.metric, args.limit))
+    return 0
+
+
+def run_ui(args: argparse.Namespace) -> int:
+    """The MLflow UI and TensorBoard until Ctrl-C."""
+    from torchtrack.config import load_config
+    from torchtrack.ui import serve
+
+    return serve(load_config(args.params).tracking, args.host, args.mlflow_port, args.tensorboard_port)
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argparse tree for every subcommand."""
     parser = argparse.ArgumentParser(
-        prog="torchtrack", description="A reproducible, tracked PyTorch regression pipeline."
+        prog="torchtrack",
+        description="A reproducible, tracked PyTorch regression pipeline.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, text: str, description: str | None = None) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=text, description=description or text, epilog=EXIT_CODES_LINE)
+
+    def add_params(command: argparse.ArgumentParser) -> None:
+        command.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
+
     for name, text in STAGES.items():
-        stage = commands.add_parser(name, help=text, description=text)
-        stage.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
-    ui = commands.add_parser(
+        stage = add(name, text)
+        add_params(stage)
+        stage.set_defaults(handler=run_stage)
+
+    predict = add(
+        "predict",
+        "predict new rows with the trained model (models/model.pt)",
+        "Predict new rows with the trained model, in eval mode without gradients. Columns "
+        "are matched by name to the training features and scaled with the train split's "
+        "statistics; the target column may be present and is ignored. The output keeps "
+        "every input column and adds 'prediction'. A missing feature or an unknown "
+        "column is an error (exit code 2).",
+    )
+    predict.add_argument("--input", required=True, help="rows to predict: a CSV or .parquet file")
+    predict.add_argument("--output", required=True, help="where to write them: a CSV or .parquet file")
+    predict.add_argument("--model", default="models/model.pt", help="checkpoint (default: %(default)s)")
+    predict.set_defaults(handler=run_predict)
+
+    serve = add(
+        "serve",
+        "serve the model logged to MLflow over HTTP (mlflow models serve)",
+        "Serve the model that train logged to MLflow with `mlflow models serve --env-manager "
+        "local`. POST raw feature rows, in training order, to /invocations, e.g. "
+        '{"inputs": [[1.0, 2.0, ...]]}; GET /ping is the health check.',
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    serve.add_argument("--port", type=int, default=5001, help="port to listen on (default: %(default)s)")
+    serve.add_argument(
+        "--run-file",
+        default="models/mlflow_run.json",
+        help="train's record of the logged model (default: %(default)s)",
+    )
+    serve.set_defaults(handler=run_serve)
+
+    compare = add(
+        "compare",
+        "print an experiment's model runs as a table, best first",
+        "Print the model runs of an MLflow experiment, best first, with their key params "
+        "and metrics, read from the MLflow store. Lower is better for every metric but "
+        "R^2 (names ending in r2).",
+    )
+    compare.add_argument("--experiment", help="MLflow experiment (default: tracking.experiment in --params)")
+    compare.add_argument("--metric", default="test_mse", help="rank by this metric (default: %(default)s)")
+    compare.add_argument(
+        "--limit", type=positive_int, default=20, help="show the best N (default: %(default)s)"
+    )
+    add_params(compare)
+    compare.set_defaults(handler=run_compare)
+
+    ui = add(
         "ui",
-        help="start the MLflow UI and TensorBoard; print their addresses",
-        description="Start the MLflow UI and TensorBoard until Ctrl-C.",
+        "start the MLflow UI and TensorBoard; print their addresses",
+        "Start the MLflow UI and TensorBoard until Ctrl-C.",
     )
     ui.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
     ui.add_argument("--mlflow-port", type=int, default=5000, help="(default: %(default)s)")
     ui.add_argument("--tensorboard-port", type=int, default=6006, help="(default: %(default)s)")
-    ui.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
+    add_params(ui)
+    ui.set_defaults(handler=run_ui)
     return parser
 
 
@@ -48,26 +176,14 @@ def main(argv: list[str] | None = None) -> int:
     """Parse `argv`, run the subcommand, map failures to exit codes."""
     started = time.perf_counter()
     args = build_parser().parse_args(argv)
-    from torchtrack import profiling
-    from torchtrack.config import load_config
+    args.started = started
     from torchtrack.errors import PipelineError
 
     try:
-        with profiling.phase("imports"):
-            config = load_config(args.params)
-            if args.command == "ui":
-                from torchtrack.ui import serve
-            else:
-                stage = importlib.import_module(f"torchtrack.stages.{args.command}")
-        if args.command == "ui":
-            return serve(config.tracking, args.host, args.mlflow_port, args.tensorboard_port)
-        with profiling.phase(STAGE_PHASE[args.command]):
-            stage.run(config)
-        profiling.report(args.command, started)
+        return args.handler(args)
     except PipelineError as exc:
         print(f"torchtrack {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"torchtrack {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    return 0

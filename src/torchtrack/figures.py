@@ -7,21 +7,26 @@ from __future__ import annotations
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from torchtrack.profiling import timed
 
 
 @timed("figures")
 def predictions_figure(y_true: np.ndarray, y_pred: np.ndarray) -> Figure:
-    """Predicted-vs-actual scatter and residual histogram, as one matplotlib figure."""
-    fig = Figure(figsize=(10, 4.5))
-    left, right = fig.subplots(1, 2)
+    """Predicted vs actual, residuals vs predicted, and the residual histogram, side by side."""
+    fig = Figure(figsize=(14, 4.5))
+    left, middle, right = fig.subplots(1, 3)
     left.scatter(y_true, y_pred, s=4, alpha=0.4)
     low, high = float(min(y_true.min(), y_pred.min())), float(max(y_true.max(), y_pred.max()))
     left.plot([low, high], [low, high], color="black", linewidth=1, label="perfect")
     left.set(xlabel="actual", ylabel="predicted", title="Test set: predicted vs actual")
     left.legend()
     residuals = y_pred - y_true
+    # A pattern here (a bend, a funnel) is structure the model missed; noise looks like a flat band.
+    middle.scatter(y_pred, residuals, s=4, alpha=0.4)
+    middle.axhline(0.0, color="black", linewidth=1)
+    middle.set(xlabel="predicted", ylabel="predicted - actual", title="Residuals vs predicted")
     right.hist(residuals, bins=50)
     right.set(xlabel="predicted - actual", ylabel="rows", title="Residuals")
     fig.tight_layout()
@@ -36,6 +41,7 @@ def loss_figure(epochs: list[int], train_loss: list[float], val_loss: list[float
     ax.plot(epochs, train_loss, label="train")
     ax.plot(epochs, val_loss, label="val")
     ax.set(xlabel="epoch", ylabel="MSE", yscale="log", title="Loss")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend()
     fig.tight_layout()
     return fig

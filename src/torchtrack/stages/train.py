@@ -6,6 +6,7 @@ evaluate later adds its test metrics to.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict
 from pathlib import Path
@@ -18,6 +19,7 @@ from torchtrack.data import Scaler, TabularDataset, read_split
 from torchtrack.figures import loss_figure
 from torchtrack.files import read_json, write_atomic, write_json
 from torchtrack.models import Standardize, build_model, save_checkpoint
+from torchtrack.progress import TrainingProgress
 from torchtrack.stages.prepare import RUN_FILE as PREPARE_RUN_FILE
 from torchtrack.tracking import Tracker
 from torchtrack.training import EpochResult, fit, resolve_device, seed_everything, set_threads
@@ -46,30 +48,34 @@ def run(
     tags = {"device": str(device)}
     if Path(prepare_run_file).is_file():
         tags["torchtrack.prepare_run_id"] = read_json(prepare_run_file)["prepare_run_id"]
+    steps_per_epoch = math.ceil(len(train_set) / config.train.batch_size)
     with Tracker(
         config.tracking, "train", params=config.flat(*PARAM_SECTIONS), model_run="new", tags=tags
     ) as tracker:
         tracker.log_graph(model, train_set.X[:8])
+        with TrainingProgress(config.train.epochs, steps_per_epoch) as progress:
 
-        def on_epoch(result: EpochResult) -> None:
-            tracker.log_metrics({"train_loss": result.train_loss, "val_loss": result.val_loss}, result.epoch)
-            print(
-                f"epoch {result.epoch:3d}/{config.train.epochs}  train_loss {result.train_loss:.5f}"
-                f"  val_loss {result.val_loss:.5f}",
-                flush=True,
+            def on_step(step: int, loss: float) -> None:
+                tracker.log_metrics({"train_loss_step": loss}, step)
+                progress.step(step, loss)
+
+            def on_epoch(result: EpochResult) -> None:
+                tracker.log_metrics(
+                    {"train_loss": result.train_loss, "val_loss": result.val_loss}, result.epoch
+                )
+                progress.epoch(result)
+
+            history = fit(
+                model,
+                train_set,
+                val_set,
+                config.train,
+                generator=generator,
+                device=device,
+                log_every=config.tracking.log_every_n_steps,
+                on_step=on_step,
+                on_epoch=on_epoch,
             )
-
-        history = fit(
-            model,
-            train_set,
-            val_set,
-            config.train,
-            generator=generator,
-            device=device,
-            log_every=config.tracking.log_every_n_steps,
-            on_step=lambda step, loss: tracker.log_metrics({"train_loss_step": loss}, step),
-            on_epoch=on_epoch,
-        )
         final = {
             "train_loss": history[-1].train_loss,
             "val_loss": history[-1].val_loss,
@@ -94,11 +100,12 @@ def run(
         write_json(metrics_path, final)
         served = nn.Sequential(Standardize(scaler.mean, scaler.std), model)  # takes raw features
         example = (train_set.X[:5].numpy() * scaler.std + scaler.mean).astype("float32")
-        tracker.log_model(served, example)
+        model_uri = tracker.log_model(served, example)
         write_json(
             run_file,
             {
                 "model_run_id": tracker.model_run_id,
+                "model_uri": model_uri,
                 "train_run_id": tracker.run_id,
                 "experiment_id": tracker.experiment_id,
                 "exp_name": os.environ.get("DVC_EXP_NAME"),

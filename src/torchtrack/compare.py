@@ -1,0 +1,99 @@
+"""`torchtrack compare`: an experiment's model runs from the MLflow store, as a table, best first.
+
+A model run (tag torchtrack.kind = model) is one row in the MLflow UI: every param that
+shaped the model, final train/val losses from train and test metrics from evaluate. Stage
+runs nested under it, and prepare runs, are not compared.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+from torchtrack.errors import InputError
+
+KEY_PARAMS = ("model.activation", "train.optimizer", "train.lr", "train.epochs", "train.batch_size")
+KEY_METRICS = ("test_mse", "test_mae", "test_r2", "val_loss")
+MODEL_RUNS = "tags.`torchtrack.kind` = 'model'"
+MISSING = "-"  # a param or metric the run did not log
+
+
+def higher_is_better(metric: str) -> bool:
+    """R^2 grows as a model improves; every loss and error metric shrinks."""
+    return metric.endswith("r2")
+
+
+def find_model_runs(experiment: str, tracking_uri: str | None = None) -> list[Any]:
+    """Every model run (mlflow.entities.Run) in `experiment`; InputError if there is no such experiment."""
+    from mlflow import MlflowClient
+
+    from torchtrack import tracking
+
+    uri = tracking_uri or tracking.tracking_uri()
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        names = sorted(e.name for e in client.search_experiments())
+        raise InputError(
+            f"no MLflow experiment named {experiment!r} in {uri}; "
+            f"experiments: {', '.join(names) or 'none yet (run dvc repro)'}"
+        )
+    runs, token = [], None
+    while True:
+        page = client.search_runs([found.experiment_id], MODEL_RUNS, max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def rank_runs(runs: list[Any], metric: str) -> list[Any]:
+    """`runs` best first by `metric`; runs without it (or with NaN) last, newest first among them."""
+    if runs and not any(metric in run.data.metrics for run in runs):
+        logged = sorted({name for run in runs for name in run.data.metrics})
+        raise InputError(f"no run has metric {metric!r}; logged metrics: {', '.join(logged) or 'none'}")
+    sign = -1.0 if higher_is_better(metric) else 1.0
+
+    def badness(run: Any) -> tuple[bool, float]:
+        value = run.data.metrics.get(metric, math.nan)
+        return (math.isnan(value), 0.0 if math.isnan(value) else sign * value)
+
+    newest_first = sorted(runs, key=lambda run: -run.info.start_time)
+    return sorted(newest_first, key=badness)
+
+
+def runs_table(runs: list[Any], metric: str) -> pd.DataFrame:
+    """One row per run, in the given order: name, short id, key params, then metrics (`metric` first).
+
+    Params beyond KEY_PARAMS appear when their value differs between the runs.
+    """
+    params = [p for p in KEY_PARAMS if any(p in run.data.params for run in runs)]
+    every_param = sorted({name for run in runs for name in run.data.params})
+    params += [
+        p for p in every_param if p not in params and len({run.data.params.get(p) for run in runs}) > 1
+    ]
+    metrics = [metric] + [m for m in KEY_METRICS if m != metric]
+    rows = []
+    for rank, run in enumerate(runs, start=1):
+        row: dict[str, Any] = {"#": rank, "run": run.info.run_name, "id": run.info.run_id[:8]}
+        row |= {p: run.data.params.get(p, MISSING) for p in params}
+        row |= {m: f"{run.data.metrics[m]:.5g}" if m in run.data.metrics else MISSING for m in metrics}
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["#", "run", "id", *params, *metrics])
+
+
+def comparison_report(
+    experiment: str, metric: str = "test_mse", limit: int = 20, tracking_uri: str | None = None
+) -> str:
+    """The text `torchtrack compare` prints: a heading line and an aligned table, best run first."""
+    runs = rank_runs(find_model_runs(experiment, tracking_uri), metric)
+    if not runs:
+        return f"experiment {experiment!r} has no model runs yet (run dvc repro)"
+    order = "higher" if higher_is_better(metric) else "lower"
+    shown = runs[:limit]
+    heading = f"experiment {experiment!r}: {len(runs)} model run(s), best {metric} first ({order} is better)"
+    if len(shown) < len(runs):
+        heading += f"; showing {len(shown)}, --limit for more"
+    return heading + "\n" + runs_table(shown, metric).to_string(index=False)

@@ -1,0 +1,129 @@
+"""serve: the model train logged to MLflow loads with pyfunc and, served over HTTP by
+`mlflow models serve --env-manager local`, answers exactly as `torchtrack predict` does."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from torchtrack.cli import main
+from torchtrack.errors import DataError
+from torchtrack.predict import PREDICTION_COLUMN, Predictor
+from torchtrack.serve import logged_model_uri, serve_command
+
+pytest_plugins = ["trained_project"]
+
+SERVER_START_TIMEOUT_S = 180  # a cold start on a busy 2-core machine takes tens of seconds
+
+
+def test_train_records_the_logged_model_uri(trained_project):
+    assert logged_model_uri(trained_project.run_file).startswith("models:/m-")
+
+
+def test_without_a_train_record_the_error_says_to_train(tmp_path):
+    with pytest.raises(DataError, match="run the train stage first"):
+        logged_model_uri(tmp_path / "mlflow_run.json")
+
+
+def test_the_server_binds_loopback_in_this_environment_by_default():
+    command = serve_command("models:/m-1", port=5123)
+    assert Path(command[0]).parent == Path(sys.executable).parent
+    assert command[1:] == ["models", "serve", "-m", "models:/m-1", "--env-manager", "local",
+                           "-h", "127.0.0.1", "-p", "5123"]  # fmt: skip
+
+
+def test_logged_model_loads_with_pyfunc_and_takes_raw_rows(trained_project, monkeypatch):
+    import mlflow.pyfunc
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", trained_project.tracking_uri)
+    model = mlflow.pyfunc.load_model(logged_model_uri(trained_project.run_file))
+    predictor = Predictor.load(trained_project.model_path)
+    rows = trained_project.raw_rows(20)
+    served = model.predict(rows[predictor.features].to_numpy(np.float32, copy=True))
+    np.testing.assert_allclose(np.asarray(served).reshape(-1), predictor(rows), rtol=1e-5, atol=1e-5)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def post_json(url: str, payload: dict) -> dict:
+    request = urllib.request.Request(url, json.dumps(payload).encode(), {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def wait_for_ping(url: str, server: subprocess.Popen, log: Path) -> None:
+    """Return once GET `url` answers 200; fail with the server's log if it exits or takes too long."""
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"the server exited with {server.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            time.sleep(0.5)
+    pytest.fail(f"no answer on {url} after {SERVER_START_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")
+
+
+@pytest.mark.slow
+def test_served_model_answers_like_predict(trained_project, tmp_path):
+    rows = trained_project.raw_rows(25)
+    rows.to_csv(tmp_path / "new.csv", index=False)
+    argv = ["predict", "--input", str(tmp_path / "new.csv"), "--output", str(tmp_path / "out.csv")]
+    assert main([*argv, "--model", str(trained_project.model_path)]) == 0
+    expected = pd.read_csv(tmp_path / "out.csv")[PREDICTION_COLUMN].to_numpy()
+    features = Predictor.load(trained_project.model_path).features  # the served model takes this order
+    values = rows[features].to_numpy().tolist()
+
+    port = free_port()
+    log = tmp_path / "server.log"
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "DVC_ROOT")}
+    with log.open("w") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "torchtrack", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=trained_project.root, env=env, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: the server and its uvicorn worker
+        )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for_ping(f"{url}/ping", server, log)
+        for payload in (
+            {"dataframe_split": {"columns": features, "data": values}},
+            {"inputs": values},
+        ):
+            answer = post_json(f"{url}/invocations", payload)
+            served = np.asarray(answer["predictions"], dtype=np.float64).reshape(-1)
+            np.testing.assert_allclose(served, expected, rtol=1e-5, atol=1e-5, err_msg=str(list(payload)))
+    finally:
+        stop_process_group(server)
+
+
+def stop_process_group(leader: subprocess.Popen) -> None:
+    """SIGTERM the group `leader` heads (started with start_new_session), SIGKILL if it lingers."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(leader.pid, signal.SIGTERM)
+    try:
+        leader.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(leader.pid, signal.SIGKILL)
+        leader.wait(timeout=30)
