@@ -111,6 +111,8 @@ def tracking_overhead(folder: Path, rounds: int) -> list[dict]:
     for batch_size, epochs in ((64, 2), (1024, 10)):
         config = Config(train=TrainConfig(batch_size=batch_size))
         bare, tracked, steps = [], [], 0
+        bare_loop(train, config, 1)  # warm-up: lazy initialisation happens outside the timings
+        tracked_loop(train, val, config, 1, folder / f"bs{batch_size}-warm-up")
         for round_ in range(rounds):  # interleaved, best of each: robust to a busy machine
             bare.append(bare_loop(train, config, epochs))
             seconds, steps = tracked_loop(train, val, config, epochs, folder / f"bs{batch_size}-{round_}")
@@ -284,7 +286,7 @@ def table(results: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3, help="repetitions of the overhead comparison")
+    parser.add_argument("--rounds", type=int, default=5, help="repetitions of the overhead comparison")
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows for the scale target")
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results.json"))
     args = parser.parse_args()
