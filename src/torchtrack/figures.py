@@ -31,7 +31,7 @@ def loss_figure(epochs: list[int], train_loss: list[float], val_loss: list[float
     ax = fig.subplots()
     ax.plot(epochs, train_loss, label="train")
     ax.plot(epochs, val_loss, label="val")
-    ax.set(xlabel="epoch", ylabel="MSE", yscale="log", title="Loss")
+    ax.set(xlabel="epoch", ylabel="loss", yscale="log", title="Loss")
     ax.legend()
     fig.tight_layout()
     return fig

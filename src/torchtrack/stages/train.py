@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 from torch import nn
 
+from torchtrack.activations import learned_activation_values
 from torchtrack.config import METRICS_DIR, MODEL_DIR, PLOTS_DIR, PREPARED_DIR, Config
 from torchtrack.data import Scaler, TabularDataset, read_split
 from torchtrack.figures import loss_figure
@@ -20,7 +21,7 @@ from torchtrack.files import read_json, write_atomic, write_json
 from torchtrack.models import Standardize, build_model, save_checkpoint
 from torchtrack.stages.prepare import RUN_FILE as PREPARE_RUN_FILE
 from torchtrack.tracking import Tracker
-from torchtrack.training import EpochResult, fit, resolve_device, seed_everything
+from torchtrack.training import EpochResult, final_epoch, fit, resolve_device, seed_everything
 
 PARAM_SECTIONS = ("seed", "data", "model", "train")  # everything that shapes the model
 RUN_FILE = MODEL_DIR / "mlflow_run.json"  # which MLflow model run holds this model
@@ -44,8 +45,8 @@ def run(config: Config, prepared_dir: Path = PREPARED_DIR, model_dir: Path = MOD
         tracker.log_graph(model, train_set.X[:8])
 
         def on_epoch(result: EpochResult) -> None:
-            tracker.log_metrics({"train_loss": result.train_loss, "val_loss": result.val_loss},
-                                result.epoch)
+            tracker.log_metrics({"train_loss": result.train_loss, "val_loss": result.val_loss,
+                                 "lr": result.lr, **learned_activation_values(model)}, result.epoch)
             print(f"epoch {result.epoch:3d}/{config.train.epochs}  train_loss {result.train_loss:.5f}"
                   f"  val_loss {result.val_loss:.5f}", flush=True)
 
@@ -53,8 +54,9 @@ def run(config: Config, prepared_dir: Path = PREPARED_DIR, model_dir: Path = MOD
                       log_every=config.tracking.log_every_n_steps,
                       on_step=lambda step, loss: tracker.log_metrics({"train_loss_step": loss}, step),
                       on_epoch=on_epoch)
-        final = {"train_loss": history[-1].train_loss, "val_loss": history[-1].val_loss,
-                 "epochs": len(history)}
+        kept = final_epoch(history, config.train)  # the epoch whose weights the model holds
+        final = {"train_loss": kept.train_loss, "val_loss": kept.val_loss, "epochs": len(history),
+                 **learned_activation_values(model)}
         tracker.log_summary(final, step=len(history))
         tracker.log_hparams(config.flat(*PARAM_SECTIONS), final)
 
