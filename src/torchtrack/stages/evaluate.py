@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from torchtrack.config import METRICS_DIR, MODEL_DIR, PLOTS_DIR, PREPARED_DIR, Config
-from torchtrack.data import TabularDataset, read_split
+from torchtrack.data import TabularDataset, read_split, read_truth
 from torchtrack.evaluation import predict, regression_metrics
 from torchtrack.figures import predictions_figure
 from torchtrack.files import read_json, write_atomic, write_json
@@ -35,9 +35,10 @@ def run(config: Config, prepared_dir: Path = PREPARED_DIR, model_dir: Path = MOD
         y_true = test_set.y.numpy().reshape(-1).astype(np.float64)
         y_pred = predict(model, test_set.X)
         metrics = {f"test_{k}": v for k, v in regression_metrics(y_true, y_pred).items()}
-        if config.data.source == "synthetic" and config.data.noise_std > 0:
+        truth = read_truth(prepared_dir)
+        if truth is not None and truth.noise_variance > 0:
             # The noise variance is the best MSE any model can reach on this data.
-            metrics["test_mse_over_noise_variance"] = metrics["test_mse"] / config.data.noise_std**2
+            metrics["test_mse_over_noise_variance"] = metrics["test_mse"] / truth.noise_variance
         write_json(metrics_path, metrics)
         tracker.log_metrics(metrics)
         tracker.log_summary(metrics)
