@@ -1,12 +1,13 @@
 # make run: set up .venv, then run the pipeline (dvc repro) on params.yaml's defaults.
 # make test: set up .venv, then run the whole test suite (make test-quick skips the slow ones).
+# make sweep: run every lesson as a DVC experiment and print the results table (see README).
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup run test test-quick ui lint format lock clean
+.PHONY: setup run test test-quick sweep ui lint format lock clean
 
 setup: $(STAMP)
 
@@ -24,6 +25,9 @@ test: setup
 
 test-quick: setup
 	pytest -q -m "not slow"
+
+sweep: setup
+	python -m torchtrack.lessons
 
 ui: setup
 	torchtrack ui
