@@ -24,13 +24,17 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 def build_parser() -> argparse.ArgumentParser:
     """The argparse tree for every subcommand."""
     parser = argparse.ArgumentParser(
-        prog="torchtrack", description="A reproducible, tracked PyTorch regression pipeline.")
+        prog="torchtrack", description="A reproducible, tracked PyTorch regression pipeline."
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, text in STAGES.items():
         stage = commands.add_parser(name, help=text, description=text)
         stage.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
-    ui = commands.add_parser("ui", help="start the MLflow UI and TensorBoard; print their addresses",
-                             description="Start the MLflow UI and TensorBoard until Ctrl-C.")
+    ui = commands.add_parser(
+        "ui",
+        help="start the MLflow UI and TensorBoard; print their addresses",
+        description="Start the MLflow UI and TensorBoard until Ctrl-C.",
+    )
     ui.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
     ui.add_argument("--mlflow-port", type=int, default=5000, help="(default: %(default)s)")
     ui.add_argument("--tensorboard-port", type=int, default=6006, help="(default: %(default)s)")

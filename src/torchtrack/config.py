@@ -25,16 +25,29 @@ METRICS_DIR = Path("metrics")  # small JSON metrics, committed to git
 PLOTS_DIR = Path("plots")  # CSV data and PNG figures for `dvc plots show`
 
 # model.activation's allowed values; torchtrack.activations.ACTIVATIONS builds each one.
-ACTIVATION_NAMES = ("identity", "tanh_plus_x", "learnable_tanh_plus_x", "manual_grad_tanh_plus_x",
-                    "relu", "leaky_relu", "gelu", "silu", "elu", "tanh", "sigmoid", "softplus")
+ACTIVATION_NAMES = (
+    "identity",
+    "tanh_plus_x",
+    "learnable_tanh_plus_x",
+    "manual_grad_tanh_plus_x",
+    "relu",
+    "leaky_relu",
+    "gelu",
+    "silu",
+    "elu",
+    "tanh",
+    "sigmoid",
+    "softplus",
+)
 
 
 def _choice(*allowed: str) -> dict[str, Any]:
     return {"choices": allowed}
 
 
-def _range(low: float | None = None, high: float | None = None, *, open_low: bool = False,
-           open_high: bool = False) -> dict[str, Any]:
+def _range(
+    low: float | None = None, high: float | None = None, *, open_low: bool = False, open_high: bool = False
+) -> dict[str, Any]:
     return {"range": (low, high, open_low, open_high)}
 
 
@@ -43,8 +56,12 @@ class DataConfig:
     """prepare: where the rows come from and how they are split and scaled."""
 
     source: str = field(default="synthetic", metadata=_choice("synthetic", "csv", "diabetes"))
-    family: str = field(default="tanh_plus_x", metadata=_choice(  # synthetic target rule
-        "tanh_plus_x", "line", "linear", "nonlinear", "outliers", "scaled_tanh"))
+    family: str = field(
+        default="tanh_plus_x",
+        metadata=_choice(  # synthetic target rule
+            "tanh_plus_x", "line", "linear", "nonlinear", "outliers", "scaled_tanh"
+        ),
+    )
     path: str | None = None  # CSV file, when source is csv
     target: str | None = None  # CSV target column; None means the last column
     n_samples: int = field(default=50000, metadata=_range(10))  # synthetic rows
@@ -151,8 +168,7 @@ def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
     unknown = sorted(set(raw) - set(fields))
     if unknown:
         raise ConfigError(
-            f"{source}: unknown key {prefix}{unknown[0]!s}; allowed keys in {where}: "
-            + ", ".join(fields)
+            f"{source}: unknown key {prefix}{unknown[0]!s}; allowed keys in {where}: " + ", ".join(fields)
         )
     hints = typing.get_type_hints(cls)
     values = {}
@@ -172,8 +188,9 @@ def _check_value(key: str, value: Any, hint: Any, meta: Any, source: str) -> Any
     if typing.get_origin(hint) is tuple:  # tuple[X, ...]: a non-empty YAML list, each item checked as X
         item = typing.get_args(hint)[0]
         if not isinstance(value, (list, tuple)) or not value:
-            raise ConfigError(f"{source}: {key} must be a non-empty list, each {_type_name(item)}; "
-                              f"got {value!r}")
+            raise ConfigError(
+                f"{source}: {key} must be a non-empty list, each {_type_name(item)}; got {value!r}"
+            )
         return tuple(_check_value(f"{key}[{i}]", v, item, meta, source) for i, v in enumerate(value))
     allowed = [a for a in typing.get_args(hint) if a is not type(None)] if _is_union(hint) else [hint]
     if value is None:
@@ -188,17 +205,13 @@ def _check_value(key: str, value: Any, hint: Any, meta: Any, source: str) -> Any
         or (kind is str and isinstance(value, str))
     )
     if not ok:
-        raise ConfigError(
-            f"{source}: {key} must be {_type_name(kind)}, got {type(value).__name__} {value!r}"
-        )
+        raise ConfigError(f"{source}: {key} must be {_type_name(kind)}, got {type(value).__name__} {value!r}")
     if kind is float:
         value = float(value)
         if not math.isfinite(value):
             raise ConfigError(f"{source}: {key} must be a finite number, got {value!r}")
     if "choices" in meta and value not in meta["choices"]:
-        raise ConfigError(
-            f"{source}: {key} must be one of {', '.join(meta['choices'])}; got {value!r}"
-        )
+        raise ConfigError(f"{source}: {key} must be one of {', '.join(meta['choices'])}; got {value!r}")
     if "range" in meta:
         low, high, open_low, open_high = meta["range"]
         if low is not None and (value <= low if open_low else value < low):

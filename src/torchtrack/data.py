@@ -81,14 +81,16 @@ def load_csv(path: str | Path, target: str | None = None) -> tuple[pd.DataFrame,
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: not a readable CSV file ({exc})") from None
     if frame.shape[1] < 2:
-        raise DataError(f"{path}: needs at least one feature column and a target column, "
-                        f"found {frame.shape[1]} column(s)")
+        raise DataError(
+            f"{path}: needs at least one feature column and a target column, found {frame.shape[1]} column(s)"
+        )
     if len(frame) == 0:
         raise DataError(f"{path}: the CSV file has a header but no rows")
     target = frame.columns[-1] if target is None else target
     if target not in frame.columns:
-        raise DataError(f"{path}: target column {target!r} not found; columns are: "
-                        + ", ".join(map(str, frame.columns)))
+        raise DataError(
+            f"{path}: target column {target!r} not found; columns are: " + ", ".join(map(str, frame.columns))
+        )
     for column in frame.columns:
         if not pd.api.types.is_numeric_dtype(frame[column]) or pd.api.types.is_bool_dtype(frame[column]):
             raise DataError(f"{path}: column {column!r} is not numeric")
@@ -100,8 +102,7 @@ def load_csv(path: str | Path, target: str | None = None) -> tuple[pd.DataFrame,
     return frame, str(target)
 
 
-def split_indices(n_rows: int, val_fraction: float, test_fraction: float, seed: int
-                  ) -> dict[str, np.ndarray]:
+def split_indices(n_rows: int, val_fraction: float, test_fraction: float, seed: int) -> dict[str, np.ndarray]:
     """A seeded permutation cut into train/val/test index arrays (each at least one row)."""
     n_test = max(1, round(n_rows * test_fraction))
     n_val = max(1, round(n_rows * val_fraction))
@@ -110,8 +111,8 @@ def split_indices(n_rows: int, val_fraction: float, test_fraction: float, seed: 
     order = np.random.default_rng(seed).permutation(n_rows)
     return {
         "test": np.sort(order[:n_test]),
-        "val": np.sort(order[n_test:n_test + n_val]),
-        "train": np.sort(order[n_test + n_val:]),
+        "val": np.sort(order[n_test : n_test + n_val]),
+        "train": np.sort(order[n_test + n_val :]),
     }
 
 
@@ -127,9 +128,16 @@ def load_source(config: DataConfig, seed: int) -> tuple[pd.DataFrame, str, Synth
     """The raw rows named by `config`: (frame, target column, synthetic truth or None)."""
     if config.source == "synthetic":
         frame, truth = make_synthetic(
-            config.n_samples, config.n_features, config.noise_std, seed, config.family,
-            scaled_tanh_a=config.scaled_tanh_a, scaled_tanh_b=config.scaled_tanh_b,
-            outlier_fraction=config.outlier_fraction, outlier_scale=config.outlier_scale)
+            config.n_samples,
+            config.n_features,
+            config.noise_std,
+            seed,
+            config.family,
+            scaled_tanh_a=config.scaled_tanh_a,
+            scaled_tanh_b=config.scaled_tanh_b,
+            outlier_fraction=config.outlier_fraction,
+            outlier_scale=config.outlier_scale,
+        )
         return frame, SYNTHETIC_TARGET, truth
     if config.source == "csv":
         return (*load_csv(config.path, config.target), None)
@@ -138,8 +146,9 @@ def load_source(config: DataConfig, seed: int) -> tuple[pd.DataFrame, str, Synth
     raise ValueError(f"unknown data source {config.source!r}; allowed: {', '.join(SOURCES)}")
 
 
-def write_splits(splits: dict[str, pd.DataFrame], scaler: Scaler, out_dir: Path,
-                 truth: SyntheticTruth | None = None) -> None:
+def write_splits(
+    splits: dict[str, pd.DataFrame], scaler: Scaler, out_dir: Path, truth: SyntheticTruth | None = None
+) -> None:
     """Write each split as Parquet, the scaler as JSON and the synthetic truth if any, each atomically."""
     for name, frame in splits.items():
         write_atomic(out_dir / f"{name}.parquet", lambda tmp, f=frame: f.to_parquet(tmp, index=False))

@@ -12,7 +12,7 @@ def predict(model: nn.Module, X: torch.Tensor, batch_size: int = 65536) -> np.nd
     """Model outputs for X (N, F) as a flat float array, in eval mode, without gradients."""
     model.eval()
     device = next(model.parameters()).device
-    parts = [model(X[i:i + batch_size].to(device)).cpu() for i in range(0, len(X), batch_size)]
+    parts = [model(X[i : i + batch_size].to(device)).cpu() for i in range(0, len(X), batch_size)]
     return torch.cat(parts).numpy().reshape(-1).astype(np.float64)
 
 

@@ -38,13 +38,20 @@ class RegressionModel(nn.Module):
 class MLP(nn.Module):
     """A deep network: (Linear, activation, optional Dropout) per hidden size, then Linear to one output."""
 
-    def __init__(self, in_features: int = 1, hidden_sizes: Sequence[int] = (64, 64),
-                 activation: str = "relu", dropout: float = 0.0):
+    def __init__(
+        self,
+        in_features: int = 1,
+        hidden_sizes: Sequence[int] = (64, 64),
+        activation: str = "relu",
+        dropout: float = 0.0,
+    ):
         super().__init__()
         if not hidden_sizes or not all(
-                isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden_sizes):
-            raise ValueError(f"hidden_sizes must be a non-empty list of positive integers, "
-                             f"got {hidden_sizes!r}")
+            isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden_sizes
+        ):
+            raise ValueError(
+                f"hidden_sizes must be a non-empty list of positive integers, got {hidden_sizes!r}"
+            )
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         self.in_features = in_features

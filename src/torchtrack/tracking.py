@@ -46,8 +46,9 @@ def tracking_uri() -> str:
 def git_commit(root: Path) -> str | None:
     """HEAD's commit hash, or None outside a git work tree."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                             text=True, timeout=10, check=True)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
@@ -61,8 +62,15 @@ class Tracker:
     stage under (evaluate). `log_summary` writes to the model run's row.
     """
 
-    def __init__(self, config: TrackingConfig, stage: str, *, params: dict[str, Any],
-                 model_run: str | None = None, tags: dict[str, str] | None = None):
+    def __init__(
+        self,
+        config: TrackingConfig,
+        stage: str,
+        *,
+        params: dict[str, Any],
+        model_run: str | None = None,
+        tags: dict[str, str] | None = None,
+    ):
         from mlflow import MlflowClient
 
         self.config = config
@@ -78,8 +86,9 @@ class Tracker:
         self._owns_model_run = model_run == "new"
         if self._owns_model_run:
             name = os.environ.get("DVC_EXP_NAME") or f"model-{time.strftime('%Y%m%d-%H%M%S')}"
-            run = self.client.create_run(self.experiment_id, run_name=name,
-                                         tags=base_tags | {"torchtrack.kind": "model"})
+            run = self.client.create_run(
+                self.experiment_id, run_name=name, tags=base_tags | {"torchtrack.kind": "model"}
+            )
             self.model_run_id = run.info.run_id
             self._log_params(self.model_run_id, params)
         elif model_run:
@@ -90,8 +99,12 @@ class Tracker:
         run = self.client.create_run(self.experiment_id, run_name=stage, tags=run_tags)
         self.run_id = run.info.run_id
         self._log_params(self.run_id, params)
-        self.log_dir = self.root / config.tensorboard_dir / stage / (
-            f"{time.strftime('%Y%m%d-%H%M%S')}-{self.run_id[:8]}")
+        self.log_dir = (
+            self.root
+            / config.tensorboard_dir
+            / stage
+            / (f"{time.strftime('%Y%m%d-%H%M%S')}-{self.run_id[:8]}")
+        )
         from torch.utils.tensorboard import SummaryWriter
 
         self.writer = SummaryWriter(log_dir=str(self.log_dir))
@@ -126,7 +139,7 @@ class Tracker:
 
         items = [Param(k, "None" if v is None else str(v)) for k, v in params.items()]
         for start in range(0, len(items), 100):  # MLflow's limit on params per batch
-            self.client.log_batch(run_id, params=items[start:start + 100])
+            self.client.log_batch(run_id, params=items[start : start + 100])
 
     # -- logging --------------------------------------------------------------------------
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
@@ -189,11 +202,15 @@ class Tracker:
         mlflow.set_tracking_uri(tracking_uri())
         with mlflow.start_run(run_id=self.model_run_id):
             info = mlflow.pytorch.log_model(
-                model, name="model", input_example=input_example,
+                model,
+                name="model",
+                input_example=input_example,
                 signature=infer_signature(input_example, output),
                 serialization_format="pt2",
-                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}",
-                                  f"mlflow=={mlflow.__version__}"],
+                pip_requirements=[
+                    f"torch=={torch.__version__.split('+')[0]}",
+                    f"mlflow=={mlflow.__version__}",
+                ],
             )
         return info.model_uri
 
@@ -201,7 +218,7 @@ class Tracker:
         """Write buffered metrics to MLflow in batches, and TensorBoard events to disk."""
         for run_id, buffer in ((self.run_id, self._metrics), (self.model_run_id, self._summary)):
             for start in range(0, len(buffer), MAX_BATCH):
-                self.client.log_batch(run_id, metrics=buffer[start:start + MAX_BATCH])
+                self.client.log_batch(run_id, metrics=buffer[start : start + MAX_BATCH])
             buffer.clear()
         self.writer.flush()
 

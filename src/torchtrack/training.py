@@ -48,8 +48,9 @@ def make_optimizer(params: Iterable[torch.Tensor], config: TrainConfig) -> torch
     SGD also takes `config.momentum`; AdamW's weight decay is decoupled from the gradient.
     """
     if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
-                               weight_decay=config.weight_decay)
+        return torch.optim.SGD(
+            params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
     if config.optimizer == "adam":
         return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     if config.optimizer == "adamw":
@@ -57,8 +58,9 @@ def make_optimizer(params: Iterable[torch.Tensor], config: TrainConfig) -> torch
     raise ValueError(f"unknown optimizer {config.optimizer!r}; allowed: {', '.join(OPTIMIZERS)}")
 
 
-def make_lr_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig
-                     ) -> torch.optim.lr_scheduler.LRScheduler | None:
+def make_lr_schedule(
+    optimizer: torch.optim.Optimizer, config: TrainConfig
+) -> torch.optim.lr_scheduler.LRScheduler | None:
     """The per-epoch learning rate schedule that `config.lr_schedule` names; None for `none`.
 
     step: lr times `lr_step_gamma` every `lr_step_epochs` epochs; cosine: from lr down to 0
@@ -67,8 +69,9 @@ def make_lr_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig
     if config.lr_schedule == "none":
         return None
     if config.lr_schedule == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_step_epochs,
-                                               gamma=config.lr_step_gamma)
+        return torch.optim.lr_scheduler.StepLR(
+            optimizer, step_size=config.lr_step_epochs, gamma=config.lr_step_gamma
+        )
     if config.lr_schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
     raise ValueError(f"unknown lr_schedule {config.lr_schedule!r}; allowed: {', '.join(LR_SCHEDULES)}")
@@ -104,8 +107,9 @@ class EarlyStopping:
             model.load_state_dict(self._best_state)
 
 
-def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, generator: torch.Generator | None = None
-                ) -> DataLoader:
+def make_loader(
+    dataset: Dataset, batch_size: int, shuffle: bool, generator: torch.Generator | None = None
+) -> DataLoader:
     """A DataLoader over `dataset`; shuffling draws from `generator` for reproducibility."""
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator)
 
@@ -114,10 +118,17 @@ class NonFiniteLossError(TrainingError):
     """The loss became NaN or infinite: training diverged."""
 
 
-def train_one_epoch(model: nn.Module, loader: DataLoader, loss_fn: nn.Module,
-                    optimizer: torch.optim.Optimizer, device: torch.device, *,
-                    first_step: int = 0, log_every: int = 0, on_step: StepCallback | None = None
-                    ) -> float:
+def train_one_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    loss_fn: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    *,
+    first_step: int = 0,
+    log_every: int = 0,
+    on_step: StepCallback | None = None,
+) -> float:
     """One pass over `loader`; returns the mean training loss over rows."""
     model.train()
     total = torch.zeros((), device=device)
@@ -163,10 +174,18 @@ class EpochResult:
     lr: float | None = None
 
 
-def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainConfig, *,
-        generator: torch.Generator, device: torch.device, log_every: int = 0,
-        on_step: StepCallback | None = None, on_epoch: Callable[[EpochResult], None] | None = None
-        ) -> list[EpochResult]:
+def fit(
+    model: nn.Module,
+    train_set: Dataset,
+    val_set: Dataset,
+    config: TrainConfig,
+    *,
+    generator: torch.Generator,
+    device: torch.device,
+    log_every: int = 0,
+    on_step: StepCallback | None = None,
+    on_epoch: Callable[[EpochResult], None] | None = None,
+) -> list[EpochResult]:
     """Train `model` with `config`'s loss, optimizer and schedule; report each epoch to `on_epoch`.
 
     With `config.early_stopping_patience` > 0 training may stop before `config.epochs`, and
@@ -183,9 +202,16 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainCon
     steps_per_epoch = len(train_loader)
     for epoch in range(1, config.epochs + 1):
         lr = optimizer.param_groups[0]["lr"]
-        train_loss = train_one_epoch(model, train_loader, loss_fn, optimizer, device,
-                                     first_step=(epoch - 1) * steps_per_epoch,
-                                     log_every=log_every, on_step=on_step)
+        train_loss = train_one_epoch(
+            model,
+            train_loader,
+            loss_fn,
+            optimizer,
+            device,
+            first_step=(epoch - 1) * steps_per_epoch,
+            log_every=log_every,
+            on_step=on_step,
+        )
         result = EpochResult(epoch, train_loss, evaluate_loss(model, val_loader, loss_fn, device), lr)
         history.append(result)
         if on_epoch is not None:

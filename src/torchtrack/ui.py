@@ -17,10 +17,25 @@ def serve(config: TrackingConfig, host: str, mlflow_port: int, tensorboard_port:
     logdir = repo_root() / config.tensorboard_dir
     logdir.mkdir(parents=True, exist_ok=True)
     commands = {
-        "MLflow UI": [str(bin_dir / "mlflow"), "ui", "--backend-store-uri", tracking_uri(),
-                      "--host", host, "--port", str(mlflow_port)],
-        "TensorBoard": [str(bin_dir / "tensorboard"), "--logdir", str(logdir),
-                        "--host", host, "--port", str(tensorboard_port)],
+        "MLflow UI": [
+            str(bin_dir / "mlflow"),
+            "ui",
+            "--backend-store-uri",
+            tracking_uri(),
+            "--host",
+            host,
+            "--port",
+            str(mlflow_port),
+        ],
+        "TensorBoard": [
+            str(bin_dir / "tensorboard"),
+            "--logdir",
+            str(logdir),
+            "--host",
+            host,
+            "--port",
+            str(tensorboard_port),
+        ],
     }
     processes = {name: subprocess.Popen(cmd) for name, cmd in commands.items()}
     print(f"MLflow UI:   http://{host}:{mlflow_port}", flush=True)
@@ -31,8 +46,7 @@ def serve(config: TrackingConfig, host: str, mlflow_port: int, tensorboard_port:
             time.sleep(0.5)
         failed = [name for name, p in processes.items() if p.poll() not in (None, 0)]
         if failed:
-            print(f"torchtrack ui: {', '.join(failed)} exited; is the port already in use?",
-                  file=sys.stderr)
+            print(f"torchtrack ui: {', '.join(failed)} exited; is the port already in use?", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 0

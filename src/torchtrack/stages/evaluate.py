@@ -23,9 +23,14 @@ from torchtrack.tracking import Tracker
 PLOT_ROWS = 2000  # rows of predictions.csv: enough for a scatter, small enough for dvc plots
 
 
-def run(config: Config, prepared_dir: Path = PREPARED_DIR, model_dir: Path = MODEL_DIR,
-        metrics_path: Path = METRICS_DIR / "evaluate.json", plots_dir: Path = PLOTS_DIR,
-        run_file: Path = TRAIN_RUN_FILE) -> dict[str, float]:
+def run(
+    config: Config,
+    prepared_dir: Path = PREPARED_DIR,
+    model_dir: Path = MODEL_DIR,
+    metrics_path: Path = METRICS_DIR / "evaluate.json",
+    plots_dir: Path = PLOTS_DIR,
+    run_file: Path = TRAIN_RUN_FILE,
+) -> dict[str, float]:
     """Score the model on the test split; return the test metrics."""
     test_set = TabularDataset(read_split(prepared_dir, "test"))
     model, _ = load_checkpoint(model_dir / "model.pt")

@@ -17,8 +17,12 @@ from torchtrack.tracking import Tracker
 RUN_FILE = Path("data/prepare_run.json")  # which MLflow run made the current splits
 
 
-def run(config: Config, out_dir: Path = PREPARED_DIR, metrics_path: Path = METRICS_DIR / "prepare.json",
-        run_file: Path = RUN_FILE) -> dict[str, float]:
+def run(
+    config: Config,
+    out_dir: Path = PREPARED_DIR,
+    metrics_path: Path = METRICS_DIR / "prepare.json",
+    run_file: Path = RUN_FILE,
+) -> dict[str, float]:
     """Make the splits and their summary; return the summary."""
     frame, target, truth = load_source(config.data, config.seed)  # bad input fails before any run
     indices = split_indices(len(frame), config.data.val_fraction, config.data.test_fraction, config.seed)

@@ -27,9 +27,15 @@ PARAM_SECTIONS = ("seed", "data", "model", "train")  # everything that shapes th
 RUN_FILE = MODEL_DIR / "mlflow_run.json"  # which MLflow model run holds this model
 
 
-def run(config: Config, prepared_dir: Path = PREPARED_DIR, model_dir: Path = MODEL_DIR,
-        metrics_path: Path = METRICS_DIR / "train.json", plots_dir: Path = PLOTS_DIR,
-        run_file: Path = RUN_FILE, prepare_run_file: Path = PREPARE_RUN_FILE) -> dict[str, float]:
+def run(
+    config: Config,
+    prepared_dir: Path = PREPARED_DIR,
+    model_dir: Path = MODEL_DIR,
+    metrics_path: Path = METRICS_DIR / "train.json",
+    plots_dir: Path = PLOTS_DIR,
+    run_file: Path = RUN_FILE,
+    prepare_run_file: Path = PREPARE_RUN_FILE,
+) -> dict[str, float]:
     """Train, save the checkpoint, log everything; return the final losses."""
     train_set = TabularDataset(read_split(prepared_dir, "train"))
     val_set = TabularDataset(read_split(prepared_dir, "val"))
@@ -40,39 +46,72 @@ def run(config: Config, prepared_dir: Path = PREPARED_DIR, model_dir: Path = MOD
     tags = {"device": str(device)}
     if Path(prepare_run_file).is_file():
         tags["torchtrack.prepare_run_id"] = read_json(prepare_run_file)["prepare_run_id"]
-    with Tracker(config.tracking, "train", params=config.flat(*PARAM_SECTIONS), model_run="new",
-                 tags=tags) as tracker:
+    with Tracker(
+        config.tracking, "train", params=config.flat(*PARAM_SECTIONS), model_run="new", tags=tags
+    ) as tracker:
         tracker.log_graph(model, train_set.X[:8])
 
         def on_epoch(result: EpochResult) -> None:
-            tracker.log_metrics({"train_loss": result.train_loss, "val_loss": result.val_loss,
-                                 "lr": result.lr, **learned_activation_values(model)}, result.epoch)
-            print(f"epoch {result.epoch:3d}/{config.train.epochs}  train_loss {result.train_loss:.5f}"
-                  f"  val_loss {result.val_loss:.5f}", flush=True)
+            tracker.log_metrics(
+                {
+                    "train_loss": result.train_loss,
+                    "val_loss": result.val_loss,
+                    "lr": result.lr,
+                    **learned_activation_values(model),
+                },
+                result.epoch,
+            )
+            print(
+                f"epoch {result.epoch:3d}/{config.train.epochs}  train_loss {result.train_loss:.5f}"
+                f"  val_loss {result.val_loss:.5f}",
+                flush=True,
+            )
 
-        history = fit(model, train_set, val_set, config.train, generator=generator, device=device,
-                      log_every=config.tracking.log_every_n_steps,
-                      on_step=lambda step, loss: tracker.log_metrics({"train_loss_step": loss}, step),
-                      on_epoch=on_epoch)
+        history = fit(
+            model,
+            train_set,
+            val_set,
+            config.train,
+            generator=generator,
+            device=device,
+            log_every=config.tracking.log_every_n_steps,
+            on_step=lambda step, loss: tracker.log_metrics({"train_loss_step": loss}, step),
+            on_epoch=on_epoch,
+        )
         kept = final_epoch(history, config.train)  # the epoch whose weights the model holds
-        final = {"train_loss": kept.train_loss, "val_loss": kept.val_loss, "epochs": len(history),
-                 **learned_activation_values(model)}
+        final = {
+            "train_loss": kept.train_loss,
+            "val_loss": kept.val_loss,
+            "epochs": len(history),
+            **learned_activation_values(model),
+        }
         tracker.log_summary(final, step=len(history))
         tracker.log_hparams(config.flat(*PARAM_SECTIONS), final)
 
         curves = pd.DataFrame([asdict(r) for r in history])
         write_atomic(plots_dir / "loss.csv", lambda tmp: curves.to_csv(tmp, index=False))
-        tracker.log_figure(loss_figure(curves.epoch.tolist(), curves.train_loss.tolist(),
-                                       curves.val_loss.tolist()), plots_dir / "loss.png")
+        tracker.log_figure(
+            loss_figure(curves.epoch.tolist(), curves.train_loss.tolist(), curves.val_loss.tolist()),
+            plots_dir / "loss.png",
+        )
         model.cpu()
-        save_checkpoint(model_dir / "model.pt", model, config.model,
-                        {"features": train_set.features, "target": train_set.target,
-                         "scaler": asdict(scaler)})
+        save_checkpoint(
+            model_dir / "model.pt",
+            model,
+            config.model,
+            {"features": train_set.features, "target": train_set.target, "scaler": asdict(scaler)},
+        )
         write_json(metrics_path, final)
         served = nn.Sequential(Standardize(scaler.mean, scaler.std), model)  # takes raw features
         example = (train_set.X[:5].numpy() * scaler.std + scaler.mean).astype("float32")
         tracker.log_model(served, example)
-        write_json(run_file, {"model_run_id": tracker.model_run_id, "train_run_id": tracker.run_id,
-                              "experiment_id": tracker.experiment_id,
-                              "exp_name": os.environ.get("DVC_EXP_NAME")})
+        write_json(
+            run_file,
+            {
+                "model_run_id": tracker.model_run_id,
+                "train_run_id": tracker.run_id,
+                "experiment_id": tracker.experiment_id,
+                "exp_name": os.environ.get("DVC_EXP_NAME"),
+            },
+        )
     return final
