@@ -6,11 +6,10 @@ Thresholds are the issue's; each run takes a few seconds on one CPU core.
 import numpy as np
 import pytest
 import torch
-from sklearn.linear_model import LinearRegression
 
 from torchtrack.config import ModelConfig, TrainConfig
 from torchtrack.data import Scaler, TabularDataset, load_diabetes, split_indices
-from torchtrack.evaluation import predict, regression_metrics
+from torchtrack.evaluation import least_squares_test_mse, predict, regression_metrics
 from torchtrack.models import build_model
 from torchtrack.synthetic import make_synthetic
 from torchtrack.training import fit, seed_everything
@@ -43,10 +42,23 @@ def train_and_test(datasets, model_config, train_config, seed=0):
 
 
 def sklearn_test_mse(raw, target):
-    """scikit-learn's LinearRegression fitted on the same train split, scored on the test split."""
+    """scikit-learn's LinearRegression fitted on the same raw train split, scored on the test split."""
     features = [c for c in raw["train"].columns if c != target]
-    fitted = LinearRegression().fit(raw["train"][features], raw["train"][target])
-    return float(np.mean((fitted.predict(raw["test"][features]) - raw["test"][target]) ** 2))
+    return least_squares_test_mse(
+        raw["train"][features], raw["train"][target], raw["test"][features], raw["test"][target]
+    )
+
+
+def test_least_squares_reference_is_exact():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(50, 3))
+    y = X @ np.array([1.0, -2.0, 0.5]) + 4.0
+    assert least_squares_test_mse(X[:40], y[:40], X[40:], y[40:]) == pytest.approx(0.0, abs=1e-20)
+    noisy = y + rng.normal(size=50)
+    design = np.column_stack([X[:40], np.ones(40)])
+    coef, *_ = np.linalg.lstsq(design, noisy[:40], rcond=None)
+    expected = np.mean((np.column_stack([X[40:], np.ones(10)]) @ coef - noisy[40:]) ** 2)
+    assert least_squares_test_mse(X[:40], noisy[:40], X[40:], noisy[40:]) == pytest.approx(expected)
 
 
 def test_linear_regression_matches_sklearn_on_linear_data():

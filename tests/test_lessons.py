@@ -53,7 +53,14 @@ def test_set_param_values_read_back_as_yaml():
 
 def test_results_table_shows_the_lesson_columns():
     keep = re.compile(SHOW_COMMAND[SHOW_COMMAND.index("--keep") + 1])
-    for column in ("Experiment", "model.activation", "train.loss", "test_mse", "test_mae", "activation.a"):
+    for column in (
+        "Experiment",
+        "model.activation",
+        "train.loss",
+        "test_mse",
+        "test_mse_least_squares",
+        "activation.a",
+    ):
         assert keep.match(column)
     assert not keep.match("train.lr_step_gamma")
 

@@ -71,6 +71,7 @@ TABLE_COLUMNS = (
     "test_mse",
     "test_mae",
     "test_mse_over_noise_variance",
+    "test_mse_least_squares",
     "noise_variance",
     "activation.a",
     "activation.b",
