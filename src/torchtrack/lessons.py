@@ -73,6 +73,7 @@ TABLE_COLUMNS = (
     "test_mse_over_noise_variance",
     "test_mse_least_squares",
     "noise_variance",
+    "oracle_test_mse",
     "activation.a",
     "activation.b",
     "epochs",
