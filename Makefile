@@ -1,13 +1,14 @@
 # make run: set up .venv, then run the pipeline (dvc repro) on params.yaml's defaults.
 # make test: set up .venv, then run the whole test suite (make test-quick skips the slow ones).
 # make ui: MLflow UI + TensorBoard on 127.0.0.1; make bench: the performance table.
+# make sweep: run every lesson as a DVC experiment and print the results table (see README).
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup run test test-quick ui bench lint format lock clean
+.PHONY: setup run test test-quick sweep ui bench lint format lock clean
 
 setup: $(STAMP)
 
@@ -25,6 +26,9 @@ test: setup
 
 test-quick: setup
 	pytest -q -m "not slow"
+
+sweep: setup
+	python -m torchtrack.lessons
 
 ui: setup
 	torchtrack ui

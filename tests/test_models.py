@@ -4,16 +4,15 @@ import pytest
 import torch
 from torch import nn
 
+from torchtrack.activations import TanhPlusX, tanh_plus_x
 from torchtrack.config import ModelConfig
 from torchtrack.errors import DataError
 from torchtrack.models import (
     RegressionModel,
     Standardize,
-    TanhPlusX,
     build_model,
     load_checkpoint,
     save_checkpoint,
-    tanh_plus_x,
 )
 
 
@@ -55,8 +54,8 @@ def test_identity_activation_makes_model_plain_linear():
 
 
 def test_unknown_activation_raises_value_error_naming_allowed():
-    with pytest.raises(ValueError, match="'relu'.*tanh_plus_x, identity"):
-        RegressionModel(activation="relu")
+    with pytest.raises(ValueError, match="'swish'.*identity, tanh_plus_x.*relu"):
+        RegressionModel(activation="swish")
 
 
 def test_build_model_follows_config():
@@ -100,7 +99,13 @@ def test_checkpoint_loads_with_weights_only(tmp_path):
     model, path, _ = saved_model(tmp_path)
     payload = torch.load(path, weights_only=True)
     assert torch.equal(payload["state_dict"]["linear.weight"], model.linear.weight.detach())
-    assert payload["model"] == {"in_features": 3, "activation": "tanh_plus_x"}
+    assert payload["model"] == {
+        "in_features": 3,
+        "kind": "linear",
+        "activation": "tanh_plus_x",
+        "hidden_sizes": (64, 64),
+        "dropout": 0.0,
+    }
 
 
 def test_save_checkpoint_leaves_no_temp_file(tmp_path):

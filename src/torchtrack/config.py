@@ -24,6 +24,22 @@ MODEL_DIR = Path("models")  # the trained model and the MLflow run it belongs to
 METRICS_DIR = Path("metrics")  # small JSON metrics, committed to git
 PLOTS_DIR = Path("plots")  # CSV data and PNG figures for `dvc plots show`
 
+# model.activation's allowed values; torchtrack.activations.ACTIVATIONS builds each one.
+ACTIVATION_NAMES = (
+    "identity",
+    "tanh_plus_x",
+    "learnable_tanh_plus_x",
+    "manual_grad_tanh_plus_x",
+    "relu",
+    "leaky_relu",
+    "gelu",
+    "silu",
+    "elu",
+    "tanh",
+    "sigmoid",
+    "softplus",
+)
+
 
 def _choice(*allowed: str) -> dict[str, Any]:
     return {"choices": allowed}
@@ -39,12 +55,22 @@ def _range(
 class DataConfig:
     """prepare: where the rows come from and how they are split and scaled."""
 
-    source: str = field(default="synthetic", metadata=_choice("synthetic", "csv"))
+    source: str = field(default="synthetic", metadata=_choice("synthetic", "csv", "diabetes"))
+    family: str = field(
+        default="tanh_plus_x",
+        metadata=_choice(  # synthetic target rule
+            "tanh_plus_x", "line", "linear", "nonlinear", "outliers", "scaled_tanh"
+        ),
+    )
     path: str | None = None  # CSV file, when source is csv
     target: str | None = None  # CSV target column; None means the last column
     n_samples: int = field(default=50000, metadata=_range(10))  # synthetic rows
-    n_features: int = field(default=8, metadata=_range(1))  # synthetic feature columns
+    n_features: int = field(default=8, metadata=_range(1))  # synthetic feature columns (line: always 1)
     noise_std: float = field(default=0.3, metadata=_range(0.0))  # synthetic Gaussian noise
+    scaled_tanh_a: float = 2.0  # scaled_tanh family: y = a * tanh(z) + b * z
+    scaled_tanh_b: float = 0.5
+    outlier_fraction: float = field(default=0.1, metadata=_range(0.0, 1.0, open_high=True))  # outliers
+    outlier_scale: float = field(default=10.0, metadata=_range(0.0))  # mean outlier, in noise_std units
     val_fraction: float = field(default=0.15, metadata=_range(0.0, 1.0, open_low=True, open_high=True))
     test_fraction: float = field(default=0.15, metadata=_range(0.0, 1.0, open_low=True, open_high=True))
     scale: bool = True  # standardise features with mean/std fitted on train only
@@ -54,15 +80,26 @@ class DataConfig:
 class ModelConfig:
     """train: what the network is."""
 
-    activation: str = field(default="tanh_plus_x", metadata=_choice("tanh_plus_x", "identity"))
+    kind: str = field(default="linear", metadata=_choice("linear", "mlp"))
+    activation: str = field(default="tanh_plus_x", metadata=_choice(*ACTIVATION_NAMES))
+    hidden_sizes: tuple[int, ...] = field(default=(64, 64), metadata=_range(1))  # mlp layer widths
+    dropout: float = field(default=0.0, metadata=_range(0.0, 1.0, open_high=True))  # mlp only
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """train: how the network is fitted."""
 
-    optimizer: str = field(default="adam", metadata=_choice("sgd", "adam"))
+    loss: str = field(default="mse", metadata=_choice("mse", "l1", "huber"))
+    huber_delta: float = field(default=1.0, metadata=_range(0.0, open_low=True))
+    optimizer: str = field(default="adam", metadata=_choice("sgd", "adam", "adamw"))
     lr: float = field(default=0.01, metadata=_range(0.0, open_low=True))
+    momentum: float = field(default=0.0, metadata=_range(0.0, 1.0, open_high=True))  # sgd only
+    weight_decay: float = field(default=0.0, metadata=_range(0.0))
+    lr_schedule: str = field(default="none", metadata=_choice("none", "step", "cosine"))
+    lr_step_epochs: int = field(default=10, metadata=_range(1))  # step: decay every this many epochs
+    lr_step_gamma: float = field(default=0.1, metadata=_range(0.0, 1.0, open_low=True))  # step factor
+    early_stopping_patience: int = field(default=0, metadata=_range(0))  # epochs; 0 = off
     epochs: int = field(default=20, metadata=_range(1))
     batch_size: int = field(default=256, metadata=_range(1))
     shuffle: bool = True  # reshuffle the training rows every epoch
@@ -149,6 +186,13 @@ def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
 
 
 def _check_value(key: str, value: Any, hint: Any, meta: Any, source: str) -> Any:
+    if typing.get_origin(hint) is tuple:  # tuple[X, ...]: a non-empty YAML list, each item checked as X
+        item = typing.get_args(hint)[0]
+        if not isinstance(value, (list, tuple)) or not value:
+            raise ConfigError(
+                f"{source}: {key} must be a non-empty list, each {_type_name(item)}; got {value!r}"
+            )
+        return tuple(_check_value(f"{key}[{i}]", v, item, meta, source) for i, v in enumerate(value))
     allowed = [a for a in typing.get_args(hint) if a is not type(None)] if _is_union(hint) else [hint]
     if value is None:
         if type(None) in typing.get_args(hint):

@@ -1,4 +1,5 @@
-"""Tabular regression data: synthetic generation, CSV loading, splitting, scaling, Dataset.
+"""Tabular regression data: the sources (synthetic families, a CSV file, scikit-learn's
+diabetes table), splitting, scaling, and the Dataset.
 
 prepare uses everything up to `write_splits`; train and evaluate read the splits back
 into a `TabularDataset`, the journal's Dataset subclass with `data`, `X` and `y`.
@@ -19,9 +20,12 @@ from torchtrack.config import DataConfig
 from torchtrack.errors import DataError
 from torchtrack.files import read_json, write_atomic, write_json
 from torchtrack.profiling import timed
+from torchtrack.synthetic import TARGET as SYNTHETIC_TARGET
+from torchtrack.synthetic import SyntheticTruth, make_synthetic
 
 SPLITS = ("train", "val", "test")
-SYNTHETIC_TARGET = "y"
+SOURCES = ("synthetic", "csv", "diabetes")
+TRUTH_FILE = "truth.json"  # beside the splits when they are synthetic
 
 
 @dataclass(frozen=True)
@@ -67,44 +71,6 @@ class Scaler:
     def load(cls, path: Path) -> Scaler:
         """Read back what `save` wrote."""
         return cls(**read_json(path))
-
-
-@dataclass(frozen=True)
-class SyntheticTruth:
-    """The rule that made a synthetic dataset: y = tanh(z) + z + noise, z = X @ w + b."""
-
-    weights: list[float]
-    bias: float
-    noise_std: float
-
-    def clean_target(self, X: np.ndarray) -> np.ndarray:
-        """The noiseless target for raw features X."""
-        z = X @ np.asarray(self.weights) + self.bias
-        return np.tanh(z) + z
-
-
-def make_synthetic(
-    n_samples: int, n_features: int, noise_std: float, seed: int
-) -> tuple[pd.DataFrame, SyntheticTruth]:
-    """Seeded regression rows whose target the default model (linear + tanh(x)+x) can represent.
-
-    Features have different scales and offsets so that scaling matters; the noise is
-    Gaussian with `noise_std`, so the best possible test MSE is `noise_std ** 2`.
-    """
-    rng = np.random.default_rng(seed)
-    scales = rng.uniform(0.5, 5.0, n_features)
-    offsets = rng.uniform(-3.0, 3.0, n_features)
-    X = rng.standard_normal((n_samples, n_features))
-    X *= scales  # in place: no full-size temporaries at a million rows
-    X += offsets
-    direction = rng.standard_normal(n_features)
-    weights = 1.5 * direction / np.linalg.norm(direction) / scales  # z has std 1.5
-    bias = 0.3 - float(offsets @ weights)  # centre z near 0.3, where tanh bends
-    truth = SyntheticTruth(weights.tolist(), bias, noise_std)
-    y = truth.clean_target(X) + rng.normal(0.0, noise_std, n_samples)
-    frame = pd.DataFrame(X, columns=[f"x{i}" for i in range(n_features)], copy=False)
-    frame[SYNTHETIC_TARGET] = y
-    return frame, truth
 
 
 def load_csv(path: str | Path, target: str | None = None) -> tuple[pd.DataFrame, str]:
@@ -154,20 +120,53 @@ def split_indices(n_rows: int, val_fraction: float, test_fraction: float, seed: 
     }
 
 
+def load_diabetes() -> tuple[pd.DataFrame, str]:
+    """scikit-learn's bundled diabetes table (442 rows, 10 features, target `target`); no download."""
+    from sklearn.datasets import load_diabetes as sklearn_diabetes
+
+    frame = sklearn_diabetes(as_frame=True).frame
+    return frame, "target"
+
+
 def load_source(config: DataConfig, seed: int) -> tuple[pd.DataFrame, str, SyntheticTruth | None]:
     """The raw rows named by `config`: (frame, target column, synthetic truth or None)."""
     if config.source == "synthetic":
-        frame, truth = make_synthetic(config.n_samples, config.n_features, config.noise_std, seed)
+        frame, truth = make_synthetic(
+            config.n_samples,
+            config.n_features,
+            config.noise_std,
+            seed,
+            config.family,
+            scaled_tanh_a=config.scaled_tanh_a,
+            scaled_tanh_b=config.scaled_tanh_b,
+            outlier_fraction=config.outlier_fraction,
+            outlier_scale=config.outlier_scale,
+        )
         return frame, SYNTHETIC_TARGET, truth
-    frame, target = load_csv(config.path, config.target)
-    return frame, target, None
+    if config.source == "csv":
+        return (*load_csv(config.path, config.target), None)
+    if config.source == "diabetes":
+        return (*load_diabetes(), None)
+    raise ValueError(f"unknown data source {config.source!r}; allowed: {', '.join(SOURCES)}")
 
 
-def write_splits(splits: dict[str, pd.DataFrame], scaler: Scaler, out_dir: Path) -> None:
-    """Write each split as Parquet, plus the scaler as JSON, each atomically."""
+def write_splits(
+    splits: dict[str, pd.DataFrame], scaler: Scaler, out_dir: Path, truth: SyntheticTruth | None = None
+) -> None:
+    """Write each split as Parquet, the scaler as JSON and the synthetic truth if any, each atomically."""
     for name, frame in splits.items():
         write_atomic(out_dir / f"{name}.parquet", lambda tmp, f=frame: f.to_parquet(tmp, index=False))
     scaler.save(out_dir / "scaler.json")
+    if truth is not None:
+        truth.save(out_dir / TRUTH_FILE)
+    else:  # splits from a CSV must not be read with an earlier synthetic run's truth
+        (out_dir / TRUTH_FILE).unlink(missing_ok=True)
+
+
+def read_truth(prepared_dir: Path) -> SyntheticTruth | None:
+    """The rule that made the prepared splits, or None when they are not synthetic."""
+    path = Path(prepared_dir) / TRUTH_FILE
+    return SyntheticTruth.load(path) if path.is_file() else None
 
 
 @timed("data")

@@ -1,4 +1,5 @@
-"""Evaluation: predictions under `torch.no_grad()` and regression metrics."""
+"""Evaluation: predictions under `torch.no_grad()`, regression metrics, and the least-squares
+linear fit that any linear model in the pipeline should match."""
 
 from __future__ import annotations
 
@@ -27,3 +28,14 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, floa
         "mae": float(mean_absolute_error(y_true, y_pred)),
         "r2": float(r2_score(y_true, y_pred)),
     }
+
+
+def least_squares_test_mse(
+    X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, y_test: np.ndarray
+) -> float:
+    """Test MSE of scikit-learn's LinearRegression fitted on the train rows: the exact linear optimum."""
+    from sklearn.linear_model import LinearRegression
+
+    fitted = LinearRegression().fit(np.asarray(X_train, np.float64), np.asarray(y_train, np.float64).ravel())
+    residual = fitted.predict(np.asarray(X_test, np.float64)) - np.asarray(y_test, np.float64).ravel()
+    return float(np.mean(residual**2))

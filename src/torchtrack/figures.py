@@ -40,7 +40,7 @@ def loss_figure(epochs: list[int], train_loss: list[float], val_loss: list[float
     ax = fig.subplots()
     ax.plot(epochs, train_loss, label="train")
     ax.plot(epochs, val_loss, label="val")
-    ax.set(xlabel="epoch", ylabel="MSE", yscale="log", title="Loss")
+    ax.set(xlabel="epoch", ylabel="loss", yscale="log", title="Loss")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend()
     fig.tight_layout()

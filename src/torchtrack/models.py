@@ -1,4 +1,5 @@
-"""Models: `nn.Linear` followed by an activation, built from params by one factory.
+"""Models: linear regression (a linear layer, then any activation) and a deep network (MLP),
+built from params by one factory, `build_model`.
 
 Checkpoints hold the state dict plus everything needed to rebuild the model and
 prepare its inputs (feature names, target, scaler), and load with `weights_only=True`.
@@ -6,47 +7,66 @@ prepare its inputs (feature names, target, scaler), and load with `weights_only=
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from torchtrack.activations import build_activation
 from torchtrack.config import ModelConfig
 from torchtrack.errors import DataError
 from torchtrack.files import write_atomic
 
-
-def tanh_plus_x(x: torch.Tensor) -> torch.Tensor:
-    """The journal's week-3 activation: tanh(x) + x."""
-    return torch.tanh(x) + x
-
-
-class TanhPlusX(nn.Module):
-    """tanh(x) + x as a module, with no learnable parameters."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return tanh_plus_x(x)
-
-
-ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "tanh_plus_x": TanhPlusX,
-    "identity": nn.Identity,
-}
+MODEL_KINDS = ("linear", "mlp")
 
 
 class RegressionModel(nn.Module):
-    """A linear layer followed by an activation: (B, F) -> (B, 1)."""
+    """A linear layer followed by an activation: (B, F) -> (B, 1). `identity` is linear regression."""
 
     def __init__(self, in_features: int = 1, activation: str = "tanh_plus_x"):
         super().__init__()
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; allowed: {', '.join(ACTIVATIONS)}")
+        self.in_features = in_features
         self.linear = nn.Linear(in_features, 1)
-        self.activation = ACTIVATIONS[activation]()
+        self.activation = build_activation(activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.activation(self.linear(x))  # (B, 1)
+
+
+class MLP(nn.Module):
+    """A deep network: (Linear, activation, optional Dropout) per hidden size, then Linear to one output."""
+
+    def __init__(
+        self,
+        in_features: int = 1,
+        hidden_sizes: Sequence[int] = (64, 64),
+        activation: str = "relu",
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        if not hidden_sizes or not all(
+            isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden_sizes
+        ):
+            raise ValueError(
+                f"hidden_sizes must be a non-empty list of positive integers, got {hidden_sizes!r}"
+            )
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        self.in_features = in_features
+        layers: list[nn.Module] = []
+        width = in_features
+        for size in hidden_sizes:
+            layers += [nn.Linear(width, size), build_activation(activation)]
+            if dropout:
+                layers.append(nn.Dropout(dropout))
+            width = size
+        layers.append(nn.Linear(width, 1))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)  # (B, 1)
 
 
 class Standardize(nn.Module):
@@ -63,14 +83,17 @@ class Standardize(nn.Module):
 
 def build_model(config: ModelConfig, in_features: int) -> nn.Module:
     """The model that `config` describes, for `in_features` inputs."""
-    return RegressionModel(in_features, activation=config.activation)
+    if config.kind == "linear":
+        return RegressionModel(in_features, activation=config.activation)
+    if config.kind == "mlp":
+        return MLP(in_features, config.hidden_sizes, config.activation, config.dropout)
+    raise ValueError(f"unknown model kind {config.kind!r}; allowed: {', '.join(MODEL_KINDS)}")
 
 
 def save_checkpoint(path: Path, model: nn.Module, config: ModelConfig, extra: dict[str, Any]) -> None:
     """Write state dict + rebuild info atomically: a temporary file, then a rename."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    in_features = model.linear.in_features
-    payload = {"state_dict": state, "model": {"in_features": in_features, **vars(config)}, **extra}
+    payload = {"state_dict": state, "model": {"in_features": model.in_features, **vars(config)}, **extra}
     write_atomic(path, lambda tmp: torch.save(payload, tmp))
 
 

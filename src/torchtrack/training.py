@@ -1,9 +1,11 @@
-"""The training loop: seeding, optimizer, one epoch, validation loss, and `fit`."""
+"""The training loop: seeding, optimizer, learning rate schedule, one epoch, validation loss,
+early stopping, and `fit`."""
 
 from __future__ import annotations
 
+import copy
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchtrack.config import TrainConfig
 from torchtrack.data import BatchIndexSampler
 from torchtrack.errors import ConfigError, TrainingError
+from torchtrack.losses import build_loss
 
 StepCallback = Callable[[int, float], None]  # (global step, batch loss)
 
@@ -46,13 +49,73 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def make_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
-    """The optimizer that `config.optimizer` names, at `config.lr`."""
+OPTIMIZERS = ("sgd", "adam", "adamw")
+LR_SCHEDULES = ("none", "step", "cosine")
+
+
+def make_optimizer(params: Iterable[torch.Tensor], config: TrainConfig) -> torch.optim.Optimizer:
+    """The optimizer that `config.optimizer` names, at `config.lr` with `config.weight_decay`.
+
+    SGD also takes `config.momentum`; AdamW's weight decay is decoupled from the gradient.
+    """
     if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=config.lr)
+        return torch.optim.SGD(
+            params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
     if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr)
-    raise ValueError(f"unknown optimizer {config.optimizer!r}; allowed: sgd, adam")
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    raise ValueError(f"unknown optimizer {config.optimizer!r}; allowed: {', '.join(OPTIMIZERS)}")
+
+
+def make_lr_schedule(
+    optimizer: torch.optim.Optimizer, config: TrainConfig
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """The per-epoch learning rate schedule that `config.lr_schedule` names; None for `none`.
+
+    step: lr times `lr_step_gamma` every `lr_step_epochs` epochs; cosine: from lr down to 0
+    over `config.epochs` epochs.
+    """
+    if config.lr_schedule == "none":
+        return None
+    if config.lr_schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(
+            optimizer, step_size=config.lr_step_epochs, gamma=config.lr_step_gamma
+        )
+    if config.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    raise ValueError(f"unknown lr_schedule {config.lr_schedule!r}; allowed: {', '.join(LR_SCHEDULES)}")
+
+
+class EarlyStopping:
+    """Stops training after `patience` epochs without a lower validation loss; keeps the best weights.
+
+    `step(model, val_loss)` after each epoch returns True when training should stop;
+    `restore_best(model)` then loads the weights of the best epoch back into the model.
+    """
+
+    def __init__(self, patience: int = 5):
+        if patience < 1:
+            raise ValueError(f"patience must be a positive number of epochs, got {patience!r}")
+        self.patience = patience
+        self.epoch = 0
+        self.best_epoch = 0
+        self.best_loss = float("inf")
+        self._best_state: dict[str, torch.Tensor] | None = None
+
+    def step(self, model: nn.Module, val_loss: float) -> bool:
+        """Record one epoch's validation loss; True when `patience` epochs passed without improvement."""
+        self.epoch += 1
+        if val_loss < self.best_loss:
+            self.best_epoch, self.best_loss = self.epoch, val_loss
+            self._best_state = copy.deepcopy(model.state_dict())
+        return self.epoch - self.best_epoch >= self.patience
+
+    def restore_best(self, model: nn.Module) -> None:
+        """Load the best epoch's weights into `model` (no-op before any epoch)."""
+        if self._best_state is not None:
+            model.load_state_dict(self._best_state)
 
 
 def make_loader(
@@ -121,11 +184,12 @@ def evaluate_loss(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, devi
 
 @dataclass
 class EpochResult:
-    """Losses at the end of one epoch."""
+    """Losses at the end of one epoch, and the learning rate it trained with."""
 
     epoch: int
     train_loss: float
     val_loss: float
+    lr: float | None = None
 
 
 def fit(
@@ -140,15 +204,22 @@ def fit(
     on_step: StepCallback | None = None,
     on_epoch: Callable[[EpochResult], None] | None = None,
 ) -> list[EpochResult]:
-    """Train `model` for `config.epochs` epochs with MSE; report each epoch to `on_epoch`."""
+    """Train `model` with `config`'s loss, optimizer and schedule; report each epoch to `on_epoch`.
+
+    With `config.early_stopping_patience` > 0 training may stop before `config.epochs`, and
+    the model ends with the weights of its best validation epoch (see `final_epoch`).
+    """
     model.to(device)
-    loss_fn = nn.MSELoss()
+    loss_fn = build_loss(config.loss, config.huber_delta)
     optimizer = make_optimizer(model.parameters(), config)
+    schedule = make_lr_schedule(optimizer, config)
+    stopper = EarlyStopping(config.early_stopping_patience) if config.early_stopping_patience else None
     train_loader = make_loader(train_set, config.batch_size, config.shuffle, generator)
     val_loader = make_loader(val_set, max(config.batch_size, 1024), False)
     history = []
     steps_per_epoch = len(train_loader)
     for epoch in range(1, config.epochs + 1):
+        lr = optimizer.param_groups[0]["lr"]
         train_loss = train_one_epoch(
             model,
             train_loader,
@@ -159,8 +230,21 @@ def fit(
             log_every=log_every,
             on_step=on_step,
         )
-        result = EpochResult(epoch, train_loss, evaluate_loss(model, val_loader, loss_fn, device))
+        result = EpochResult(epoch, train_loss, evaluate_loss(model, val_loader, loss_fn, device), lr)
         history.append(result)
         if on_epoch is not None:
             on_epoch(result)
+        if schedule is not None:
+            schedule.step()
+        if stopper is not None and stopper.step(model, result.val_loss):
+            break
+    if stopper is not None:
+        stopper.restore_best(model)
     return history
+
+
+def final_epoch(history: list[EpochResult], config: TrainConfig) -> EpochResult:
+    """The epoch whose weights `fit` leaves in the model: the best one with early stopping, else the last."""
+    if config.early_stopping_patience:
+        return min(history, key=lambda r: r.val_loss)
+    return history[-1]

@@ -1,4 +1,4 @@
-"""prepare: synthetic or CSV rows -> seeded train/val/test Parquet splits, scaled on train.
+"""prepare: synthetic, CSV or diabetes rows -> seeded train/val/test Parquet splits, scaled on train.
 
 Run by `dvc repro` as `python -m torchtrack prepare`.
 """
@@ -30,14 +30,14 @@ def run(
         raw = {name: frame.iloc[rows].reset_index(drop=True) for name, rows in indices.items()}
         del frame  # the splits hold every row now; at a million rows this matters
         scaler = Scaler.fit(raw["train"], target, enabled=config.data.scale)
-        write_splits({name: scaler.transform(part) for name, part in raw.items()}, scaler, out_dir)
+        write_splits({name: scaler.transform(part) for name, part in raw.items()}, scaler, out_dir, truth)
         summary: dict[str, float] = {f"rows_{name}": len(part) for name, part in raw.items()}
         summary["features"] = len(scaler.features)
         summary["target_std_train"] = float(raw["train"][target].std())
         if truth is not None:
             test_X = raw["test"][scaler.features].to_numpy(np.float64)
             residual = raw["test"][target].to_numpy() - truth.clean_target(test_X)
-            summary["noise_variance"] = truth.noise_std**2
+            summary["noise_variance"] = truth.noise_variance
             summary["oracle_test_mse"] = float(np.mean(residual**2))  # the true rule's test MSE
         write_json(metrics_path, summary)
         tracker.log_metrics(summary)

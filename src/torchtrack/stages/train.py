@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 from torch import nn
 
+from torchtrack.activations import learned_activation_values
 from torchtrack.config import METRICS_DIR, MODEL_DIR, PLOTS_DIR, PREPARED_DIR, Config
 from torchtrack.data import Scaler, TabularDataset, read_split
 from torchtrack.figures import loss_figure
@@ -22,7 +23,14 @@ from torchtrack.models import Standardize, build_model, save_checkpoint
 from torchtrack.progress import TrainingProgress
 from torchtrack.stages.prepare import RUN_FILE as PREPARE_RUN_FILE
 from torchtrack.tracking import Tracker
-from torchtrack.training import EpochResult, fit, resolve_device, seed_everything, set_threads
+from torchtrack.training import (
+    EpochResult,
+    final_epoch,
+    fit,
+    resolve_device,
+    seed_everything,
+    set_threads,
+)
 
 PARAM_SECTIONS = ("seed", "data", "model", "train")  # everything that shapes the model
 RUN_FILE = MODEL_DIR / "mlflow_run.json"  # which MLflow model run holds this model
@@ -61,7 +69,13 @@ def run(
 
             def on_epoch(result: EpochResult) -> None:
                 tracker.log_metrics(
-                    {"train_loss": result.train_loss, "val_loss": result.val_loss}, result.epoch
+                    {
+                        "train_loss": result.train_loss,
+                        "val_loss": result.val_loss,
+                        "lr": result.lr,
+                        **learned_activation_values(model),
+                    },
+                    result.epoch,
                 )
                 progress.epoch(result)
 
@@ -76,10 +90,12 @@ def run(
                 on_step=on_step,
                 on_epoch=on_epoch,
             )
+        kept = final_epoch(history, config.train)  # the epoch whose weights the model holds
         final = {
-            "train_loss": history[-1].train_loss,
-            "val_loss": history[-1].val_loss,
+            "train_loss": kept.train_loss,
+            "val_loss": kept.val_loss,
             "epochs": len(history),
+            **learned_activation_values(model),
         }
         tracker.log_summary(final, step=len(history))
         tracker.log_hparams(config.flat(*PARAM_SECTIONS), final)

@@ -1,0 +1,133 @@
+"""Synthetic regression families: seeded rows made by a known rule with a known noise level.
+
+    frame, truth = make_synthetic(200, family="line")  # the journal's y = 2x + 3 + noise
+
+Every family is y = f(z) + noise with z = X @ weights + bias; `SyntheticTruth` records the
+rule, so the best possible test MSE (`truth.noise_variance`) is known.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from torchtrack.files import read_json, write_json
+
+TARGET = "y"
+
+# y = f(z) + noise for each family, with the truth's own parameters.
+FAMILIES = {
+    "tanh_plus_x": "tanh(z) + z: exactly what the default model (linear + tanh_plus_x) represents",
+    "line": "2x + 3 on one column x in [0, 10]: the journal's week-1 linear regression",
+    "linear": "z: multi-column linear regression",
+    "nonlinear": "sin(2z) + z^2 / 2: bends both ways, so no linear model fits it; an MLP can",
+    "outliers": "tanh(z) + z, plus a positive heavy-tailed error on a fraction of rows",
+    "scaled_tanh": "a * tanh(z) + b * z: what learnable_tanh_plus_x represents, a and b to recover",
+}
+
+
+@dataclass(frozen=True)
+class SyntheticTruth:
+    """The rule that made a synthetic dataset: y = f(z) + noise, z = X @ weights + bias.
+
+    The noise is Gaussian with `noise_std`; for the outliers family a fraction
+    `outlier_fraction` of rows also gets an exponential error of mean `outlier_scale * noise_std`.
+    """
+
+    weights: list[float]
+    bias: float
+    noise_std: float
+    family: str = "tanh_plus_x"
+    scaled_tanh_a: float = 1.0
+    scaled_tanh_b: float = 1.0
+    outlier_fraction: float = 0.0
+    outlier_scale: float = 0.0
+
+    def clean_target(self, X: np.ndarray) -> np.ndarray:
+        """The noiseless target for raw features X."""
+        z = X @ np.asarray(self.weights) + self.bias
+        if self.family in ("tanh_plus_x", "outliers"):
+            return np.tanh(z) + z
+        if self.family in ("line", "linear"):
+            return z
+        if self.family == "nonlinear":
+            return np.sin(2 * z) + z**2 / 2
+        if self.family == "scaled_tanh":
+            return self.scaled_tanh_a * np.tanh(z) + self.scaled_tanh_b * z
+        raise ValueError(f"unknown synthetic family {self.family!r}; allowed: {', '.join(FAMILIES)}")
+
+    @property
+    def noise_variance(self) -> float:
+        """Variance of the noise: the best test MSE any model can reach on this data."""
+        p, spike = self.outlier_fraction, self.outlier_scale * self.noise_std
+        # Exponential spikes of mean s have E[s^2] = 2 s^2, so Var = sigma^2 + 2 p s^2 - (p s)^2.
+        return self.noise_std**2 + 2 * p * spike**2 - (p * spike) ** 2
+
+    def sample_noise(self, rng: np.random.Generator, n_samples: int) -> np.ndarray:
+        """Seeded noise for `n_samples` rows."""
+        noise = rng.normal(0.0, self.noise_std, n_samples)
+        if self.outlier_fraction > 0:
+            corrupted = rng.random(n_samples) < self.outlier_fraction
+            noise += corrupted * rng.exponential(self.outlier_scale * self.noise_std, n_samples)
+        return noise
+
+    def save(self, path: Path) -> None:
+        """Write as JSON."""
+        write_json(path, asdict(self))
+
+    @classmethod
+    def load(cls, path: Path) -> SyntheticTruth:
+        """Read back what `save` wrote."""
+        return cls(**read_json(path))
+
+
+def make_synthetic(
+    n_samples: int = 1000,
+    n_features: int = 1,
+    noise_std: float = 0.3,
+    seed: int = 0,
+    family: str = "tanh_plus_x",
+    *,
+    scaled_tanh_a: float = 2.0,
+    scaled_tanh_b: float = 0.5,
+    outlier_fraction: float = 0.1,
+    outlier_scale: float = 10.0,
+) -> tuple[pd.DataFrame, SyntheticTruth]:
+    """Seeded rows of `family` (one of FAMILIES): features x0.. and target y, plus the truth.
+
+    Features have different scales and offsets so that scaling matters, and z has mean 0.3
+    and std 1.5, where tanh bends. `line` ignores `n_features`: it has one column, x.
+    """
+    if family not in FAMILIES:
+        raise ValueError(f"unknown synthetic family {family!r}; allowed: {', '.join(FAMILIES)}")
+    rng = np.random.default_rng(seed)
+    if family == "line":
+        X = rng.uniform(0.0, 10.0, (n_samples, 1))
+        weights, bias, columns = np.array([2.0]), 3.0, ["x"]
+    else:
+        scales = rng.uniform(0.5, 5.0, n_features)
+        offsets = rng.uniform(-3.0, 3.0, n_features)
+        X = rng.standard_normal((n_samples, n_features))
+        X *= scales  # in place: no full-size temporaries at a million rows
+        X += offsets
+        direction = rng.standard_normal(n_features)
+        weights = 1.5 * direction / np.linalg.norm(direction) / scales  # z has std 1.5
+        bias = 0.3 - float(offsets @ weights)  # centre z near 0.3, where tanh bends
+        columns = [f"x{i}" for i in range(n_features)]
+    truth = SyntheticTruth(
+        weights.tolist(),
+        bias,
+        noise_std,
+        family,
+        scaled_tanh_a=scaled_tanh_a if family == "scaled_tanh" else 1.0,
+        scaled_tanh_b=scaled_tanh_b if family == "scaled_tanh" else 1.0,
+        outlier_fraction=outlier_fraction if family == "outliers" else 0.0,
+        outlier_scale=outlier_scale if family == "outliers" else 0.0,
+    )
+    y = truth.clean_target(X) + truth.sample_noise(rng, n_samples)
+    frame = pd.DataFrame(X, columns=columns, copy=False)
+    frame[TARGET] = y
+    return frame, truth
