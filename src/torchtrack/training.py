@@ -215,7 +215,7 @@ def fit(
     schedule = make_lr_schedule(optimizer, config)
     stopper = EarlyStopping(config.early_stopping_patience) if config.early_stopping_patience else None
     train_loader = make_loader(train_set, config.batch_size, config.shuffle, generator)
-    val_loader = make_loader(val_set, max(config.batch_size, 1024), False)
+    val_loader = make_loader(val_set, max(config.batch_size, 16384), False)  # forward only: big batches
     history = []
     steps_per_epoch = len(train_loader)
     for epoch in range(1, config.epochs + 1):
