@@ -4,7 +4,8 @@
     torchtrack ui [--host 127.0.0.1] [--mlflow-port 5000] [--tensorboard-port 6006]
 
 Heavy libraries (torch, mlflow) are imported inside the subcommands, so --help is instant.
-Exit codes: 0 success, 1 the stage failed, 2 bad params or input, 130 interrupted.
+Exit codes: 0 success, 1 the stage failed (e.g. the loss diverged, the tracking server is
+unreachable), 2 bad params or input, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
 """
 
 from __future__ import annotations
@@ -13,12 +14,15 @@ import argparse
 import importlib
 import sys
 
+from torchtrack.signals import Terminated, sigterm_raises_terminated
+
 STAGES = {
     "prepare": "generate or load the data; write seeded, scaled train/val/test splits",
     "train": "train the model on the train split; save it and log it to MLflow",
     "evaluate": "score the model on the test split; write metrics and plots",
 }
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,15 +53,19 @@ def main(argv: list[str] | None = None) -> int:
     from torchtrack.errors import PipelineError
 
     try:
-        config = load_config(args.params)
-        if args.command == "ui":
-            from torchtrack.ui import serve
+        with sigterm_raises_terminated():
+            config = load_config(args.params)
+            if args.command == "ui":
+                from torchtrack.ui import serve
 
-            return serve(config.tracking, args.host, args.mlflow_port, args.tensorboard_port)
-        importlib.import_module(f"torchtrack.stages.{args.command}").run(config)
+                return serve(config.tracking, args.host, args.mlflow_port, args.tensorboard_port)
+            importlib.import_module(f"torchtrack.stages.{args.command}").run(config)
     except PipelineError as exc:
         print(f"torchtrack {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except Terminated:
+        print(f"torchtrack {args.command}: terminated", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print(f"torchtrack {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
