@@ -5,18 +5,25 @@ MLflow layout: each trained model is one top-level run in the experiment (all pa
 shaped it, final train/val metrics, test metrics from evaluate, the logged model); the
 train and evaluate executions are nested runs under it. prepare executions are runs in
 the `<experiment>-prepare` experiment, linked from the model run by tag. Step metrics are
-buffered and written with `MlflowClient.log_batch`, never one database write per step.
+buffered and written with `MlflowClient.log_batch`, never one database write per step, and
+at least every `flush_every_seconds`, so a hard kill loses only the last few seconds.
+
+Nothing is left RUNNING: a stage that raises ends its runs FAILED (KILLED on Ctrl-C or
+SIGTERM), and each run records its process, so the next stage marks KILLED the runs whose
+process died without a word (SIGKILL).
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from torchtrack.config import TrackingConfig
+from torchtrack.processes import HOST_TAG, ProcessIdentity
 
 STORE_FILE = "mlflow.db"  # default SQLite store at the repository root
 ARTIFACT_DIR = "mlartifacts"  # default artifact root beside it
@@ -43,6 +50,13 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / STORE_FILE}"
 
 
+def run_status(exc_type: type[BaseException] | None) -> str:
+    """The MLflow status of a stage that ended by raising `exc_type` (None: it did not)."""
+    if exc_type is None:
+        return "FINISHED"
+    return "KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED"
+
+
 def git_commit(root: Path) -> str | None:
     """HEAD's commit hash, or None outside a git work tree."""
     try:
@@ -60,6 +74,9 @@ class Tracker:
     `model_run`: None for a standalone run (prepare), "new" to open a new top-level model
     run with this stage nested under it (train), or an existing model run id to nest this
     stage under (evaluate). `log_summary` writes to the model run's row.
+
+    Starting a Tracker marks KILLED the runs of its experiment that a process of this host
+    left RUNNING and that no longer exists.
     """
 
     def __init__(
@@ -81,34 +98,42 @@ class Tracker:
         self._summary: list[Any] = []
         experiment = config.experiment if model_run else f"{config.experiment}-prepare"
         self.experiment_id = self._experiment_id(experiment)
-        base_tags = self._context_tags() | (tags or {})
+        owner = ProcessIdentity.current()
+        self._end_runs_of_gone_processes(owner.host)
+        base_tags = self._context_tags() | owner.as_tags() | (tags or {})
         self.model_run_id: str | None = None
+        self.run_id: str | None = None
         self._owns_model_run = model_run == "new"
-        if self._owns_model_run:
-            name = os.environ.get("DVC_EXP_NAME") or f"model-{time.strftime('%Y%m%d-%H%M%S')}"
-            run = self.client.create_run(
-                self.experiment_id, run_name=name, tags=base_tags | {"torchtrack.kind": "model"}
-            )
-            self.model_run_id = run.info.run_id
-            self._log_params(self.model_run_id, params)
-        elif model_run:
-            self.model_run_id = model_run
-        run_tags = base_tags | {"torchtrack.kind": "stage"}
-        if self.model_run_id:
-            run_tags["mlflow.parentRunId"] = self.model_run_id
-        run = self.client.create_run(self.experiment_id, run_name=stage, tags=run_tags)
-        self.run_id = run.info.run_id
-        self._log_params(self.run_id, params)
-        self.log_dir = (
-            self.root
-            / config.tensorboard_dir
-            / stage
-            / (f"{time.strftime('%Y%m%d-%H%M%S')}-{self.run_id[:8]}")
-        )
-        from torch.utils.tensorboard import SummaryWriter
-
-        self.writer = SummaryWriter(log_dir=str(self.log_dir))
         self._closed = False
+        try:
+            if self._owns_model_run:
+                name = os.environ.get("DVC_EXP_NAME") or f"model-{time.strftime('%Y%m%d-%H%M%S')}"
+                run = self.client.create_run(
+                    self.experiment_id, run_name=name, tags=base_tags | {"torchtrack.kind": "model"}
+                )
+                self.model_run_id = run.info.run_id
+                self._log_params(self.model_run_id, params)
+            elif model_run:
+                self.model_run_id = model_run
+            run_tags = base_tags | {"torchtrack.kind": "stage"}
+            if self.model_run_id:
+                run_tags["mlflow.parentRunId"] = self.model_run_id
+            run = self.client.create_run(self.experiment_id, run_name=stage, tags=run_tags)
+            self.run_id = run.info.run_id
+            self._log_params(self.run_id, params)
+            self.log_dir = (
+                self.root
+                / config.tensorboard_dir
+                / stage
+                / (f"{time.strftime('%Y%m%d-%H%M%S')}-{self.run_id[:8]}")
+            )
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(log_dir=str(self.log_dir))
+        except BaseException as exc:  # a half-made Tracker never reaches __exit__
+            self._end_runs(run_status(type(exc)))
+            raise
+        self._last_flush = time.monotonic()
 
     # -- set-up ---------------------------------------------------------------------------
     def _experiment_id(self, name: str) -> str:
@@ -124,6 +149,20 @@ class Tracker:
             return self.client.create_experiment(name, artifact_location=location)
         except MlflowException:  # created meanwhile by a concurrent stage
             return self.client.get_experiment_by_name(name).experiment_id
+
+    def _end_runs_of_gone_processes(self, host: str) -> None:
+        runs = self.client.search_runs(
+            [self.experiment_id], f"attributes.status = 'RUNNING' AND tags.`{HOST_TAG}` = '{host}'"
+        )
+        for run in runs:
+            owner = ProcessIdentity.from_tags(run.data.tags)
+            if owner is not None and owner.is_gone():
+                self.client.set_terminated(run.info.run_id, "KILLED")
+                print(
+                    f"torchtrack {self.stage}: run {run.info.run_id} ({run.info.run_name}) was left RUNNING "
+                    f"by process {owner.pid}, which is gone; marked KILLED",
+                    file=sys.stderr,
+                )
 
     def _context_tags(self) -> dict[str, str]:
         tags = {"dvc.stage": self.stage, "mlflow.source.name": f"torchtrack {self.stage}"}
@@ -151,7 +190,10 @@ class Tracker:
             value = float(value)
             self.writer.add_scalar(key, value, step)
             self._metrics.append(Metric(key, value, now, step))
-        if len(self._metrics) >= self.config.flush_every_n_metrics:
+        if (
+            len(self._metrics) >= self.config.flush_every_n_metrics
+            or time.monotonic() - self._last_flush >= self.config.flush_every_seconds
+        ):
             self.flush()
 
     def log_summary(self, metrics: dict[str, float], step: int = 0) -> None:
@@ -221,6 +263,7 @@ class Tracker:
                 self.client.log_batch(run_id, metrics=buffer[start : start + MAX_BATCH])
             buffer.clear()
         self.writer.flush()
+        self._last_flush = time.monotonic()
 
     # -- ending ---------------------------------------------------------------------------
     def close(self, status: str = "FINISHED") -> None:
@@ -234,17 +277,15 @@ class Tracker:
             if self.log_dir.is_dir():
                 self.client.log_artifacts(self.run_id, str(self.log_dir), "tensorboard")
         finally:
-            self.client.set_terminated(self.run_id, status)
-            if self._owns_model_run:
-                self.client.set_terminated(self.model_run_id, status)
+            self._end_runs(status)
+
+    def _end_runs(self, status: str) -> None:
+        for run_id in (self.run_id, self.model_run_id if self._owns_model_run else None):
+            if run_id is not None:
+                self.client.set_terminated(run_id, status)
 
     def __enter__(self) -> Tracker:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close("FINISHED")
-        elif issubclass(exc_type, KeyboardInterrupt):
-            self.close("KILLED")
-        else:
-            self.close("FAILED")
+        self.close(run_status(exc_type))
