@@ -52,7 +52,15 @@ def make_loader(
 
 
 class NonFiniteLossError(TrainingError):
-    """The loss became NaN or infinite: training diverged."""
+    """The loss became NaN or infinite: training diverged, most often from too large a rate."""
+
+    def __init__(self, step: int, lr: float):
+        super().__init__(
+            f"the training loss became NaN or infinite at step {step} with learning rate {lr:g}: "
+            f"training diverged; lower train.lr (e.g. to {lr / 10:g}) and run again"
+        )
+        self.step = step
+        self.lr = lr
 
 
 def train_one_epoch(
@@ -66,9 +74,17 @@ def train_one_epoch(
     log_every: int = 0,
     on_step: StepCallback | None = None,
 ) -> float:
-    """One pass over `loader`; returns the mean training loss over rows."""
+    """One pass over `loader`; returns the mean training loss over rows.
+
+    Raises NonFiniteLossError at the first logging interval (or the epoch's end) after a
+    non-finite loss, naming the step where it first appeared.
+    """
     model.train()
     total = torch.zeros((), device=device)
+    # Divergence is tracked on the device and read at the logging interval and the epoch's
+    # end: reading it every step would cost a host sync per step on a GPU.
+    finite = torch.ones((), dtype=torch.bool, device=device)  # every loss so far was finite
+    finite_steps = torch.zeros((), dtype=torch.long, device=device)  # steps before the first that was not
     rows = 0
     step = first_step
     for X, y in loader:
@@ -78,14 +94,21 @@ def train_one_epoch(
         loss.backward()
         optimizer.step()
         total += loss.detach() * len(X)
+        finite &= torch.isfinite(loss.detach())
+        finite_steps += finite
         rows += len(X)
         step += 1
-        if on_step is not None and log_every and step % log_every == 0:
-            on_step(step, loss.item())  # the only host sync, once per logging interval
-    mean = total.item() / max(rows, 1)
-    if not np.isfinite(mean):
-        raise NonFiniteLossError(f"training loss became {mean}: lower train.lr and run again")
-    return mean
+        if log_every and step % log_every == 0:
+            _stop_if_diverged(finite, first_step + finite_steps, optimizer)  # one host sync per interval
+            if on_step is not None:
+                on_step(step, loss.item())
+    _stop_if_diverged(finite, first_step + finite_steps, optimizer)
+    return total.item() / max(rows, 1)
+
+
+def _stop_if_diverged(finite: torch.Tensor, steps_before: torch.Tensor, optimizer: torch.optim.Optimizer):
+    if not finite.item():
+        raise NonFiniteLossError(int(steps_before.item()) + 1, optimizer.param_groups[0]["lr"])
 
 
 @torch.no_grad()
