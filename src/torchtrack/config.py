@@ -67,6 +67,7 @@ class TrainConfig:
     batch_size: int = field(default=256, metadata=_range(1))
     shuffle: bool = True  # reshuffle the training rows every epoch
     device: str = field(default="auto", metadata=_choice("auto", "cpu", "cuda"))
+    resume: bool = False  # continue an interrupted run from its last epoch checkpoint
 
 
 @dataclass(frozen=True)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from torchtrack.checkpoints import EpochCheckpoint
 from torchtrack.config import TrainConfig
 from torchtrack.errors import ConfigError, TrainingError
 
@@ -144,16 +145,24 @@ def fit(
     log_every: int = 0,
     on_step: StepCallback | None = None,
     on_epoch: Callable[[EpochResult], None] | None = None,
+    checkpoint: EpochCheckpoint | None = None,
 ) -> list[EpochResult]:
-    """Train `model` for `config.epochs` epochs with MSE; report each epoch to `on_epoch`."""
+    """Train `model` for `config.epochs` epochs with MSE; report each epoch to `on_epoch`.
+
+    With a `checkpoint`, training resumes after its last saved epoch (if it has one for
+    these params and data) and saves the state after every epoch, before `on_epoch`.
+    """
     model.to(device)
     loss_fn = nn.MSELoss()
     optimizer = make_optimizer(model.parameters(), config)
     train_loader = make_loader(train_set, config.batch_size, config.shuffle, generator)
     val_loader = make_loader(val_set, max(config.batch_size, 1024), False)
     history = []
+    if checkpoint is not None:
+        restored = checkpoint.restore(generator, model=model, optimizer=optimizer)
+        history = [EpochResult(**epoch) for epoch in restored]
     steps_per_epoch = len(train_loader)
-    for epoch in range(1, config.epochs + 1):
+    for epoch in range(len(history) + 1, config.epochs + 1):
         train_loss = train_one_epoch(
             model,
             train_loader,
@@ -166,6 +175,8 @@ def fit(
         )
         result = EpochResult(epoch, train_loss, evaluate_loss(model, val_loader, loss_fn, device))
         history.append(result)
+        if checkpoint is not None:
+            checkpoint.save([asdict(r) for r in history], generator, model=model, optimizer=optimizer)
         if on_epoch is not None:
             on_epoch(result)
     return history

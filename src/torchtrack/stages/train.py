@@ -1,7 +1,8 @@
 """train: fit the model on the train split, watch the val split, save a rebuildable checkpoint.
 
 Run by `dvc repro` as `python -m torchtrack train`. Opens the MLflow model run that
-evaluate later adds its test metrics to.
+evaluate later adds its test metrics to. Saves the training state after every epoch; with
+`train.resume` a rerun after an interruption continues from it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 from torch import nn
 
+from torchtrack.checkpoints import EpochCheckpoint, fingerprint
 from torchtrack.config import METRICS_DIR, MODEL_DIR, PLOTS_DIR, PREPARED_DIR, Config
 from torchtrack.data import Scaler, TabularDataset, read_split
 from torchtrack.figures import loss_figure
@@ -24,6 +26,7 @@ from torchtrack.training import EpochResult, fit, resolve_device, seed_everythin
 
 PARAM_SECTIONS = ("seed", "data", "model", "train")  # everything that shapes the model
 RUN_FILE = MODEL_DIR / "mlflow_run.json"  # which MLflow model run holds this model
+CHECKPOINT_FILE = MODEL_DIR / "checkpoint.pt"  # state after the last epoch; removed once the model is saved
 
 
 def run(
@@ -34,6 +37,7 @@ def run(
     plots_dir: Path = PLOTS_DIR,
     run_file: Path = RUN_FILE,
     prepare_run_file: Path = PREPARE_RUN_FILE,
+    checkpoint_file: Path = CHECKPOINT_FILE,
 ) -> dict[str, float]:
     """Train, save the checkpoint, log everything; return the final losses."""
     train_set = TabularDataset(read_split(prepared_dir, "train"))
@@ -42,6 +46,11 @@ def run(
     generator = seed_everything(config.seed)
     device = resolve_device(config.train.device)
     model = build_model(config.model, in_features=len(train_set.features))
+    shaping_params = {k: v for k, v in config.flat(*PARAM_SECTIONS).items() if k != "train.resume"}
+    splits = [Path(prepared_dir) / f"{name}.parquet" for name in ("train", "val")]
+    checkpoint = EpochCheckpoint(
+        checkpoint_file, fingerprint(shaping_params, splits), resume=config.train.resume
+    )
     tags = {"device": str(device)}
     if Path(prepare_run_file).is_file():
         tags["torchtrack.prepare_run_id"] = read_json(prepare_run_file)["prepare_run_id"]
@@ -50,8 +59,11 @@ def run(
     ) as tracker:
         tracker.log_graph(model, train_set.X[:8])
 
-        def on_epoch(result: EpochResult) -> None:
+        def log_epoch(result: EpochResult) -> None:
             tracker.log_metrics({"train_loss": result.train_loss, "val_loss": result.val_loss}, result.epoch)
+
+        def on_epoch(result: EpochResult) -> None:
+            log_epoch(result)
             print(
                 f"epoch {result.epoch:3d}/{config.train.epochs}  train_loss {result.train_loss:.5f}"
                 f"  val_loss {result.val_loss:.5f}",
@@ -68,7 +80,10 @@ def run(
             log_every=config.tracking.log_every_n_steps,
             on_step=lambda step, loss: tracker.log_metrics({"train_loss_step": loss}, step),
             on_epoch=on_epoch,
+            checkpoint=checkpoint,
         )
+        for result in history[: checkpoint.resumed_epochs]:  # so a resumed run's curves are whole
+            log_epoch(result)
         final = {
             "train_loss": history[-1].train_loss,
             "val_loss": history[-1].val_loss,
@@ -103,4 +118,5 @@ def run(
                 "exp_name": os.environ.get("DVC_EXP_NAME"),
             },
         )
+        checkpoint.remove()
     return final
