@@ -10,7 +10,8 @@ at least every `flush_every_seconds`, so a hard kill loses only the last few sec
 
 Nothing is left RUNNING: a stage that raises ends its runs FAILED (KILLED on Ctrl-C or
 SIGTERM), and each run records its process, so the next stage marks KILLED the runs whose
-process died without a word (SIGKILL).
+process died without a word (SIGKILL). An HTTP tracking server that does not answer stops
+the stage within seconds, naming its address.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from torchtrack.config import TrackingConfig
+from torchtrack.errors import TrackingStoreError
 from torchtrack.processes import HOST_TAG, ProcessIdentity
 
 STORE_FILE = "mlflow.db"  # default SQLite store at the repository root
@@ -48,6 +51,30 @@ def repo_root() -> Path:
 def tracking_uri() -> str:
     """MLFLOW_TRACKING_URI if set, else the SQLite store at the repository root."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / STORE_FILE}"
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Raise TrackingStoreError naming the address when an HTTP tracking server does not answer.
+
+    MLflow's client retries a refused connection with growing back-off for minutes; this
+    probe gives up within seconds. Any answer (an error status, a TLS failure) counts as
+    reachable: MLflow's own requests report what is wrong with it.
+    """
+    if not uri.startswith(("http://", "https://")):
+        return
+    import requests
+
+    parts = urlsplit(uri)
+    address = urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))  # no secrets
+    try:
+        requests.get(address, timeout=(timeout, 2 * timeout), allow_redirects=False)
+    except requests.exceptions.SSLError:
+        return
+    except (requests.ConnectionError, requests.Timeout) as exc:
+        raise TrackingStoreError(
+            f"cannot reach the MLflow tracking server at {address} (MLFLOW_TRACKING_URI): "
+            f"{type(exc).__name__}; start the server, or unset MLFLOW_TRACKING_URI to use the local store"
+        ) from None
 
 
 def run_status(exc_type: type[BaseException] | None) -> str:
@@ -93,7 +120,9 @@ class Tracker:
         self.config = config
         self.stage = stage
         self.root = repo_root()
-        self.client = MlflowClient(tracking_uri())
+        uri = tracking_uri()
+        check_reachable(uri)
+        self.client = MlflowClient(uri)
         self._metrics: list[Any] = []  # mlflow.entities.Metric, buffered for log_batch
         self._summary: list[Any] = []
         experiment = config.experiment if model_run else f"{config.experiment}-prepare"
