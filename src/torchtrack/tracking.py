@@ -16,9 +16,11 @@ the stage within seconds, naming its address.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -51,6 +53,25 @@ def repo_root() -> Path:
 def tracking_uri() -> str:
     """MLFLOW_TRACKING_URI if set, else the SQLite store at the repository root."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / STORE_FILE}"
+
+
+def open_store(uri: str) -> Any:
+    """An MlflowClient for `uri`; a SQLite store is opened (and created) under a file lock.
+
+    MLflow creates a new SQLite store's tables without a lock across processes, so two
+    stages starting at once on a new store (queued experiments run in parallel) can fail
+    with "duplicate column name". Once the tables exist, MLflow's busy timeout handles
+    concurrent writers.
+    """
+    from filelock import FileLock
+    from mlflow import MlflowClient
+
+    if not uri.startswith("sqlite:///"):
+        return MlflowClient(uri)
+    database = Path(uri.removeprefix("sqlite:///")).resolve()
+    lock_name = f"torchtrack-store-{hashlib.sha256(str(database).encode()).hexdigest()[:16]}.lock"
+    with FileLock(Path(tempfile.gettempdir()) / lock_name):
+        return MlflowClient(uri)  # builds the store, cached for this process
 
 
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
@@ -115,14 +136,12 @@ class Tracker:
         model_run: str | None = None,
         tags: dict[str, str] | None = None,
     ):
-        from mlflow import MlflowClient
-
         self.config = config
         self.stage = stage
         self.root = repo_root()
         uri = tracking_uri()
         check_reachable(uri)
-        self.client = MlflowClient(uri)
+        self.client = open_store(uri)
         self._metrics: list[Any] = []  # mlflow.entities.Metric, buffered for log_batch
         self._summary: list[Any] = []
         experiment = config.experiment if model_run else f"{config.experiment}-prepare"
