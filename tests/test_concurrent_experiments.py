@@ -5,6 +5,8 @@ the first of them) with their params and metrics: no "database is locked", nothi
 from __future__ import annotations
 
 import subprocess
+import sys
+import textwrap
 import time
 
 import pytest
@@ -12,8 +14,34 @@ import pytest
 from pipeline_copy import store, update_params
 from test_pipeline import BIN, copy_repo, dvc, pipeline_env
 
-pytestmark = pytest.mark.slow
 RATES = ("0.005", "0.01", "0.02", "0.04")
+
+
+def test_processes_opening_one_new_store_at_once_all_succeed(tmp_path):
+    """MLflow creates a new SQLite store's tables with no lock across processes; open_store has one."""
+    go = tmp_path / "go"
+    child = textwrap.dedent(
+        f"""
+        import time
+        from pathlib import Path
+        import mlflow.store.tracking.sqlalchemy_store
+        from torchtrack.tracking import open_store
+        print("ready", flush=True)
+        while not Path({str(go)!r}).exists():
+            time.sleep(0.005)
+        open_store({f"sqlite:///{tmp_path / 'mlflow.db'}"!r})
+        """
+    )
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", child], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(3)
+    ]
+    assert [c.stdout.readline() for c in children] == ["ready\n"] * 3
+    go.touch()
+    failures = [c.communicate(timeout=120)[1] for c in children if c.wait(timeout=120) != 0]
+    assert failures == []
 
 
 def queue_tasks(repo) -> dict[str, str]:
@@ -23,6 +51,7 @@ def queue_tasks(repo) -> dict[str, str]:
     return {row.split()[1]: row.split()[-1] for row in rows if row.strip()}
 
 
+@pytest.mark.slow
 def test_four_queued_experiments_on_two_workers_all_land_in_one_store(tmp_path):
     repo = copy_repo(tmp_path)
     update_params(repo, data={"n_samples": 2000}, train={"epochs": 2})
