@@ -57,20 +57,18 @@ def test_resuming_after_an_interruption_ends_with_the_uninterrupted_model(splits
     assert all(torch.equal(state[name], expected_state[name]) for name in state)
 
 
-def test_a_checkpoint_of_other_params_or_data_is_ignored(splits, tmp_path):
+@pytest.mark.parametrize(
+    ("fingerprint_now", "resume"),
+    [("other params or data", True), ("params and data", False)],
+    ids=["made-with-other-params-or-data", "resume-off"],
+)
+def test_training_starts_from_epoch_one_unless_resuming_the_same_params(
+    splits, tmp_path, fingerprint_now, resume
+):
     path = tmp_path / "checkpoint.pt"
     with pytest.raises(StopAfter):
-        train(splits, EpochCheckpoint(path, "old params", resume=True), stop_after=2)
-    checkpoint = EpochCheckpoint(path, "new params", resume=True)
-    _, history = train(splits, checkpoint)
-    assert checkpoint.resumed_epochs == 0 and [r.epoch for r in history] == [1, 2, 3, 4]
-
-
-def test_without_resume_training_starts_from_epoch_one(splits, tmp_path):
-    path = tmp_path / "checkpoint.pt"
-    with pytest.raises(StopAfter):
-        train(splits, EpochCheckpoint(path, "same", resume=True), stop_after=2)
-    checkpoint = EpochCheckpoint(path, "same", resume=False)
+        train(splits, EpochCheckpoint(path, "params and data", resume=True), stop_after=2)
+    checkpoint = EpochCheckpoint(path, fingerprint_now, resume=resume)
     _, history = train(splits, checkpoint)
     assert checkpoint.resumed_epochs == 0 and [r.epoch for r in history] == [1, 2, 3, 4]
 
