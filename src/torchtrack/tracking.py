@@ -23,12 +23,16 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from torchtrack.config import TrackingConfig
 from torchtrack.errors import TrackingStoreError
+from torchtrack.files import write_atomic
 from torchtrack.processes import HOST_TAG, ProcessIdentity
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 STORE_FILE = "mlflow.db"  # default SQLite store at the repository root
 ARTIFACT_DIR = "mlartifacts"  # default artifact root beside it
@@ -55,7 +59,7 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / STORE_FILE}"
 
 
-def open_store(uri: str) -> Any:
+def open_store(uri: str) -> MlflowClient:
     """An MlflowClient for `uri`; a SQLite store is opened (and created) under a file lock.
 
     MLflow creates a new SQLite store's tables without a lock across processes, so two
@@ -264,9 +268,8 @@ class Tracker:
         self.writer.add_hparams(clean, {f"hparam/{k}": v for k, v in metrics.items()}, run_name=".")
 
     def log_figure(self, figure: Any, path: Path) -> None:
-        """Save a matplotlib figure to `path` (a stage output) and log it to both backends."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path, dpi=100)
+        """Save a matplotlib figure to `path` (a stage output, atomically) and log it to both backends."""
+        write_atomic(path, lambda tmp: figure.savefig(tmp, dpi=100, format=path.suffix.lstrip(".")))
         self.writer.add_figure(path.stem, figure, close=False)
         self.client.log_artifact(self.run_id, str(path), "figures")
         if self.model_run_id:
