@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 from torch import nn
 
+from torchtrack import models, training
 from torchtrack.checkpoints import EpochCheckpoint, fingerprint
 from torchtrack.config import METRICS_DIR, MODEL_DIR, PLOTS_DIR, PREPARED_DIR, Config
 from torchtrack.data import Scaler, TabularDataset, read_split
@@ -27,6 +28,7 @@ from torchtrack.training import EpochResult, fit, resolve_device, seed_everythin
 PARAM_SECTIONS = ("seed", "data", "model", "train")  # everything that shapes the model
 RUN_FILE = MODEL_DIR / "mlflow_run.json"  # which MLflow model run holds this model
 CHECKPOINT_FILE = MODEL_DIR / "checkpoint.pt"  # state after the last epoch; removed once the model is saved
+TRAINING_CODE = [Path(m.__file__) for m in (models, training)] + [Path(__file__)]  # dvc.yaml's train deps
 
 
 def run(
@@ -47,9 +49,9 @@ def run(
     device = resolve_device(config.train.device)
     model = build_model(config.model, in_features=len(train_set.features))
     shaping_params = {k: v for k, v in config.flat(*PARAM_SECTIONS).items() if k != "train.resume"}
-    splits = [Path(prepared_dir) / f"{name}.parquet" for name in ("train", "val")]
+    inputs = [Path(prepared_dir) / f"{name}.parquet" for name in ("train", "val")] + TRAINING_CODE
     checkpoint = EpochCheckpoint(
-        checkpoint_file, fingerprint(shaping_params, splits), resume=config.train.resume
+        checkpoint_file, fingerprint(shaping_params, inputs), resume=config.train.resume
     )
     tags = {"device": str(device)}
     if Path(prepare_run_file).is_file():
