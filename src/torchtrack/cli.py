@@ -14,7 +14,7 @@ import argparse
 import importlib
 import sys
 
-from torchtrack.signals import Terminated, sigterm_raises_terminated
+from torchtrack.signals import Terminated, stop_signals_raise
 
 STAGES = {
     "prepare": "generate or load the data; write seeded, scaled train/val/test splits",
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     from torchtrack.errors import PipelineError
 
     try:
-        with sigterm_raises_terminated():
+        with stop_signals_raise():
             config = load_config(args.params)
             if args.command == "ui":
                 from torchtrack.ui import serve

@@ -9,9 +9,9 @@ buffered and written with `MlflowClient.log_batch`, never one database write per
 at least every `flush_every_seconds`, so a hard kill loses only the last few seconds.
 
 Nothing is left RUNNING: a stage that raises ends its runs FAILED (KILLED on Ctrl-C or
-SIGTERM), and each run records its process, so the next stage marks KILLED the runs whose
-process died without a word (SIGKILL). An HTTP tracking server that does not answer stops
-the stage within seconds, naming its address.
+SIGTERM, which never cut a logging call in half), and each run records its process, so
+the next stage marks KILLED the runs whose process died without a word (SIGKILL). An HTTP
+tracking server that does not answer stops the stage within seconds, naming its address.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from torchtrack.config import TrackingConfig
 from torchtrack.errors import TrackingStoreError
 from torchtrack.files import write_atomic
 from torchtrack.processes import HOST_TAG, ProcessIdentity
+from torchtrack.signals import uninterrupted
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -233,6 +234,7 @@ class Tracker:
             self.client.log_batch(run_id, params=items[start : start + 100])
 
     # -- logging --------------------------------------------------------------------------
+    @uninterrupted()
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
         """Scalars for this stage, to TensorBoard now and to MLflow in buffered batches."""
         from mlflow.entities import Metric
@@ -248,6 +250,7 @@ class Tracker:
         ):
             self.flush()
 
+    @uninterrupted()
     def log_summary(self, metrics: dict[str, float], step: int = 0) -> None:
         """Final figures for the model run's row in MLflow (what Compare shows)."""
         from mlflow.entities import Metric
@@ -257,16 +260,19 @@ class Tracker:
         now = int(time.time() * 1000)
         self._summary.extend(Metric(k, float(v), now, step) for k, v in metrics.items())
 
+    @uninterrupted()
     def log_graph(self, model: Any, example: Any) -> None:
         """The model graph for TensorBoard; its printed structure as an MLflow artifact."""
         self.writer.add_graph(model, example)
         self.client.log_text(self.run_id, str(model), "model_summary.txt")
 
+    @uninterrupted()
     def log_hparams(self, hparams: dict[str, Any], metrics: dict[str, float]) -> None:
         """Hyperparameters with their final metrics, for TensorBoard's HPARAMS tab."""
         clean = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in hparams.items()}
         self.writer.add_hparams(clean, {f"hparam/{k}": v for k, v in metrics.items()}, run_name=".")
 
+    @uninterrupted()
     def log_figure(self, figure: Any, path: Path) -> None:
         """Save a matplotlib figure to `path` (a stage output, atomically) and log it to both backends."""
         write_atomic(path, lambda tmp: figure.savefig(tmp, dpi=100, format=path.suffix.lstrip(".")))
@@ -275,10 +281,12 @@ class Tracker:
         if self.model_run_id:
             self.client.log_artifact(self.model_run_id, str(path), "figures")
 
+    @uninterrupted()
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         """A file for this stage's MLflow run."""
         self.client.log_artifact(self.run_id, str(path), artifact_path)
 
+    @uninterrupted()
     def log_model(self, model: Any, input_example: Any) -> str:
         """The model to the model run via `mlflow.pytorch.log_model` (pt2, with signature).
 
@@ -307,6 +315,7 @@ class Tracker:
             )
         return info.model_uri
 
+    @uninterrupted()
     def flush(self) -> None:
         """Write buffered metrics to MLflow in batches, and TensorBoard events to disk."""
         for run_id, buffer in ((self.run_id, self._metrics), (self.model_run_id, self._summary)):
@@ -317,6 +326,7 @@ class Tracker:
         self._last_flush = time.monotonic()
 
     # -- ending ---------------------------------------------------------------------------
+    @uninterrupted()
     def close(self, status: str = "FINISHED") -> None:
         """Flush, attach this stage's TensorBoard events, end the run(s) with `status`."""
         if self._closed:
