@@ -148,12 +148,7 @@ def test_mlflow_holds_one_model_run_with_nested_stage_runs(repo, mlflow):
     assert [m.step for m in epochs] == list(range(1, 21))
     assert {a.path for a in mlflow.list_artifacts(train.info.run_id)} >= {"tensorboard", "figures"}
     assert json.loads((repo / "models/mlflow_run.json").read_text())["model_run_id"] == model.info.run_id
-    import mlflow as mlflow_module
-
-    mlflow_module.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
-    (logged,) = mlflow_module.search_logged_models(
-        experiment_ids=[model.info.experiment_id], output_format="list"
-    )
+    (logged,) = mlflow.search_logged_models(experiment_ids=[model.info.experiment_id])
     assert logged.source_run_id == model.info.run_id
     prepare_experiment = mlflow.get_experiment_by_name("torchtrack-prepare")
     (prepare,) = mlflow.search_runs([prepare_experiment.experiment_id])

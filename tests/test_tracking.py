@@ -135,6 +135,8 @@ def test_logged_model_loads_with_pyfunc_and_predicts_like_the_module(workdir, tr
         uri = tracker.log_model(model, example)
     with torch.no_grad():
         expected = model(torch.from_numpy(example)).numpy().reshape(-1)
-    mlflow.set_tracking_uri(tracking_uri())
-    got = np.asarray(mlflow.pyfunc.load_model(uri).predict(example)).reshape(-1)
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    with _use_tracking_uri(tracking_uri()):
+        got = np.asarray(mlflow.pyfunc.load_model(uri).predict(example)).reshape(-1)
     np.testing.assert_allclose(got, expected, rtol=1e-6)

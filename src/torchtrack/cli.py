@@ -8,7 +8,8 @@ the results.
     torchtrack ui [--host 127.0.0.1] [--mlflow-port 5000] [--tensorboard-port 6006]
 
 Heavy libraries (torch, mlflow) are imported inside the subcommands, so --help is instant.
-Exit codes: 0 success, 1 the stage failed, 2 bad params, input or usage, 130 interrupted.
+Exit codes: 0 success, 1 the stage failed (e.g. the loss diverged, the tracking server is
+unreachable), 2 bad params, input or usage, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import importlib
 import sys
 import time
 
+from torchtrack.signals import Terminated, stop_signals_raise
+
 STAGES = {
     "prepare": "generate or load the data; write seeded, scaled train/val/test splits",
     "train": "train the model on the train split; save it and log it to MLflow",
@@ -25,12 +28,16 @@ STAGES = {
 }
 STAGE_PHASE = {"prepare": "data", "train": "training", "evaluate": "evaluation"}  # for profiling
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 EXIT_CODES = """exit codes:
   0    success
   1    the command failed (e.g. training diverged)
   2    bad params, input data or command line
-  130  interrupted (Ctrl-C)"""
-EXIT_CODES_LINE = "exit codes: 0 success, 1 failed, 2 bad params, input or command line, 130 interrupted"
+  130  interrupted (Ctrl-C)
+  143  terminated (SIGTERM)"""
+EXIT_CODES_LINE = (
+    "exit codes: 0 success, 1 failed, 2 bad params, input or command line, 130 interrupted, 143 terminated"
+)
 
 
 def run_stage(args: argparse.Namespace) -> int:
@@ -180,10 +187,14 @@ def main(argv: list[str] | None = None) -> int:
     from torchtrack.errors import PipelineError
 
     try:
-        return args.handler(args)
+        with stop_signals_raise():
+            return args.handler(args)
     except PipelineError as exc:
         print(f"torchtrack {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except Terminated:
+        print(f"torchtrack {args.command}: terminated", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print(f"torchtrack {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -105,6 +105,7 @@ class TrainConfig:
     shuffle: bool = True  # reshuffle the training rows every epoch
     device: str = field(default="auto", metadata=_choice("auto", "cpu", "cuda"))
     num_threads: int = field(default=1, metadata=_range(0))  # CPU threads; 0 = one per core
+    resume: bool = False  # continue an interrupted run from its last epoch checkpoint
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,7 @@ class TrackingConfig:
     tensorboard_dir: str = "runs"  # TensorBoard root; one sub-directory per stage execution
     log_every_n_steps: int = field(default=10, metadata=_range(1))  # step-metric interval
     flush_every_n_metrics: int = field(default=1000, metadata=_range(1))  # MLflow batch size
+    flush_every_seconds: float = field(default=5.0, metadata=_range(0.0, open_low=True))  # or this often
 
 
 @dataclass(frozen=True)
@@ -148,9 +150,9 @@ def load_config(path: str | Path = PARAMS_FILE) -> Config:
     if not path.is_file():
         raise ConfigError(f"{path}: file not found")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_bytes()) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None  # one line
     return config_from_dict(raw, source=str(path))
 
 
@@ -166,10 +168,11 @@ def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: {where} must be a mapping, got {type(raw).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - set(fields))
+    unknown = sorted(set(raw) - set(fields), key=repr)  # keys may be of any type YAML reads
     if unknown:
         raise ConfigError(
-            f"{source}: unknown key {prefix}{unknown[0]!s}; allowed keys in {where}: " + ", ".join(fields)
+            f"{source}: unknown key {prefix}{_shown(unknown[0])}; allowed keys in {where}: "
+            + ", ".join(fields)
         )
     hints = typing.get_type_hints(cls)
     values = {}
@@ -210,7 +213,10 @@ def _check_value(key: str, value: Any, hint: Any, meta: Any, source: str) -> Any
     if not ok:
         raise ConfigError(f"{source}: {key} must be {_type_name(kind)}, got {type(value).__name__} {value!r}")
     if kind is float:
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # an integer beyond float's range
+            value = math.inf
         if not math.isfinite(value):
             raise ConfigError(f"{source}: {key} must be a finite number, got {value!r}")
     if "choices" in meta and value not in meta["choices"]:
@@ -222,6 +228,11 @@ def _check_value(key: str, value: Any, hint: Any, meta: Any, source: str) -> Any
         if high is not None and (value >= high if open_high else value > high):
             raise ConfigError(f"{source}: {key} must be {'<' if open_high else '<='} {high}, got {value!r}")
     return value
+
+
+def _shown(key: Any) -> str:
+    """A key as written when it is plain printable text, else its repr: messages stay one line."""
+    return key if isinstance(key, str) and key.isprintable() and key.strip() == key != "" else repr(key)
 
 
 def _parse_float(text: str) -> float | str:

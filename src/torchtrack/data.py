@@ -83,7 +83,7 @@ def load_csv(path: str | Path, target: str | None = None) -> tuple[pd.DataFrame,
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the CSV file is empty") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not a readable CSV file ({exc})") from None
+        raise DataError(f"{path}: not a readable CSV file ({' '.join(str(exc).split())})") from None
     if frame.shape[1] < 2:
         raise DataError(
             f"{path}: needs at least one feature column and a target column, found {frame.shape[1]} column(s)"
@@ -93,7 +93,8 @@ def load_csv(path: str | Path, target: str | None = None) -> tuple[pd.DataFrame,
     target = frame.columns[-1] if target is None else target
     if target not in frame.columns:
         raise DataError(
-            f"{path}: target column {target!r} not found; columns are: " + ", ".join(map(str, frame.columns))
+            f"{path}: target column {target!r} not found; columns are: "
+            + ", ".join(str(c) if str(c).isprintable() else repr(str(c)) for c in frame.columns)
         )
     for column in frame.columns:
         if not pd.api.types.is_numeric_dtype(frame[column]) or pd.api.types.is_bool_dtype(frame[column]):

@@ -23,3 +23,7 @@ class DataError(InputError):
 
 class TrainingError(PipelineError):
     """Training could not produce a model, e.g. the loss diverged."""
+
+
+class TrackingStoreError(PipelineError):
+    """The MLflow tracking server cannot be reached."""

@@ -5,19 +5,36 @@ MLflow layout: each trained model is one top-level run in the experiment (all pa
 shaped it, final train/val metrics, test metrics from evaluate, the logged model); the
 train and evaluate executions are nested runs under it. prepare executions are runs in
 the `<experiment>-prepare` experiment, linked from the model run by tag. Step metrics are
-buffered and written with `MlflowClient.log_batch`, never one database write per step.
+buffered and written with `MlflowClient.log_batch`, never one database write per step, and
+at least every `flush_every_seconds`, so a hard kill loses only the last few seconds.
+
+Nothing is left RUNNING: a stage that raises ends its runs FAILED (KILLED on Ctrl-C or
+SIGTERM, which never cut a logging call in half), and each run records its process, so
+the next stage marks KILLED the runs whose process died without a word (SIGKILL). An HTTP
+tracking server that does not answer stops the stage within seconds, naming its address.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
 from torchtrack.config import TrackingConfig
+from torchtrack.errors import TrackingStoreError
+from torchtrack.files import write_atomic
+from torchtrack.processes import HOST_TAG, ProcessIdentity
 from torchtrack.profiling import timed
+from torchtrack.signals import uninterrupted
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 STORE_FILE = "mlflow.db"  # default SQLite store at the repository root
 ARTIFACT_DIR = "mlartifacts"  # default artifact root beside it
@@ -44,6 +61,56 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / STORE_FILE}"
 
 
+def open_store(uri: str) -> MlflowClient:
+    """An MlflowClient for `uri`; a SQLite store is opened (and created) under a file lock.
+
+    MLflow creates a new SQLite store's tables without a lock across processes, so two
+    stages starting at once on a new store (queued experiments run in parallel) can fail
+    with "duplicate column name". Once the tables exist, MLflow's busy timeout handles
+    concurrent writers.
+    """
+    from filelock import FileLock
+    from mlflow import MlflowClient
+
+    if not uri.startswith("sqlite:///"):
+        return MlflowClient(uri)
+    database = Path(uri.removeprefix("sqlite:///")).resolve()
+    lock_name = f"torchtrack-store-{hashlib.sha256(str(database).encode()).hexdigest()[:16]}.lock"
+    with FileLock(Path(tempfile.gettempdir()) / lock_name):
+        return MlflowClient(uri)  # builds the store, cached for this process
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Raise TrackingStoreError naming the address when an HTTP tracking server does not answer.
+
+    MLflow's client retries a refused connection with growing back-off for minutes; this
+    probe gives up within seconds. Any answer (an error status, a TLS failure) counts as
+    reachable: MLflow's own requests report what is wrong with it.
+    """
+    if not uri.startswith(("http://", "https://")):
+        return
+    import requests
+
+    parts = urlsplit(uri)
+    address = urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))  # no secrets
+    try:
+        requests.get(address, timeout=(timeout, 2 * timeout), allow_redirects=False)
+    except requests.exceptions.SSLError:
+        return
+    except (requests.ConnectionError, requests.Timeout) as exc:
+        raise TrackingStoreError(
+            f"cannot reach the MLflow tracking server at {address} (MLFLOW_TRACKING_URI): "
+            f"{type(exc).__name__}; start the server, or unset MLFLOW_TRACKING_URI to use the local store"
+        ) from None
+
+
+def run_status(exc_type: type[BaseException] | None) -> str:
+    """The MLflow status of a stage that ended by raising `exc_type` (None: it did not)."""
+    if exc_type is None:
+        return "FINISHED"
+    return "KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED"
+
+
 def git_commit(root: Path) -> str | None:
     """HEAD's commit hash, or None outside a git work tree."""
     try:
@@ -61,6 +128,9 @@ class Tracker:
     `model_run`: None for a standalone run (prepare), "new" to open a new top-level model
     run with this stage nested under it (train), or an existing model run id to nest this
     stage under (evaluate). `log_summary` writes to the model run's row.
+
+    Starting a Tracker marks KILLED the runs of its experiment that a process of this host
+    left RUNNING and that no longer exists.
     """
 
     @timed("tracking")
@@ -73,46 +143,54 @@ class Tracker:
         model_run: str | None = None,
         tags: dict[str, str] | None = None,
     ):
-        from mlflow import MlflowClient
-
         self.config = config
         self.stage = stage
         self.root = repo_root()
-        self.client = MlflowClient(tracking_uri())
+        uri = tracking_uri()
+        check_reachable(uri)
+        self.client = open_store(uri)
         # (key, value, step, wall time) waiting for `flush`: this stage's scalars, for both
         # backends, and the model run's summary, for MLflow only.
         self._metrics: list[tuple[str, float, int, float]] = []
         self._summary: list[tuple[str, float, int, float]] = []
         experiment = config.experiment if model_run else f"{config.experiment}-prepare"
         self.experiment_id = self._experiment_id(experiment)
-        base_tags = self._context_tags() | (tags or {})
+        owner = ProcessIdentity.current()
+        self._end_runs_of_gone_processes(owner.host)
+        base_tags = self._context_tags() | owner.as_tags() | (tags or {})
         self.model_run_id: str | None = None
+        self.run_id: str | None = None
         self._owns_model_run = model_run == "new"
-        if self._owns_model_run:
-            name = os.environ.get("DVC_EXP_NAME") or f"model-{time.strftime('%Y%m%d-%H%M%S')}"
-            run = self.client.create_run(
-                self.experiment_id, run_name=name, tags=base_tags | {"torchtrack.kind": "model"}
-            )
-            self.model_run_id = run.info.run_id
-            self._log_params(self.model_run_id, params)
-        elif model_run:
-            self.model_run_id = model_run
-        run_tags = base_tags | {"torchtrack.kind": "stage"}
-        if self.model_run_id:
-            run_tags["mlflow.parentRunId"] = self.model_run_id
-        run = self.client.create_run(self.experiment_id, run_name=stage, tags=run_tags)
-        self.run_id = run.info.run_id
-        self._log_params(self.run_id, params)
-        self.log_dir = (
-            self.root
-            / config.tensorboard_dir
-            / stage
-            / (f"{time.strftime('%Y%m%d-%H%M%S')}-{self.run_id[:8]}")
-        )
-        from torch.utils.tensorboard import SummaryWriter
-
-        self.writer = SummaryWriter(log_dir=str(self.log_dir))
         self._closed = False
+        try:
+            if self._owns_model_run:
+                name = os.environ.get("DVC_EXP_NAME") or f"model-{time.strftime('%Y%m%d-%H%M%S')}"
+                run = self.client.create_run(
+                    self.experiment_id, run_name=name, tags=base_tags | {"torchtrack.kind": "model"}
+                )
+                self.model_run_id = run.info.run_id
+                self._log_params(self.model_run_id, params)
+            elif model_run:
+                self.model_run_id = model_run
+            run_tags = base_tags | {"torchtrack.kind": "stage"}
+            if self.model_run_id:
+                run_tags["mlflow.parentRunId"] = self.model_run_id
+            run = self.client.create_run(self.experiment_id, run_name=stage, tags=run_tags)
+            self.run_id = run.info.run_id
+            self._log_params(self.run_id, params)
+            self.log_dir = (
+                self.root
+                / config.tensorboard_dir
+                / stage
+                / (f"{time.strftime('%Y%m%d-%H%M%S')}-{self.run_id[:8]}")
+            )
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(log_dir=str(self.log_dir))
+        except BaseException as exc:  # a half-made Tracker never reaches __exit__
+            self._end_runs(run_status(type(exc)))
+            raise
+        self._last_flush = time.monotonic()
 
     # -- set-up ---------------------------------------------------------------------------
     def _experiment_id(self, name: str) -> str:
@@ -128,6 +206,20 @@ class Tracker:
             return self.client.create_experiment(name, artifact_location=location)
         except MlflowException:  # created meanwhile by a concurrent stage
             return self.client.get_experiment_by_name(name).experiment_id
+
+    def _end_runs_of_gone_processes(self, host: str) -> None:
+        runs = self.client.search_runs(
+            [self.experiment_id], f"attributes.status = 'RUNNING' AND tags.`{HOST_TAG}` = '{host}'"
+        )
+        for run in runs:
+            owner = ProcessIdentity.from_tags(run.data.tags)
+            if owner is not None and owner.is_gone():
+                self.client.set_terminated(run.info.run_id, "KILLED")
+                print(
+                    f"torchtrack {self.stage}: run {run.info.run_id} ({run.info.run_name}) was left RUNNING "
+                    f"by process {owner.pid}, which is gone; marked KILLED",
+                    file=sys.stderr,
+                )
 
     def _context_tags(self) -> dict[str, str]:
         tags = {"dvc.stage": self.stage, "mlflow.source.name": f"torchtrack {self.stage}"}
@@ -147,6 +239,7 @@ class Tracker:
 
     # -- logging --------------------------------------------------------------------------
     @timed("tracking")
+    @uninterrupted()
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
         """Scalars for this stage, buffered and written to both backends in batches.
 
@@ -155,10 +248,14 @@ class Tracker:
         """
         now = time.time()
         self._metrics.extend((key, float(value), step, now) for key, value in metrics.items())
-        if len(self._metrics) >= self.config.flush_every_n_metrics:
+        if (
+            len(self._metrics) >= self.config.flush_every_n_metrics
+            or time.monotonic() - self._last_flush >= self.config.flush_every_seconds
+        ):
             self.flush()
 
     @timed("tracking")
+    @uninterrupted()
     def log_summary(self, metrics: dict[str, float], step: int = 0) -> None:
         """Final figures for the model run's row in MLflow (what Compare shows)."""
         if self.model_run_id is None:
@@ -167,33 +264,37 @@ class Tracker:
         self._summary.extend((key, float(value), step, now) for key, value in metrics.items())
 
     @timed("tracking")
+    @uninterrupted()
     def log_graph(self, model: Any, example: Any) -> None:
         """The model graph for TensorBoard; its printed structure as an MLflow artifact."""
         self.writer.add_graph(model, example)
         self.client.log_text(self.run_id, str(model), "model_summary.txt")
 
     @timed("tracking")
+    @uninterrupted()
     def log_hparams(self, hparams: dict[str, Any], metrics: dict[str, float]) -> None:
         """Hyperparameters with their final metrics, for TensorBoard's HPARAMS tab."""
         clean = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in hparams.items()}
         self.writer.add_hparams(clean, {f"hparam/{k}": v for k, v in metrics.items()}, run_name=".")
 
     @timed("tracking")
+    @uninterrupted()
     def log_figure(self, figure: Any, path: Path) -> None:
-        """Save a matplotlib figure to `path` (a stage output) and log it to both backends."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path, dpi=100)
+        """Save a matplotlib figure to `path` (a stage output, atomically) and log it to both backends."""
+        write_atomic(path, lambda tmp: figure.savefig(tmp, dpi=100, format=path.suffix.lstrip(".")))
         self.writer.add_figure(path.stem, figure, close=False)
         self.client.log_artifact(self.run_id, str(path), "figures")
         if self.model_run_id:
             self.client.log_artifact(self.model_run_id, str(path), "figures")
 
     @timed("tracking")
+    @uninterrupted()
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         """A file for this stage's MLflow run."""
         self.client.log_artifact(self.run_id, str(path), artifact_path)
 
     @timed("tracking")
+    @uninterrupted()
     def log_model(self, model: Any, input_example: Any) -> str:
         """The model to the model run via `mlflow.pytorch.log_model` (pt2, with signature).
 
@@ -207,8 +308,11 @@ class Tracker:
         model.eval()
         with torch.no_grad():
             output = model(torch.as_tensor(input_example)).numpy()
-        mlflow.set_tracking_uri(tracking_uri())
-        with mlflow.start_run(run_id=self.model_run_id):
+        from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+        # The fluent API needs a global tracking URI; set it only for this call, so that a
+        # notebook or test process keeps the one it had (and its MLFLOW_TRACKING_URI).
+        with _use_tracking_uri(tracking_uri()), mlflow.start_run(run_id=self.model_run_id):
             info = mlflow.pytorch.log_model(
                 model,
                 name="model",
@@ -223,6 +327,7 @@ class Tracker:
         return info.model_uri
 
     @timed("tracking")
+    @uninterrupted()
     def flush(self) -> None:
         """Write buffered metrics: to TensorBoard, then to MLflow in `log_batch` calls."""
         from mlflow.entities import Metric
@@ -235,9 +340,11 @@ class Tracker:
             for start in range(0, len(metrics), MAX_BATCH):
                 self.client.log_batch(run_id, metrics=metrics[start : start + MAX_BATCH])
             buffer.clear()
+        self._last_flush = time.monotonic()
 
     # -- ending ---------------------------------------------------------------------------
     @timed("tracking")
+    @uninterrupted()
     def close(self, status: str = "FINISHED") -> None:
         """Flush, attach this stage's TensorBoard events, end the run(s) with `status`."""
         if self._closed:
@@ -249,17 +356,15 @@ class Tracker:
             if self.log_dir.is_dir():
                 self.client.log_artifacts(self.run_id, str(self.log_dir), "tensorboard")
         finally:
-            self.client.set_terminated(self.run_id, status)
-            if self._owns_model_run:
-                self.client.set_terminated(self.model_run_id, status)
+            self._end_runs(status)
+
+    def _end_runs(self, status: str) -> None:
+        for run_id in (self.run_id, self.model_run_id if self._owns_model_run else None):
+            if run_id is not None:
+                self.client.set_terminated(run_id, status)
 
     def __enter__(self) -> Tracker:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close("FINISHED")
-        elif issubclass(exc_type, KeyboardInterrupt):
-            self.close("KILLED")
-        else:
-            self.close("FAILED")
+        self.close(run_status(exc_type))

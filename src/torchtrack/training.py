@@ -6,13 +6,14 @@ from __future__ import annotations
 import copy
 import random
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from torchtrack.checkpoints import EpochCheckpoint
 from torchtrack.config import TrainConfig
 from torchtrack.data import BatchIndexSampler
 from torchtrack.errors import ConfigError, TrainingError
@@ -110,12 +111,31 @@ class EarlyStopping:
         if val_loss < self.best_loss:
             self.best_epoch, self.best_loss = self.epoch, val_loss
             self._best_state = copy.deepcopy(model.state_dict())
+        return self.stopped
+
+    @property
+    def stopped(self) -> bool:
+        """True once `patience` epochs have passed without a better validation loss."""
         return self.epoch - self.best_epoch >= self.patience
 
     def restore_best(self, model: nn.Module) -> None:
         """Load the best epoch's weights into `model` (no-op before any epoch)."""
         if self._best_state is not None:
             model.load_state_dict(self._best_state)
+
+    def state_dict(self) -> dict:
+        """What a checkpoint needs to continue counting after a resume."""
+        return {
+            "epoch": self.epoch,
+            "best_epoch": self.best_epoch,
+            "best_loss": self.best_loss,
+            "best_state": self._best_state or {},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what `state_dict` returned."""
+        self.epoch, self.best_epoch, self.best_loss = state["epoch"], state["best_epoch"], state["best_loss"]
+        self._best_state = state["best_state"] or None
 
 
 def make_loader(
@@ -133,7 +153,15 @@ def make_loader(
 
 
 class NonFiniteLossError(TrainingError):
-    """The loss became NaN or infinite: training diverged."""
+    """The loss became NaN or infinite: training diverged, most often from too large a rate."""
+
+    def __init__(self, step: int, lr: float):
+        super().__init__(
+            f"the training loss became NaN or infinite at step {step} with learning rate {lr:g}: "
+            f"training diverged; lower train.lr (e.g. to {lr / 10:g}) and run again"
+        )
+        self.step = step
+        self.lr = lr
 
 
 def train_one_epoch(
@@ -147,9 +175,17 @@ def train_one_epoch(
     log_every: int = 0,
     on_step: StepCallback | None = None,
 ) -> float:
-    """One pass over `loader`; returns the mean training loss over rows."""
+    """One pass over `loader`; returns the mean training loss over rows.
+
+    Raises NonFiniteLossError at the first logging interval (or the epoch's end) after a
+    non-finite loss, naming the step where it first appeared.
+    """
     model.train()
     total = torch.zeros((), device=device)
+    # Divergence is tracked on the device and read at the logging interval and the epoch's
+    # end: reading it every step would cost a host sync per step on a GPU.
+    finite = torch.ones((), dtype=torch.bool, device=device)  # every loss so far was finite
+    finite_steps = torch.zeros((), dtype=torch.long, device=device)  # steps before the first that was not
     rows = 0
     step = first_step
     for X, y in loader:
@@ -159,14 +195,21 @@ def train_one_epoch(
         loss.backward()
         optimizer.step()
         total.add_(loss.detach(), alpha=len(X))
+        finite &= torch.isfinite(loss.detach())
+        finite_steps += finite
         rows += len(X)
         step += 1
-        if on_step is not None and log_every and step % log_every == 0:
-            on_step(step, loss.item())  # the only host sync, once per logging interval
-    mean = total.item() / max(rows, 1)
-    if not np.isfinite(mean):
-        raise NonFiniteLossError(f"training loss became {mean}: lower train.lr and run again")
-    return mean
+        if log_every and step % log_every == 0:
+            _stop_if_diverged(finite, first_step + finite_steps, optimizer)  # one host sync per interval
+            if on_step is not None:
+                on_step(step, loss.item())
+    _stop_if_diverged(finite, first_step + finite_steps, optimizer)
+    return total.item() / max(rows, 1)
+
+
+def _stop_if_diverged(finite: torch.Tensor, steps_before: torch.Tensor, optimizer: torch.optim.Optimizer):
+    if not finite.item():
+        raise NonFiniteLossError(int(steps_before.item()) + 1, optimizer.param_groups[0]["lr"])
 
 
 @torch.no_grad()
@@ -203,11 +246,14 @@ def fit(
     log_every: int = 0,
     on_step: StepCallback | None = None,
     on_epoch: Callable[[EpochResult], None] | None = None,
+    checkpoint: EpochCheckpoint | None = None,
 ) -> list[EpochResult]:
     """Train `model` with `config`'s loss, optimizer and schedule; report each epoch to `on_epoch`.
 
     With `config.early_stopping_patience` > 0 training may stop before `config.epochs`, and
     the model ends with the weights of its best validation epoch (see `final_epoch`).
+    With a `checkpoint`, training resumes after its last saved epoch (if it has one for
+    these params and data) and saves the state after every epoch, before `on_epoch`.
     """
     model.to(device)
     loss_fn = build_loss(config.loss, config.huber_delta)
@@ -217,8 +263,15 @@ def fit(
     train_loader = make_loader(train_set, config.batch_size, config.shuffle, generator)
     val_loader = make_loader(val_set, max(config.batch_size, 16384), False)  # forward only: big batches
     history = []
+    # Everything the next epoch depends on; a checkpoint saves and restores all of it.
+    stateful = {"model": model, "optimizer": optimizer, "schedule": schedule, "stopper": stopper}
+    stateful = {name: obj for name, obj in stateful.items() if obj is not None}
+    if checkpoint is not None:
+        history = [EpochResult(**epoch) for epoch in checkpoint.restore(generator, **stateful)]
+        if stopper is not None and stopper.stopped:  # interrupted after early stopping decided
+            return _finish(history, stopper, model)
     steps_per_epoch = len(train_loader)
-    for epoch in range(1, config.epochs + 1):
+    for epoch in range(len(history) + 1, config.epochs + 1):
         lr = optimizer.param_groups[0]["lr"]
         train_loss = train_one_epoch(
             model,
@@ -232,12 +285,20 @@ def fit(
         )
         result = EpochResult(epoch, train_loss, evaluate_loss(model, val_loader, loss_fn, device), lr)
         history.append(result)
-        if on_epoch is not None:
-            on_epoch(result)
         if schedule is not None:
             schedule.step()
-        if stopper is not None and stopper.step(model, result.val_loss):
+        if stopper is not None:
+            stopper.step(model, result.val_loss)
+        if checkpoint is not None:
+            checkpoint.save([asdict(r) for r in history], generator, **stateful)
+        if on_epoch is not None:
+            on_epoch(result)
+        if stopper is not None and stopper.stopped:
             break
+    return _finish(history, stopper, model)
+
+
+def _finish(history: list[EpochResult], stopper: EarlyStopping | None, model: nn.Module) -> list[EpochResult]:
     if stopper is not None:
         stopper.restore_best(model)
     return history

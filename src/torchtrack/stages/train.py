@@ -1,7 +1,8 @@
 """train: fit the model on the train split, watch the val split, save a rebuildable checkpoint.
 
 Run by `dvc repro` as `python -m torchtrack train`. Opens the MLflow model run that
-evaluate later adds its test metrics to.
+evaluate later adds its test metrics to. Saves the training state after every epoch; with
+`train.resume` a rerun after an interruption continues from it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from pathlib import Path
 import pandas as pd
 from torch import nn
 
+from torchtrack import activations, losses, models, training
 from torchtrack.activations import learned_activation_values
+from torchtrack.checkpoints import EpochCheckpoint, fingerprint
 from torchtrack.config import METRICS_DIR, MODEL_DIR, PLOTS_DIR, PREPARED_DIR, Config
 from torchtrack.data import Scaler, TabularDataset, read_split
 from torchtrack.figures import loss_figure
@@ -34,6 +37,8 @@ from torchtrack.training import (
 
 PARAM_SECTIONS = ("seed", "data", "model", "train")  # everything that shapes the model
 RUN_FILE = MODEL_DIR / "mlflow_run.json"  # which MLflow model run holds this model
+CHECKPOINT_FILE = MODEL_DIR / "checkpoint.pt"  # state after the last epoch; removed once the model is saved
+TRAINING_CODE = [Path(m.__file__) for m in (activations, losses, models, training)] + [Path(__file__)]
 
 
 def run(
@@ -44,6 +49,7 @@ def run(
     plots_dir: Path = PLOTS_DIR,
     run_file: Path = RUN_FILE,
     prepare_run_file: Path = PREPARE_RUN_FILE,
+    checkpoint_file: Path = CHECKPOINT_FILE,
 ) -> dict[str, float]:
     """Train, save the checkpoint, log everything; return the final losses."""
     train_set = TabularDataset(read_split(prepared_dir, "train"))
@@ -53,6 +59,11 @@ def run(
     set_threads(config.train.num_threads)
     device = resolve_device(config.train.device)
     model = build_model(config.model, in_features=len(train_set.features))
+    shaping_params = {k: v for k, v in config.flat(*PARAM_SECTIONS).items() if k != "train.resume"}
+    inputs = [Path(prepared_dir) / f"{name}.parquet" for name in ("train", "val")] + TRAINING_CODE
+    checkpoint = EpochCheckpoint(
+        checkpoint_file, fingerprint(shaping_params, inputs), resume=config.train.resume
+    )
     tags = {"device": str(device)}
     if Path(prepare_run_file).is_file():
         tags["torchtrack.prepare_run_id"] = read_json(prepare_run_file)["prepare_run_id"]
@@ -67,16 +78,12 @@ def run(
                 tracker.log_metrics({"train_loss_step": loss}, step)
                 progress.step(step, loss)
 
+            def log_epoch(result: EpochResult, extra: dict[str, float]) -> None:
+                values = {"train_loss": result.train_loss, "val_loss": result.val_loss, "lr": result.lr}
+                tracker.log_metrics({**values, **extra}, result.epoch)
+
             def on_epoch(result: EpochResult) -> None:
-                tracker.log_metrics(
-                    {
-                        "train_loss": result.train_loss,
-                        "val_loss": result.val_loss,
-                        "lr": result.lr,
-                        **learned_activation_values(model),
-                    },
-                    result.epoch,
-                )
+                log_epoch(result, learned_activation_values(model))
                 progress.epoch(result)
 
             history = fit(
@@ -89,7 +96,10 @@ def run(
                 log_every=config.tracking.log_every_n_steps,
                 on_step=on_step,
                 on_epoch=on_epoch,
+                checkpoint=checkpoint,
             )
+        for result in history[: checkpoint.resumed_epochs]:  # so a resumed run's curves are whole
+            log_epoch(result, {})
         kept = final_epoch(history, config.train)  # the epoch whose weights the model holds
         final = {
             "train_loss": kept.train_loss,
@@ -127,4 +137,5 @@ def run(
                 "exp_name": os.environ.get("DVC_EXP_NAME"),
             },
         )
+        checkpoint.remove()
     return final

@@ -1,0 +1,108 @@
+"""Driving a copy of the repository (made by test_pipeline.copy_repo): its params, its
+stages as real `python -m torchtrack` processes that can be signalled mid-way, its MLflow store."""
+
+from __future__ import annotations
+
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import yaml
+from mlflow import MlflowClient
+from mlflow.entities import Run
+
+from test_pipeline import pipeline_env
+
+LIMIT_S = 300  # no stage in these tests runs longer; a hung one is killed and the test fails
+
+
+def update_params(repo: Path, **sections: dict) -> None:
+    """Change some keys of `repo`'s params.yaml, section by section."""
+    path = repo / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    for section, values in sections.items():
+        params[section].update(values)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def store(repo: Path) -> MlflowClient:
+    """A client for `repo`'s default MLflow store."""
+    return MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+
+
+def runs_of_process(client: MlflowClient, pid: int, experiment: str = "torchtrack") -> dict[str, Run]:
+    """The runs a torchtrack process started, by kind: "model" and/or "stage"."""
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    runs = client.search_runs([experiment_id], f"tags.`torchtrack.pid` = '{pid}'")
+    return {run.data.tags["torchtrack.kind"]: run for run in runs}
+
+
+def temporary_files(repo: Path) -> list[Path]:
+    """write_atomic's temporary files anywhere in `repo` (none after a clean or interrupted stage)."""
+    return [path for path in repo.rglob(".*.tmp") if ".git" not in path.parts and ".dvc" not in path.parts]
+
+
+class StageProcess:
+    """`python -m torchtrack <stage>` in `repo`, its stdout read line by line as it comes."""
+
+    def __init__(self, repo: Path, stage: str, env: dict[str, str] | None = None):
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "torchtrack", stage],
+            cwd=repo,
+            env=env or pipeline_env(repo),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.stdout: list[str] = []  # every line so far
+        self.stderr_lines: list[str] = []
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._readers = [
+            threading.Thread(target=self._read_stdout, daemon=True),
+            threading.Thread(target=lambda: self.stderr_lines.extend(self.process.stderr), daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    def _read_stdout(self) -> None:
+        for line in self.process.stdout:
+            self.stdout.append(line)
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def wait_for_line(self, prefix: str) -> str:
+        """Block until the process prints a line starting with `prefix`; return it."""
+        deadline = time.monotonic() + LIMIT_S
+        while True:
+            line = self._lines.get(timeout=max(deadline - time.monotonic(), 0.1))
+            if line is None:
+                self.wait()
+                raise AssertionError(f"exited before printing {prefix!r}:\n{self.stderr}")
+            if line.startswith(prefix):
+                return line
+
+    def stop(self, signum: int = signal.SIGTERM) -> int:
+        """Send `signum`, wait for the process to end, return its exit code."""
+        self.process.send_signal(signum)
+        return self.wait()
+
+    def wait(self) -> int:
+        """Wait for the process to end and its output to be read; return its exit code."""
+        try:
+            self.process.wait(timeout=LIMIT_S)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
+        for reader in self._readers:
+            reader.join(timeout=30)
+        return self.process.returncode
+
+    @property
+    def stderr(self) -> str:
+        """What the process wrote to stderr (all of it once `wait` has returned)."""
+        return "".join(self.stderr_lines)

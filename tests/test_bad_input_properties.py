@@ -1,0 +1,171 @@
+"""Bad input, property-based: hypothesis feeds the params validator and the CSV loader
+malformed values and files. Every case ends in success or one clear line naming the key or
+column, never a traceback; a stage stopped by bad input leaves no output and no run RUNNING."""
+
+from __future__ import annotations
+
+import math
+import string
+
+import numpy as np
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from torchtrack.cli import main
+from torchtrack.config import Config, config_from_dict, load_config
+from torchtrack.data import load_csv
+from torchtrack.errors import ConfigError, DataError
+
+SETTINGS = settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+SECTIONS: dict[str, list[str]] = {}  # every known key by section, so new keys get fuzzed too
+for dotted in Config().flat():
+    section, _, name = dotted.partition(".")
+    if name:
+        SECTIONS.setdefault(section, []).append(name)
+
+# Anything YAML can produce, the right type or not.
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.integers(min_value=-(10**400), max_value=10**400),
+    st.floats(),
+    st.text(max_size=20),
+    st.sampled_from(["1e-3", "nan", "-inf", "0x10", "synthetic", "csv", "adam", "cpu", "identity", "1_000"]),
+    st.dates(),
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=5,
+)
+keys = st.one_of(st.text(max_size=12), st.integers(), st.none(), st.booleans(), st.floats(allow_nan=False))
+
+
+@st.composite
+def params(draw):
+    """A params mapping: mostly known sections and keys, some unknown, values of any type."""
+    raw = {}
+    for section, names in SECTIONS.items():
+        if draw(st.booleans()):
+            chosen = draw(st.lists(st.sampled_from(names), max_size=4, unique=True))
+            body = {name: draw(values) for name in chosen}
+            for _ in range(draw(st.integers(0, 2))):
+                body[draw(keys)] = draw(values)
+            raw[section] = body if draw(st.integers(0, 19)) else draw(values)
+    if draw(st.booleans()):
+        raw["seed"] = draw(values)
+    for _ in range(draw(st.integers(0, 2))):
+        raw[draw(keys)] = draw(values)
+    return raw if draw(st.integers(0, 29)) else draw(values)
+
+
+def assert_one_clear_line(message: str, *names: str) -> None:
+    assert message and "\n" not in message and "\r" not in message, repr(message)
+    assert any(name in message for name in names), f"{message!r} names none of {names}"
+
+
+def dotted_keys(raw) -> list[str]:
+    """Every key of a params mapping as the validator would name it."""
+    if not isinstance(raw, dict):
+        return ["top level"]
+    names = ["top level"]
+    for key, value in raw.items():
+        names.append(str(key))
+        names.append(repr(key))
+        if isinstance(value, dict):
+            names += [f"{key}.{inner}" for inner in value] + [f"{key}.{inner!r}" for inner in value]
+    return names
+
+
+@SETTINGS
+@given(raw=params())
+def test_the_validator_accepts_or_names_the_bad_key_in_one_line(raw):
+    try:
+        config = config_from_dict(raw)
+    except ConfigError as error:
+        assert_one_clear_line(str(error), *dotted_keys(raw))
+    else:
+        assert isinstance(config, Config)
+        assert all(math.isfinite(v) for v in config.flat().values() if isinstance(v, float))
+
+
+@SETTINGS
+@given(
+    content=st.text(max_size=200).map(str.encode)
+    | st.binary(max_size=64)
+    | st.builds(yaml.safe_dump, params()).map(str.encode)
+)
+def test_any_params_file_loads_or_fails_in_one_line(tmp_path, content):
+    path = tmp_path / "params.yaml"
+    path.write_bytes(content)
+    try:
+        load_config(path)
+    except ConfigError as error:
+        assert_one_clear_line(str(error), str(path))
+
+
+cells = st.one_of(
+    st.integers(-(10**6), 10**6).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.sampled_from(
+        ["", "nan", "NaN", "inf", "-inf", "NULL", "true", "1e400", " 1 ", '"2"', "x", "1,5", '"']
+    ),
+    st.text(alphabet=string.printable, max_size=6),
+)
+names = st.one_of(st.sampled_from(["a", "b", "y", "target", "", "a", "1", "Unnamed: 0"]), st.text(max_size=6))
+
+
+@st.composite
+def csv_texts(draw):
+    """CSV-like text: a header and rows, ragged, quoted, empty or junk."""
+    width = draw(st.integers(0, 4))
+    header = draw(st.lists(names, min_size=width, max_size=width))
+    rows = draw(st.lists(st.lists(cells, min_size=max(width - 1, 0), max_size=width + 1), max_size=6))
+    sep = draw(st.sampled_from([",", ",", ";", "\t"]))
+    lines = [sep.join(header)] + [sep.join(row) for row in rows]
+    return draw(st.sampled_from(["\n", "\r\n"])).join(lines) + draw(st.sampled_from(["", "\n"]))
+
+
+@SETTINGS
+@given(
+    content=csv_texts() | st.binary(max_size=64),
+    target=st.one_of(st.none(), names),
+)
+def test_the_csv_loader_accepts_numeric_rows_or_names_the_problem_in_one_line(tmp_path, content, target):
+    path = tmp_path / "input.csv"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    try:
+        frame, chosen = load_csv(path, target)
+    except DataError as error:
+        assert_one_clear_line(str(error), str(path))
+    else:
+        assert chosen in frame.columns and frame.shape[1] >= 2 and len(frame) >= 1
+        assert np.isfinite(frame.to_numpy(np.float64)).all()
+
+
+@pytest.mark.parametrize(
+    ("content", "named"),
+    [
+        ("a,b,y\n1,2,3\n4,,6\n7,8,9\n", "column 'b' has 1 missing value"),
+        ("a,b,y\n1,2,3\n4,inf,6\n7,8,9\n", "column 'b' has infinite value"),
+        ("a,b,y\n1,2,3\n4,5,6,7\n", "not a readable CSV file"),
+        ("a,y\n1,2\n3,4\n", "2 rows are too few to split"),
+        ("a,y\n\x00\x01,2\n", "column 'a' is not numeric"),
+    ],
+    ids=["missing-value", "infinite", "ragged", "too-few-rows", "binary"],
+)
+def test_a_prepare_stage_stopped_by_bad_csv_leaves_no_output_and_no_run(workdir, capsys, content, named):
+    (workdir / "input.csv").write_text(content)
+    (workdir / "params.yaml").write_text(yaml.safe_dump({"data": {"source": "csv", "path": "input.csv"}}))
+    assert main(["prepare"]) == 2
+    stderr = capsys.readouterr().err
+    assert len(stderr.splitlines()) == 1 and named in stderr, stderr
+    assert sorted(p.name for p in workdir.iterdir()) == ["input.csv", "params.yaml"]  # no outputs, no store

@@ -1,0 +1,100 @@
+"""checkpoints.py: the state after each epoch, enough to resume bit for bit, for these params only."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from torchtrack.checkpoints import EpochCheckpoint, fingerprint
+from torchtrack.config import TrainConfig
+from torchtrack.data import Scaler, TabularDataset, make_synthetic, split_indices
+from torchtrack.models import RegressionModel
+from torchtrack.training import EpochResult, fit, seed_everything
+
+CONFIG = TrainConfig(lr=0.05, epochs=4, batch_size=32, shuffle=True)
+
+
+@pytest.fixture(scope="module")
+def splits() -> tuple[TabularDataset, TabularDataset]:
+    frame, _ = make_synthetic(600, 3, 0.1, seed=0)
+    raw = {name: frame.iloc[rows] for name, rows in split_indices(600, 0.2, 0.2, 0).items()}
+    scaler = Scaler.fit(raw["train"], "y")
+    return TabularDataset(scaler.transform(raw["train"])), TabularDataset(scaler.transform(raw["val"]))
+
+
+class StopAfter(Exception):
+    """Raised from on_epoch to interrupt fit after a given epoch."""
+
+
+def train(splits, checkpoint: EpochCheckpoint | None, stop_after: int | None = None):
+    """A fresh seeded model fitted as the train stage does; returns (state dict, history)."""
+    generator = seed_everything(0)
+    model = RegressionModel(in_features=3)
+
+    def on_epoch(result: EpochResult) -> None:
+        if result.epoch == stop_after:
+            raise StopAfter
+
+    cpu = torch.device("cpu")
+    history = fit(
+        model, *splits, CONFIG, generator=generator, device=cpu, on_epoch=on_epoch, checkpoint=checkpoint
+    )
+    return model.state_dict(), history
+
+
+def test_resuming_after_an_interruption_ends_with_the_uninterrupted_model(splits, tmp_path):
+    expected_state, expected_history = train(splits, checkpoint=None)
+    checkpoint = EpochCheckpoint(tmp_path / "checkpoint.pt", "params-and-data", resume=True)
+    with pytest.raises(StopAfter):
+        train(splits, checkpoint, stop_after=2)
+    state, history = train(splits, checkpoint)
+    assert checkpoint.resumed_epochs == 2
+    assert history == expected_history
+    assert state.keys() == expected_state.keys()
+    assert all(torch.equal(state[name], expected_state[name]) for name in state)
+
+
+@pytest.mark.parametrize(
+    ("fingerprint_now", "resume"),
+    [("other params or data", True), ("params and data", False)],
+    ids=["made-with-other-params-or-data", "resume-off"],
+)
+def test_training_starts_from_epoch_one_unless_resuming_the_same_params(
+    splits, tmp_path, fingerprint_now, resume
+):
+    path = tmp_path / "checkpoint.pt"
+    with pytest.raises(StopAfter):
+        train(splits, EpochCheckpoint(path, "params and data", resume=True), stop_after=2)
+    checkpoint = EpochCheckpoint(path, fingerprint_now, resume=resume)
+    _, history = train(splits, checkpoint)
+    assert checkpoint.resumed_epochs == 0 and [r.epoch for r in history] == [1, 2, 3, 4]
+
+
+def test_every_random_number_generator_is_restored(tmp_path):
+    checkpoint = EpochCheckpoint(tmp_path / "checkpoint.pt", "same")
+    generator = seed_everything(3)
+    checkpoint.save([], generator)
+    draws = (random.random(), np.random.random(), torch.rand(1), torch.rand(1, generator=generator))
+    generator = seed_everything(4)  # as a rerun would, with anything
+    checkpoint.restore(generator)
+    assert (random.random(), np.random.random(), torch.rand(1), torch.rand(1, generator=generator)) == draws
+
+
+def test_fingerprint_changes_with_params_and_file_contents(tmp_path):
+    data = tmp_path / "train.parquet"
+    data.write_bytes(b"rows")
+    first = fingerprint({"train.lr": 0.1}, [data])
+    assert fingerprint({"train.lr": 0.1}, [data]) == first
+    assert fingerprint({"train.lr": 0.2}, [data]) != first
+    data.write_bytes(b"other rows")
+    assert fingerprint({"train.lr": 0.1}, [data]) != first
+
+
+def test_remove_deletes_the_file(tmp_path):
+    checkpoint = EpochCheckpoint(tmp_path / "checkpoint.pt", "same")
+    checkpoint.save([], torch.Generator())
+    checkpoint.remove()
+    assert list(tmp_path.iterdir()) == []
