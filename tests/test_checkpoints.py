@@ -15,6 +15,16 @@ from torchtrack.models import RegressionModel
 from torchtrack.training import EpochResult, fit, seed_everything
 
 CONFIG = TrainConfig(lr=0.05, epochs=4, batch_size=32, shuffle=True)
+# A schedule and early stopping carry state from epoch to epoch too.
+SCHEDULED = TrainConfig(
+    lr=0.05,
+    epochs=6,
+    batch_size=32,
+    lr_schedule="step",
+    lr_step_epochs=2,
+    lr_step_gamma=0.5,
+    early_stopping_patience=3,
+)
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +39,7 @@ class StopAfter(Exception):
     """Raised from on_epoch to interrupt fit after a given epoch."""
 
 
-def train(splits, checkpoint: EpochCheckpoint | None, stop_after: int | None = None):
+def train(splits, checkpoint: EpochCheckpoint | None, stop_after: int | None = None, config=CONFIG):
     """A fresh seeded model fitted as the train stage does; returns (state dict, history)."""
     generator = seed_everything(0)
     model = RegressionModel(in_features=3)
@@ -40,18 +50,21 @@ def train(splits, checkpoint: EpochCheckpoint | None, stop_after: int | None = N
 
     cpu = torch.device("cpu")
     history = fit(
-        model, *splits, CONFIG, generator=generator, device=cpu, on_epoch=on_epoch, checkpoint=checkpoint
+        model, *splits, config, generator=generator, device=cpu, on_epoch=on_epoch, checkpoint=checkpoint
     )
     return model.state_dict(), history
 
 
-def test_resuming_after_an_interruption_ends_with_the_uninterrupted_model(splits, tmp_path):
-    expected_state, expected_history = train(splits, checkpoint=None)
+@pytest.mark.parametrize(("config", "stop_after"), [(CONFIG, 2), (SCHEDULED, 3)], ids=["plain", "scheduled"])
+def test_resuming_after_an_interruption_ends_with_the_uninterrupted_model(
+    splits, tmp_path, config, stop_after
+):
+    expected_state, expected_history = train(splits, checkpoint=None, config=config)
     checkpoint = EpochCheckpoint(tmp_path / "checkpoint.pt", "params-and-data", resume=True)
     with pytest.raises(StopAfter):
-        train(splits, checkpoint, stop_after=2)
-    state, history = train(splits, checkpoint)
-    assert checkpoint.resumed_epochs == 2
+        train(splits, checkpoint, stop_after=stop_after, config=config)
+    state, history = train(splits, checkpoint, config=config)
+    assert checkpoint.resumed_epochs == stop_after
     assert history == expected_history
     assert state.keys() == expected_state.keys()
     assert all(torch.equal(state[name], expected_state[name]) for name in state)
