@@ -43,9 +43,23 @@ def train_and_test(datasets, model_config, train_config, seed=0):
 
 def sklearn_test_mse(raw, target):
     """scikit-learn's LinearRegression fitted on the same raw train split, scored on the test split."""
+    from sklearn.linear_model import LinearRegression
+
     features = [c for c in raw["train"].columns if c != target]
-    return least_squares_test_mse(
-        raw["train"][features], raw["train"][target], raw["test"][features], raw["test"][target]
+    fitted = LinearRegression().fit(raw["train"][features], raw["train"][target])
+    return float(np.mean((fitted.predict(raw["test"][features]) - raw["test"][target]) ** 2))
+
+
+def test_least_squares_reference_matches_sklearn_in_chunks():
+    from sklearn.linear_model import LinearRegression
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(1000, 5)) * [1, 10, 0.1, 3, 1] + 2
+    y = X @ rng.normal(size=5) + rng.normal(size=1000)
+    fitted = LinearRegression().fit(X[:800], y[:800])
+    expected = np.mean((fitted.predict(X[800:]) - y[800:]) ** 2)
+    assert least_squares_test_mse(X[:800], y[:800], X[800:], y[800:], chunk_rows=64) == pytest.approx(
+        expected, rel=1e-9
     )
 
 

@@ -114,7 +114,7 @@ class TrackingConfig:
 
     experiment: str = "torchtrack"  # MLflow experiment name
     tensorboard_dir: str = "runs"  # TensorBoard root; one sub-directory per stage execution
-    log_every_n_steps: int = field(default=10, metadata=_range(1))  # step-metric interval
+    log_every_n_steps: int = field(default=50, metadata=_range(1))  # step-metric interval
     flush_every_n_metrics: int = field(default=1000, metadata=_range(1))  # MLflow batch size
     flush_every_seconds: float = field(default=5.0, metadata=_range(0.0, open_low=True))  # or this often
 

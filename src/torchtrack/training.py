@@ -4,6 +4,7 @@ early stopping, and `fit`."""
 from __future__ import annotations
 
 import copy
+import math
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
@@ -149,7 +150,11 @@ def make_loader(
     need no worker processes, so none are started.
     """
     sampler = BatchIndexSampler(len(dataset), batch_size, shuffle, generator)
-    return DataLoader(dataset, sampler=sampler, batch_size=None)
+    return DataLoader(dataset, sampler=sampler, batch_size=None, collate_fn=_as_is)
+
+
+def _as_is(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    return batch  # already a batch of tensors: nothing to collate or convert
 
 
 class NonFiniteLossError(TrainingError):
@@ -181,35 +186,48 @@ def train_one_epoch(
     non-finite loss, naming the step where it first appeared.
     """
     model.train()
-    total = torch.zeros((), device=device)
-    # Divergence is tracked on the device and read at the logging interval and the epoch's
-    # end: reading it every step would cost a host sync per step on a GPU.
-    finite = torch.ones((), dtype=torch.bool, device=device)  # every loss so far was finite
-    finite_steps = torch.zeros((), dtype=torch.long, device=device)  # steps before the first that was not
+    on_device = device.type != "cpu"  # batches of in-memory CPU tensors need no copy
+    total = torch.zeros((), device=device)  # sum of loss * rows: NaN or inf once any loss was
+    losses: list[torch.Tensor] = []  # each step's loss, read only to name the step that diverged
+    checked = 0  # losses[:checked] are known to be finite
     rows = 0
     step = first_step
     for X, y in loader:
-        X, y = X.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if on_device:
+            X, y = X.to(device, non_blocking=True), y.to(device, non_blocking=True)
         loss = loss_fn(model(X), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        total.add_(loss.detach(), alpha=len(X))
-        finite &= torch.isfinite(loss.detach())
-        finite_steps += finite
+        detached = loss.detach()
+        total.add_(detached, alpha=len(X))
+        losses.append(detached)
         rows += len(X)
         step += 1
         if log_every and step % log_every == 0:
-            _stop_if_diverged(finite, first_step + finite_steps, optimizer)  # one host sync per interval
+            # Divergence is read here and at the epoch's end, not every step: reading the
+            # device every step costs a host sync per step on a GPU.
+            checked = _stop_if_diverged(total, losses, checked, first_step, optimizer)
             if on_step is not None:
                 on_step(step, loss.item())
-    _stop_if_diverged(finite, first_step + finite_steps, optimizer)
+    _stop_if_diverged(total, losses, checked, first_step, optimizer)
     return total.item() / max(rows, 1)
 
 
-def _stop_if_diverged(finite: torch.Tensor, steps_before: torch.Tensor, optimizer: torch.optim.Optimizer):
-    if not finite.item():
-        raise NonFiniteLossError(int(steps_before.item()) + 1, optimizer.param_groups[0]["lr"])
+def _stop_if_diverged(
+    total: torch.Tensor,
+    losses: list[torch.Tensor],
+    checked: int,
+    first_step: int,
+    optimizer: torch.optim.Optimizer,
+) -> int:
+    """Raise NonFiniteLossError naming the first step whose loss was NaN or infinite; else
+    return how many losses are known to be finite. One host sync while all is well."""
+    if math.isfinite(total.item()):
+        return len(losses)
+    finite = torch.isfinite(torch.stack(losses[checked:]))
+    first = checked + int((~finite).nonzero()[0].item())
+    raise NonFiniteLossError(first_step + first + 1, optimizer.param_groups[0]["lr"])
 
 
 @torch.no_grad()
