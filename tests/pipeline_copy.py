@@ -1,9 +1,12 @@
-"""Driving a copy of the repository (made by test_pipeline.copy_repo): its params, its
-stages as real `python -m torchtrack` processes that can be signalled mid-way, its MLflow store."""
+"""A copy of the repository for end-to-end tests: made as a fresh clone would be, driven with
+`dvc`, its params changed, its stages run as real `python -m torchtrack` processes that can be
+signalled mid-way, its MLflow store read back."""
 
 from __future__ import annotations
 
+import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +18,58 @@ import yaml
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
-from test_pipeline import pipeline_env
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+GIT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "test",
+    "GIT_AUTHOR_EMAIL": "test@example.invalid",
+    "GIT_COMMITTER_NAME": "test",
+    "GIT_COMMITTER_EMAIL": "test@example.invalid",
+}
+
+
+def copy_repo(dest: Path) -> Path:
+    """What a fresh clone would hold (tracked and unignored files), committed in a new git repo."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.split(b"\0")
+    for name in filter(None, (n.decode() for n in listed)):
+        if (ROOT / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dest / name)
+    for command in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "copy"]):
+        subprocess.run(command, cwd=dest, env=pipeline_env(dest), check=True)
+    return dest
+
+
+def pipeline_env(repo: Path) -> dict[str, str]:
+    """The venv first on PATH, the copy's own sources importable, no store override."""
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "DVC_ROOT", "DVC_EXP_NAME")
+    }
+    env.update(GIT_IDENTITY, PATH=f"{BIN}{os.pathsep}{env['PATH']}", PYTHONPATH=str(repo / "src"))
+    return env
+
+
+def dvc(repo: Path, *args: str) -> str:
+    result = subprocess.run(
+        [str(BIN / "dvc"), *args],
+        cwd=repo,
+        env=pipeline_env(repo),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, f"dvc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def stages_run(output: str) -> list[str]:
+    return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")]
+
 
 LIMIT_S = 300  # no stage in these tests runs longer; a hung one is killed and the test fails
 

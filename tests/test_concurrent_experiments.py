@@ -11,8 +11,7 @@ import time
 
 import pytest
 
-from pipeline_copy import store, update_params
-from test_pipeline import BIN, copy_repo, dvc, pipeline_env
+from pipeline_copy import BIN, copy_repo, dvc, pipeline_env, store, update_params
 
 RATES = ("0.005", "0.01", "0.02", "0.04")
 

@@ -12,8 +12,7 @@ import torch
 import yaml
 from torch.utils.data import DataLoader, Dataset
 
-from pipeline_copy import update_params
-from test_pipeline import copy_repo, dvc
+from pipeline_copy import copy_repo, dvc, update_params
 from torchtrack.training import seed_everything
 
 # Outputs whose bytes depend only on code, params and data; data/prepare_run.json and

@@ -19,15 +19,24 @@ import pytest
 from mlflow import MlflowClient
 
 from conftest import read_scalars
-from pipeline_copy import StageProcess, runs_of_process, store, temporary_files, update_params
-from test_pipeline import copy_repo, dvc, stages_run
+from pipeline_copy import (
+    StageProcess,
+    copy_repo,
+    dvc,
+    runs_of_process,
+    stages_run,
+    store,
+    temporary_files,
+    update_params,
+)
 from torchtrack.config import TrackingConfig
 from torchtrack.tracking import Tracker, tracking_uri
 
 FLUSH_EVERY_SECONDS = 1
-# A few seconds per epoch on a small CPU, so a signal sent after epoch 1 lands mid-training.
+# A few seconds per epoch on a small CPU (well past FLUSH_EVERY_SECONDS), so a signal sent after
+# epoch 1 lands mid-training and timed flushes have happened by then.
 PARAMS = {
-    "data": {"n_samples": 20000},
+    "data": {"n_samples": 60000},
     "train": {"epochs": 3, "batch_size": 8},
     "tracking": {"log_every_n_steps": 5, "flush_every_seconds": FLUSH_EVERY_SECONDS},
 }

@@ -4,71 +4,17 @@ MlflowClient, TensorBoard's event reader and DVC's own commands."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
 from mlflow import MlflowClient
 
 from conftest import read_scalars
+from pipeline_copy import copy_repo, dvc, pipeline_env, stages_run, update_params
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-GIT_IDENTITY = {
-    "GIT_AUTHOR_NAME": "test",
-    "GIT_AUTHOR_EMAIL": "test@example.invalid",
-    "GIT_COMMITTER_NAME": "test",
-    "GIT_COMMITTER_EMAIL": "test@example.invalid",
-}
-
-
-def copy_repo(dest: Path) -> Path:
-    """What a fresh clone would hold (tracked and unignored files), committed in a new git repo."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT,
-        capture_output=True,
-        check=True,
-    ).stdout.split(b"\0")
-    for name in filter(None, (n.decode() for n in listed)):
-        if (ROOT / name).is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, dest / name)
-    for command in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "copy"]):
-        subprocess.run(command, cwd=dest, env=pipeline_env(dest), check=True)
-    return dest
-
-
-def pipeline_env(repo: Path) -> dict[str, str]:
-    """The venv first on PATH, the copy's own sources importable, no store override."""
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "DVC_ROOT", "DVC_EXP_NAME")
-    }
-    env.update(GIT_IDENTITY, PATH=f"{BIN}{os.pathsep}{env['PATH']}", PYTHONPATH=str(repo / "src"))
-    return env
-
-
-def dvc(repo: Path, *args: str) -> str:
-    result = subprocess.run(
-        [str(BIN / "dvc"), *args],
-        cwd=repo,
-        env=pipeline_env(repo),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, f"dvc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
-    return result.stdout
-
-
-def stages_run(output: str) -> list[str]:
-    return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")]
 
 
 @pytest.fixture(scope="module")
@@ -186,9 +132,7 @@ def test_a_second_repro_runs_nothing(repo):
 
 
 def test_changing_lr_reruns_only_train_and_evaluate(repo):
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["train"]["lr"] = 0.005
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    update_params(repo, train={"lr": 0.005})
     assert stages_run(dvc(repo, "repro")) == ["train", "evaluate"]
 
 

@@ -8,8 +8,7 @@ the results.
     torchtrack ui [--host 127.0.0.1] [--mlflow-port 5000] [--tensorboard-port 6006]
 
 Heavy libraries (torch, mlflow) are imported inside the subcommands, so --help is instant.
-Exit codes: 0 success, 1 the stage failed (e.g. the loss diverged, the tracking server is
-unreachable), 2 bad params, input or usage, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
+Exit codes: see EXIT_MEANINGS (also printed by --help).
 """
 
 from __future__ import annotations
@@ -29,14 +28,16 @@ STAGES = {
 STAGE_PHASE = {"prepare": "data", "train": "training", "evaluate": "evaluation"}  # for profiling
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 EXIT_TERMINATED = 143  # 128 + SIGTERM
-EXIT_CODES = """exit codes:
-  0    success
-  1    the command failed (e.g. training diverged)
-  2    bad params, input data or command line
-  130  interrupted (Ctrl-C)
-  143  terminated (SIGTERM)"""
-EXIT_CODES_LINE = (
-    "exit codes: 0 success, 1 failed, 2 bad params, input or command line, 130 interrupted, 143 terminated"
+EXIT_MEANINGS = {  # one table for --help and every subcommand's help
+    0: "success",
+    1: "the command failed (e.g. training diverged, tracking server unreachable)",
+    2: "bad params, input data or command line",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
+    EXIT_TERMINATED: "terminated (SIGTERM)",
+}
+EXIT_CODES = "exit codes:\n" + "\n".join(f"  {code:<4} {text}" for code, text in EXIT_MEANINGS.items())
+EXIT_CODES_LINE = "exit codes: " + ", ".join(
+    f"{code} {text.split(' (')[0]}" for code, text in EXIT_MEANINGS.items()
 )
 
 

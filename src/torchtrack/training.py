@@ -36,7 +36,7 @@ def set_threads(num_threads: int) -> None:
     """Use `num_threads` CPU threads (0 keeps PyTorch's default of one per core).
 
     A model this small spends more time synchronising threads than computing: one thread
-    was much faster than two on a busy 2-core machine (`make bench` measures both).
+    was much faster than two on this busy 2-core machine.
     """
     if num_threads > 0:
         torch.set_num_threads(num_threads)
