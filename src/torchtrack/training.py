@@ -4,7 +4,6 @@ early stopping, and `fit`."""
 from __future__ import annotations
 
 import copy
-import math
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
@@ -187,10 +186,11 @@ def train_one_epoch(
     """
     model.train()
     on_device = device.type != "cpu"  # batches of in-memory CPU tensors need no copy
-    total = torch.zeros((), device=device)  # sum of loss * rows: NaN or inf once any loss was
-    losses: list[torch.Tensor] = []  # each step's loss, read only to name the step that diverged
+    # Each step's loss, detached, and its rows: the epoch's mean and the divergence check
+    # read them together, so a step adds no tensor operation beyond the bare loop's.
+    losses: list[torch.Tensor] = []
+    rows: list[int] = []
     checked = 0  # losses[:checked] are known to be finite
-    rows = 0
     step = first_step
     for X, y in loader:
         if on_device:
@@ -199,33 +199,32 @@ def train_one_epoch(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        detached = loss.detach()
-        total.add_(detached, alpha=len(X))
-        losses.append(detached)
-        rows += len(X)
+        losses.append(loss.detach())
+        rows.append(len(X))
         step += 1
         if log_every and step % log_every == 0:
             # Divergence is read here and at the epoch's end, not every step: reading the
             # device every step costs a host sync per step on a GPU.
-            checked = _stop_if_diverged(total, losses, checked, first_step, optimizer)
+            checked = _stop_if_diverged(losses, checked, first_step, optimizer)
             if on_step is not None:
                 on_step(step, loss.item())
-    _stop_if_diverged(total, losses, checked, first_step, optimizer)
-    return total.item() / max(rows, 1)
+    if not losses:
+        return 0.0
+    _stop_if_diverged(losses, checked, first_step, optimizer)
+    weights = torch.tensor(rows, dtype=torch.float64, device=device)
+    return (torch.stack(losses).double() @ weights).item() / sum(rows)
 
 
 def _stop_if_diverged(
-    total: torch.Tensor,
-    losses: list[torch.Tensor],
-    checked: int,
-    first_step: int,
-    optimizer: torch.optim.Optimizer,
+    losses: list[torch.Tensor], checked: int, first_step: int, optimizer: torch.optim.Optimizer
 ) -> int:
     """Raise NonFiniteLossError naming the first step whose loss was NaN or infinite; else
     return how many losses are known to be finite. One host sync while all is well."""
-    if math.isfinite(total.item()):
-        return len(losses)
+    if checked == len(losses):
+        return checked
     finite = torch.isfinite(torch.stack(losses[checked:]))
+    if finite.all().item():
+        return len(losses)
     first = checked + int((~finite).nonzero()[0].item())
     raise NonFiniteLossError(first_step + first + 1, optimizer.param_groups[0]["lr"])
 
