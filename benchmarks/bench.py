@@ -8,6 +8,7 @@ Measures, side by side in one run on this machine:
   4. start-up: a no-op `dvc repro` and `torchtrack --help`;
   5. the default `dvc repro`, its wall time split into phases (src/torchtrack/profiling.py).
 Stages run in a `git clone` of this repository's HEAD, so commit before benchmarking.
+`--device cuda --only overhead` compares the two loops on a GPU instead (the CUDA figures).
 """
 
 from __future__ import annotations
@@ -51,29 +52,45 @@ def dataset(rows: int, features: int, seed: int = 0) -> TabularDataset:
     return TabularDataset(Scaler.fit(frame, "y").transform(frame))
 
 
-def bare_loop(train: TabularDataset, val: TabularDataset, config: Config, epochs: int) -> float:
+def bare_loop(
+    train: TabularDataset, val: TabularDataset, config: Config, epochs: int, device: torch.device
+) -> float:
     """Seconds for a loop with no DataLoader and no logging: randperm indices, tensor slicing,
-    and, like `fit`, the validation loss once per epoch."""
+    and, like `fit`, the validation loss once per epoch. On a GPU the data lives there."""
     seed_everything(config.seed)
-    model = build_model(config.model, train.X.shape[1])
+    model = build_model(config.model, train.X.shape[1]).to(device)
     optimizer = make_optimizer(model.parameters(), config.train)
     loss_fn = nn.MSELoss()
+    X, y, val_X, val_y = (t.to(device) for t in (train.X, train.y, val.X, val.y))
+    synchronize(device)
     start = time.perf_counter()
     for _ in range(epochs):
-        order = torch.randperm(len(train))
-        for i in range(0, len(train), config.train.batch_size):
+        order = torch.randperm(len(X), device=device)
+        for i in range(0, len(X), config.train.batch_size):
             rows = order[i : i + config.train.batch_size]
-            loss = loss_fn(model(train.X[rows]), train.y[rows])
+            loss = loss_fn(model(X[rows]), y[rows])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
         with torch.no_grad():
-            loss_fn(model(val.X), val.y).item()
+            loss_fn(model(val_X), val_y).item()
+    synchronize(device)
     return time.perf_counter() - start
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work, so that a clock read after it counts all of it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def tracked_loop(
-    train: TabularDataset, val: TabularDataset, config: Config, epochs: int, folder: Path
+    train: TabularDataset,
+    val: TabularDataset,
+    config: Config,
+    epochs: int,
+    folder: Path,
+    device: torch.device,
 ) -> tuple[float, int]:
     """Seconds for the project's `fit` logging to a real Tracker as the train stage does, and the
     number of step metrics that reached MLflow."""
@@ -85,6 +102,7 @@ def tracked_loop(
     model = build_model(config.model, train.X.shape[1])
     train_config = replace(config.train, epochs=epochs)
     with Tracker(tracking, "train", params=config.flat(), model_run="new") as tracker:
+        synchronize(device)
         start = time.perf_counter()
         fit(
             model,
@@ -92,7 +110,7 @@ def tracked_loop(
             val,
             train_config,
             generator=generator,
-            device=torch.device("cpu"),
+            device=device,
             log_every=tracking.log_every_n_steps,
             on_step=lambda step, loss: tracker.log_metrics({"train_loss_step": loss}, step),
             on_epoch=lambda r: tracker.log_metrics(
@@ -100,13 +118,14 @@ def tracked_loop(
             ),
         )
         tracker.flush()  # the buffered step metrics are part of the cost
+        synchronize(device)
         seconds = time.perf_counter() - start
         steps = len(tracker.client.get_metric_history(tracker.run_id, "train_loss_step"))
     del os.environ["MLFLOW_TRACKING_URI"]
     return seconds, steps
 
 
-def tracking_overhead(folder: Path, rounds: int) -> list[dict]:
+def tracking_overhead(folder: Path, rounds: int, device: torch.device) -> list[dict]:
     """Target 1: tracked samples/s >= 0.9x bare, at batch 64 and 1024 on 100,000 x 8."""
     set_threads(Config().train.num_threads)
     train, val = dataset(100_000, 8), dataset(15_000, 8, seed=1)
@@ -114,17 +133,20 @@ def tracking_overhead(folder: Path, rounds: int) -> list[dict]:
     for batch_size, epochs in ((64, 3), (1024, 50)):  # one to two seconds per timing
         config = Config(train=TrainConfig(batch_size=batch_size))
         bare, tracked, steps = [], [], 0
-        bare_loop(train, val, config, 1)  # warm-up: lazy initialisation happens outside the timings
-        tracked_loop(train, val, config, 1, folder / f"bs{batch_size}-warm-up")
+        bare_loop(train, val, config, 1, device)  # warm-up: lazy initialisation happens outside the timings
+        tracked_loop(train, val, config, 1, folder / f"bs{batch_size}-warm-up", device)
         # Back to back in each round, ratio per round, median over rounds: this VM's speed
         # drifts by tens of percent from second to second, a pair of neighbours much less.
         for round_ in range(rounds):
-            bare.append(bare_loop(train, val, config, epochs))
-            seconds, steps = tracked_loop(train, val, config, epochs, folder / f"bs{batch_size}-{round_}")
+            bare.append(bare_loop(train, val, config, epochs, device))
+            seconds, steps = tracked_loop(
+                train, val, config, epochs, folder / f"bs{batch_size}-{round_}", device
+            )
             tracked.append(seconds)
         samples = len(train) * epochs
         results.append(
             {
+                "device": str(device),
                 "batch_size": batch_size,
                 "epochs": epochs,
                 "rounds": rounds,
@@ -235,85 +257,104 @@ def scale(folder: Path, rows: int, features: int) -> dict:
 
 
 def table(results: dict) -> str:
-    """The targets, each with its measured figure, the ratio to target, and pass / falls short."""
+    """The targets measured, each with its figure, the ratio to target, and pass / falls short."""
     rows = []
 
     def add(target: str, figure: str, ratio: float, ok: bool) -> None:
         rows.append((target, figure, f"{ratio:.2f}", "pass" if ok else "falls short"))
 
-    for r in results["tracking_overhead"]:
+    for r in results.get("tracking_overhead", []):
         add(
-            f"tracked >= 0.9x bare loop, batch {r['batch_size']}",
+            f"tracked >= 0.9x bare loop, batch {r['batch_size']}, {r['device']}",
             f"{r['tracked_samples_per_s']:,.0f} vs {r['bare_samples_per_s']:,.0f} samples/s "
             f"(rounds {r['ratio_range'][0]:.2f}-{r['ratio_range'][1]:.2f})",
             r["ratio"],
             r["ratio"] >= 0.9,
         )
-    d = results["data_path"]
-    add(
-        "one indexing op per batch",
-        f"{d['project_batches_per_s']:,.0f} vs {d['per_row_batches_per_s']:,.0f} "
-        "batches/s (per-row DataLoader)",
-        d["speedup"],
-        d["speedup"] > 1,
-    )
-    s = results["scale"]
-    for stage, peak in s["peak_rss_bytes"].items():
+    if d := results.get("data_path"):
         add(
-            f"{stage}: {s['rows']:,} x {s['features']} under 1 GiB",
-            f"{peak / 2**20:,.0f} MiB peak RSS",
-            peak / GIB,
-            peak < GIB,
+            "one indexing op per batch",
+            f"{d['project_batches_per_s']:,.0f} vs {d['per_row_batches_per_s']:,.0f} "
+            "batches/s (per-row DataLoader)",
+            d["speedup"],
+            d["speedup"] > 1,
         )
-    p = results["pipeline"]
-    add(
-        "no-op dvc repro under 3 s",
-        f"{p['noop_repro_s']:.2f} s",
-        p["noop_repro_s"] / 3,
-        p["noop_repro_s"] < 3,
-    )
-    add("torchtrack --help under 1 s", f"{p['help_s']:.2f} s", p["help_s"] / 1, p["help_s"] < 1)
-    widths = [
-        max(len(row[i]) for row in rows + [("target", "measured", "ratio", "result")]) for i in range(4)
-    ]
+    if s := results.get("scale"):
+        for stage, peak in s["peak_rss_bytes"].items():
+            add(
+                f"{stage}: {s['rows']:,} x {s['features']} under 1 GiB",
+                f"{peak / 2**20:,.0f} MiB peak RSS",
+                peak / GIB,
+                peak < GIB,
+            )
+    p = results.get("pipeline")
+    if p:
+        add(
+            "no-op dvc repro under 3 s",
+            f"{p['noop_repro_s']:.2f} s",
+            p["noop_repro_s"] / 3,
+            p["noop_repro_s"] < 3,
+        )
+        add("torchtrack --help under 1 s", f"{p['help_s']:.2f} s", p["help_s"] / 1, p["help_s"] < 1)
+    header = ("target", "measured", "ratio", "result")
+    widths = [max(len(row[i]) for row in [*rows, header]) for i in range(4)]
     lines = [
-        "| "
-        + " | ".join(
-            h.ljust(w) for h, w in zip(("target", "measured", "ratio", "result"), widths, strict=True)
-        )
-        + " |",
+        "| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |",
         "|" + "|".join("-" * (w + 2) for w in widths) + "|",
     ]
     lines += ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |" for row in rows]
-    lines += ["", f"default `dvc repro`: {p['repro_wall_s']:.1f} s wall"]
-    lines += [
-        f"  {name:<30} {seconds:6.2f} s"
-        for name, seconds in sorted(p["phases_s"].items(), key=lambda kv: -kv[1])
-    ]
+    if p:
+        lines += ["", f"default `dvc repro`: {p['repro_wall_s']:.1f} s wall"]
+        lines += [
+            f"  {name:<30} {seconds:6.2f} s"
+            for name, seconds in sorted(p["phases_s"].items(), key=lambda kv: -kv[1])
+        ]
     return "\n".join(lines)
+
+
+def machine(device: torch.device) -> dict:
+    """What the figures were measured on."""
+    facts = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+    if device.type == "cuda":
+        facts["gpu"] = torch.cuda.get_device_name(device)
+    return facts
+
+
+PARTS = ("overhead", "data", "pipeline", "scale")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=9, help="repetitions of the overhead comparison")
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows for the scale target")
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="where the overhead comparison trains: cpu (the targets' machine) or cuda",
+    )
+    parser.add_argument(
+        "--only", nargs="+", choices=PARTS, default=list(PARTS), help="measure these parts (default: all)"
+    )
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results.json"))
     args = parser.parse_args()
+    device = torch.device(args.device)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        results = {
-            "machine": {
-                "platform": platform.platform(),
-                "processor": platform.processor() or platform.machine(),
-                "cpus": os.cpu_count(),
-                "python": platform.python_version(),
-                "torch": torch.__version__,
-            },
-            "tracking_overhead": tracking_overhead(folder / "overhead", args.rounds),
-            "data_path": data_path(),
-            "pipeline": pipeline(folder / "pipeline"),
-            "scale": scale(folder / "scale", args.rows, 16),
-        }
+        results: dict = {"machine": machine(device)}
+        if "overhead" in args.only:
+            results["tracking_overhead"] = tracking_overhead(folder / "overhead", args.rounds, device)
+        if "data" in args.only:
+            results["data_path"] = data_path()
+        if "pipeline" in args.only:
+            results["pipeline"] = pipeline(folder / "pipeline")
+        if "scale" in args.only:
+            results["scale"] = scale(folder / "scale", args.rows, 16)
     Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
     print(table(results))
     print(f"\nfigures written to {args.output}")

@@ -328,3 +328,18 @@ def test_unshuffled_batches_keep_file_order():
 
     batches = list(BatchIndexSampler(7, 3, shuffle=False))
     assert [b.tolist() for b in batches] == [[0, 1, 2], [3, 4, 5], [6]]
+
+
+def test_dataset_moved_to_a_device_keeps_the_original_and_its_batches_stay_there():
+    """`to` gives a copy whose tensors live on the device (the meta device stands in for a GPU
+    here) and leaves the CPU dataset as it was; the loader's indices follow the data."""
+    from torchtrack.training import make_loader
+
+    dataset = TabularDataset(pd.DataFrame({"a": np.arange(20.0), "y": np.arange(20.0)}))
+    assert dataset.to(torch.device("cpu")) is dataset
+    moved = dataset.to(torch.device("meta"))
+    assert moved.device.type == "meta" and dataset.device.type == "cpu"
+    assert moved.X.shape == dataset.X.shape and moved.features == dataset.features
+    batches = list(make_loader(moved, batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(0)))
+    assert [len(X) for X, _ in batches] == [8, 8, 4]
+    assert all(X.device.type == "meta" and y.device.type == "meta" for X, y in batches)

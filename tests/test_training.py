@@ -157,3 +157,31 @@ def test_resolve_device_without_cuda():
     assert resolve_device("auto") == torch.device("cpu")
     with pytest.raises(ConfigError, match="train.device"):
         resolve_device("cuda")
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@needs_cuda
+def test_resolve_device_with_cuda():
+    assert resolve_device("auto").type == "cuda"
+
+
+@needs_cuda
+def test_fit_on_cuda_follows_the_cpu_run(splits):
+    """The same seed gives the same batches on both devices, so the two runs' losses agree to
+    float rounding; the data is gathered on the GPU, and the caller's datasets stay on the CPU."""
+    train_set, val_set = splits
+    config = TrainConfig(lr=0.05, epochs=3, batch_size=32)
+    runs = {}
+    for name in ("cpu", "cuda"):
+        torch.manual_seed(1)  # the same initial weights
+        model = RegressionModel(in_features=3)
+        runs[name] = fit(
+            model, train_set, val_set, config, generator=seed_everything(0), device=torch.device(name)
+        )
+        assert next(model.parameters()).device.type == name
+    assert train_set.device.type == "cpu"
+    for cpu, cuda in zip(runs["cpu"], runs["cuda"], strict=True):
+        assert cuda.train_loss == pytest.approx(cpu.train_loss, rel=1e-3)
+        assert cuda.val_loss == pytest.approx(cpu.val_loss, rel=1e-3)

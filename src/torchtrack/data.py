@@ -7,6 +7,7 @@ into a `TabularDataset`, the journal's Dataset subclass with `data`, `X` and `y`
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -203,6 +204,23 @@ class TabularDataset(Dataset):
     def __len__(self) -> int:
         return len(self.X)
 
+    @property
+    def device(self) -> torch.device:
+        """Where `X` and `y` live: the CPU unless `to` moved them."""
+        return self.X.device
+
+    def to(self, device: torch.device) -> TabularDataset:
+        """This dataset with `X` and `y` on `device` (itself when they are there already).
+
+        On a GPU, training on a resident copy gathers each batch there, instead of copying
+        every batch from host memory; a tabular split of a million rows is tens of MB.
+        """
+        if self.X.device == device:
+            return self
+        moved = copy.copy(self)
+        moved.X, moved.y = self.X.to(device), self.y.to(device)
+        return moved
+
     def __getitem__(self, index: int | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One row, or a whole batch in one indexing operation when `index` is a tensor of
         row indices (what `BatchIndexSampler` yields)."""
@@ -217,13 +235,21 @@ class BatchIndexSampler(Sampler[torch.Tensor]):
     """Index tensors of `batch_size` rows: slices of one `torch.randperm` per epoch.
 
     The same batches a bare loop gets from `randperm` and slicing, without one Python
-    object per row; shuffling draws only from `generator`, so the order is reproducible.
+    object per row; shuffling draws only from `generator`, a CPU generator, so the order is
+    reproducible and the same on every device. The indices are put on `device` (the data's)
+    once per epoch.
     """
 
     def __init__(
-        self, n_rows: int, batch_size: int, shuffle: bool = True, generator: torch.Generator | None = None
+        self,
+        n_rows: int,
+        batch_size: int,
+        shuffle: bool = True,
+        generator: torch.Generator | None = None,
+        device: torch.device | str = "cpu",
     ):
         self.n_rows, self.batch_size, self.shuffle, self.generator = n_rows, batch_size, shuffle, generator
+        self.device = torch.device(device)
 
     def __len__(self) -> int:
         return -(-self.n_rows // self.batch_size)
@@ -233,4 +259,4 @@ class BatchIndexSampler(Sampler[torch.Tensor]):
             order = torch.randperm(self.n_rows, generator=self.generator)
         else:
             order = torch.arange(self.n_rows)
-        return iter(order.split(self.batch_size))
+        return iter(order.to(self.device).split(self.batch_size))

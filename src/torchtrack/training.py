@@ -4,6 +4,7 @@ early stopping, and `fit`."""
 from __future__ import annotations
 
 import copy
+import os
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
@@ -27,6 +28,8 @@ def seed_everything(seed: int) -> torch.Generator:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+    # cuBLAS is deterministic only with a fixed workspace; it reads this when CUDA starts.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True, warn_only=True)
     return torch.Generator().manual_seed(seed)
 
@@ -144,11 +147,12 @@ def make_loader(
     """A DataLoader over `dataset`; shuffling draws from `generator` for reproducibility.
 
     `dataset[index_tensor]` must return a whole batch (TabularDataset does): the sampler
-    yields index tensors and `batch_size=None` hands each batch over uncollated, so a batch
-    costs one indexing operation instead of one Python call per row. In-memory tensors
-    need no worker processes, so none are started.
+    yields index tensors, on the dataset's `device` if it has one, and `batch_size=None`
+    hands each batch over uncollated, so a batch costs one indexing operation instead of
+    one Python call per row. In-memory tensors need no worker processes, so none are started.
     """
-    sampler = BatchIndexSampler(len(dataset), batch_size, shuffle, generator)
+    device = getattr(dataset, "device", "cpu")
+    sampler = BatchIndexSampler(len(dataset), batch_size, shuffle, generator, device)
     return DataLoader(dataset, sampler=sampler, batch_size=None, collate_fn=_as_is)
 
 
@@ -273,6 +277,7 @@ def fit(
     these params and data) and saves the state after every epoch, before `on_epoch`.
     """
     model.to(device)
+    train_set, val_set = _resident(train_set, device), _resident(val_set, device)
     loss_fn = build_loss(config.loss, config.huber_delta)
     optimizer = make_optimizer(model.parameters(), config)
     schedule = make_lr_schedule(optimizer, config)
@@ -313,6 +318,14 @@ def fit(
         if stopper is not None and stopper.stopped:
             break
     return _finish(history, stopper, model)
+
+
+def _resident(dataset: Dataset, device: torch.device) -> Dataset:
+    """`dataset` moved to `device` once, where it can be (TabularDataset.to), so that batches
+    are gathered where the model is; else as it is, and each batch is copied there."""
+    if device.type == "cpu" or not hasattr(dataset, "to"):
+        return dataset
+    return dataset.to(device)
 
 
 def _finish(history: list[EpochResult], stopper: EarlyStopping | None, model: nn.Module) -> list[EpochResult]:
