@@ -292,11 +292,15 @@ def test_read_split_missing_says_to_run_prepare(tmp_path):
         read_split(tmp_path, "train")
 
 
-def test_batch_index_sampler_yields_the_rows_of_a_bare_randperm_loop_in_order():
-    """The fast path fetches exactly the rows that `randperm` + slicing would, epoch after epoch."""
+@pytest.mark.parametrize("block_rows", [65_536, 25], ids=["one-block", "blocks-of-two-batches"])
+def test_batch_index_sampler_yields_the_rows_of_a_bare_randperm_loop_in_order(monkeypatch, block_rows):
+    """The fast path fetches exactly the rows that `randperm` + slicing would, epoch after epoch,
+    whether an epoch is one block or many (BLOCK_ROWS 25 makes blocks of 20 rows here)."""
+    from torchtrack import training
     from torchtrack.data import BatchIndexSampler
     from torchtrack.training import make_loader
 
+    monkeypatch.setattr(training, "BLOCK_ROWS", block_rows)
     frame = pd.DataFrame({"a": np.arange(103.0), "b": np.arange(103.0) * 2, "y": np.arange(103.0) * 3})
     dataset = TabularDataset(frame)
     loader = make_loader(dataset, batch_size=10, shuffle=True, generator=torch.Generator().manual_seed(7))

@@ -38,6 +38,16 @@ def test_without_a_train_record_the_error_says_to_train(tmp_path):
         logged_model_uri(tmp_path / "mlflow_run.json")
 
 
+def test_the_server_loads_the_model_on_the_cpu_unless_told_otherwise(monkeypatch):
+    """The logged pt2 export is the CPU's; MLflow would otherwise load it on CUDA where present."""
+    from torchtrack.serve import serve_environment
+
+    monkeypatch.delenv("MLFLOW_DEFAULT_PREDICTION_DEVICE", raising=False)
+    assert serve_environment()["MLFLOW_DEFAULT_PREDICTION_DEVICE"] == "cpu"
+    monkeypatch.setenv("MLFLOW_DEFAULT_PREDICTION_DEVICE", "cuda:1")
+    assert serve_environment()["MLFLOW_DEFAULT_PREDICTION_DEVICE"] == "cuda:1"
+
+
 def test_the_server_binds_loopback_in_this_environment_by_default():
     command = serve_command("models:/m-1", port=5123)
     assert Path(command[0]).parent == Path(sys.executable).parent

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -138,5 +140,17 @@ def test_logged_model_loads_with_pyfunc_and_predicts_like_the_module(workdir, tr
     from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
     with _use_tracking_uri(tracking_uri()):
-        got = np.asarray(mlflow.pyfunc.load_model(uri).predict(example)).reshape(-1)
+        # The export is the CPU's: on a machine with CUDA, pyfunc must be told so (see README).
+        loaded = mlflow.pyfunc.load_model(uri, model_config={"device": "cpu"})
+        got = np.asarray(loaded.predict(example)).reshape(-1)
     np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+def test_environment_sets_variables_for_its_duration_only(monkeypatch):
+    from torchtrack.tracking import environment
+
+    monkeypatch.setenv("TORCHTRACK_A", "before")
+    monkeypatch.delenv("TORCHTRACK_B", raising=False)
+    with environment({"TORCHTRACK_A": "during", "TORCHTRACK_B": "during"}):
+        assert os.environ["TORCHTRACK_A"] == os.environ["TORCHTRACK_B"] == "during"
+    assert os.environ["TORCHTRACK_A"] == "before" and "TORCHTRACK_B" not in os.environ

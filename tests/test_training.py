@@ -185,3 +185,22 @@ def test_fit_on_cuda_follows_the_cpu_run(splits):
     for cpu, cuda in zip(runs["cpu"], runs["cuda"], strict=True):
         assert cuda.train_loss == pytest.approx(cpu.train_loss, rel=1e-3)
         assert cuda.val_loss == pytest.approx(cpu.val_loss, rel=1e-3)
+
+
+def test_fit_keeps_set_up_objects_out_of_garbage_collection_only_while_it_trains(splits):
+    import gc
+
+    train_set, val_set = splits
+    frozen_during = []
+    assert gc.get_freeze_count() == 0
+    fit(
+        RegressionModel(in_features=3),
+        train_set,
+        val_set,
+        TrainConfig(epochs=2, batch_size=64),
+        generator=seed_everything(0),
+        device=CPU,
+        on_epoch=lambda result: frozen_during.append(gc.get_freeze_count()),
+    )
+    assert len(frozen_during) == 2 and min(frozen_during) > 0
+    assert gc.get_freeze_count() == 0

@@ -14,7 +14,7 @@ from pathlib import Path
 from torchtrack.errors import DataError
 from torchtrack.files import read_json
 from torchtrack.stages.train import RUN_FILE
-from torchtrack.tracking import tracking_uri
+from torchtrack.tracking import PREDICTION_DEVICE, tracking_uri
 
 
 def logged_model_uri(run_file: str | Path = RUN_FILE) -> str:
@@ -35,16 +35,21 @@ def serve_command(model_uri: str, host: str = "127.0.0.1", port: int = 5001) -> 
 
 
 def serve_environment() -> dict[str, str]:
-    """os.environ plus what the server needs: the tracking store and this environment's bin/.
+    """os.environ plus what the server needs: the tracking store, this environment's bin/, and
+    the CPU as the model's device (where it was exported) unless the caller chose one.
 
     MLflow starts the server as `exec uvicorn ...` through bash, so uvicorn must be on PATH
     even when the virtual environment is not activated.
     """
     bin_dir = str(Path(sys.executable).parent)
-    return os.environ | {
-        "MLFLOW_TRACKING_URI": tracking_uri(),
-        "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")]),
-    }
+    return (
+        PREDICTION_DEVICE
+        | os.environ
+        | {
+            "MLFLOW_TRACKING_URI": tracking_uri(),
+            "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")]),
+        }
+    )
 
 
 def serve_model(host: str, port: int, run_file: str | Path = RUN_FILE) -> None:

@@ -22,6 +22,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
@@ -39,6 +41,10 @@ if TYPE_CHECKING:
 STORE_FILE = "mlflow.db"  # default SQLite store at the repository root
 ARTIFACT_DIR = "mlartifacts"  # default artifact root beside it
 MAX_BATCH = 1000  # MLflow's limit on metrics per log_batch call
+# The logged model is exported (pt2) on the CPU, and a pt2 export loads only on the device it
+# was exported on; MLflow's pyfunc loader picks CUDA whenever one is present unless this says
+# otherwise. Set while logging (MLflow checks the input example) and for `torchtrack serve`.
+PREDICTION_DEVICE = {"MLFLOW_DEFAULT_PREDICTION_DEVICE": "cpu"}
 
 
 def repo_root() -> Path:
@@ -102,6 +108,21 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
             f"cannot reach the MLflow tracking server at {address} (MLFLOW_TRACKING_URI): "
             f"{type(exc).__name__}; start the server, or unset MLFLOW_TRACKING_URI to use the local store"
         ) from None
+
+
+@contextmanager
+def environment(values: dict[str, str]) -> Iterator[None]:
+    """`values` in os.environ for the duration, then the variables as they were."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def run_status(exc_type: type[BaseException] | None) -> str:
@@ -312,7 +333,11 @@ class Tracker:
 
         # The fluent API needs a global tracking URI; set it only for this call, so that a
         # notebook or test process keeps the one it had (and its MLFLOW_TRACKING_URI).
-        with _use_tracking_uri(tracking_uri()), mlflow.start_run(run_id=self.model_run_id):
+        with (
+            _use_tracking_uri(tracking_uri()),
+            environment(PREDICTION_DEVICE),
+            mlflow.start_run(run_id=self.model_run_id),
+        ):
             info = mlflow.pytorch.log_model(
                 model,
                 name="model",
