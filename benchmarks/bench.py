@@ -2,7 +2,8 @@
 
 Measures, side by side in one run on this machine:
   1. tracking overhead: the project's `fit` with a real Tracker (TensorBoard + MLflow SQLite,
-     default settings) vs a bare randperm/slicing loop, samples/s at batch 64 and 1024;
+     default settings) vs a bare randperm/slicing loop, samples/s at batch 64 and 1024, and
+     vs the same `fit` without a tracker (tracking's own cost);
   2. data path: batches/s of the project's loader vs a per-row DataLoader; and, as the reason
      for a design choice, the step time of each optimizer, fused vs PyTorch's default;
   3. scale: peak resident memory of each stage on 1,000,000 rows x 16 features;
@@ -85,6 +86,20 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def untracked_loop(
+    train: TabularDataset, val: TabularDataset, config: Config, epochs: int, device: torch.device
+) -> float:
+    """Seconds for the project's `fit` with no tracker: what tracking itself costs is the
+    difference to `tracked_loop`."""
+    generator = seed_everything(config.seed)
+    model = build_model(config.model, train.X.shape[1])
+    synchronize(device)
+    start = time.perf_counter()
+    fit(model, train, val, replace(config.train, epochs=epochs), generator=generator, device=device)
+    synchronize(device)
+    return time.perf_counter() - start
+
+
 def tracked_loop(
     train: TabularDataset,
     val: TabularDataset,
@@ -133,13 +148,14 @@ def tracking_overhead(folder: Path, rounds: int, device: torch.device) -> list[d
     results = []
     for batch_size, epochs in ((64, 3), (1024, 50)):  # one to two seconds per timing
         config = Config(train=TrainConfig(batch_size=batch_size))
-        bare, tracked, steps = [], [], 0
+        bare, untracked, tracked, steps = [], [], [], 0
         bare_loop(train, val, config, 1, device)  # warm-up: lazy initialisation happens outside the timings
         tracked_loop(train, val, config, 1, folder / f"bs{batch_size}-warm-up", device)
         # Back to back in each round, ratio per round, median over rounds: this VM's speed
         # drifts by tens of percent from second to second, a pair of neighbours much less.
         for round_ in range(rounds):
             bare.append(bare_loop(train, val, config, epochs, device))
+            untracked.append(untracked_loop(train, val, config, epochs, device))
             seconds, steps = tracked_loop(
                 train, val, config, epochs, folder / f"bs{batch_size}-{round_}", device
             )
@@ -156,6 +172,11 @@ def tracking_overhead(folder: Path, rounds: int, device: torch.device) -> list[d
                 "ratio": statistics.median(b / t for b, t in zip(bare, tracked, strict=True)),
                 "ratio_range": [f(b / t for b, t in zip(bare, tracked, strict=True)) for f in (min, max)],
                 "ratio_best_of_each": min(bare) / min(tracked),
+                "untracked_samples_per_s": samples / statistics.median(untracked),
+                # tracking's own cost: tracked vs the same `fit` without a tracker, per round
+                "tracked_over_untracked": statistics.median(
+                    u / t for u, t in zip(untracked, tracked, strict=True)
+                ),
                 "step_metrics_recorded": steps,
             }
         )
@@ -319,7 +340,8 @@ def table(results: dict) -> str:
         add(
             f"tracked >= 0.9x bare loop, batch {r['batch_size']}, {r['device']}",
             f"{r['tracked_samples_per_s']:,.0f} vs {r['bare_samples_per_s']:,.0f} samples/s "
-            f"(rounds {r['ratio_range'][0]:.2f}-{r['ratio_range'][1]:.2f})",
+            f"(rounds {r['ratio_range'][0]:.2f}-{r['ratio_range'][1]:.2f}; "
+            f"{r['tracked_over_untracked']:.2f}x untracked fit)",
             r["ratio"],
             r["ratio"] >= 0.9,
         )

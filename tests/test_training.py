@@ -187,12 +187,12 @@ def test_fit_on_cuda_follows_the_cpu_run(splits):
         assert cuda.val_loss == pytest.approx(cpu.val_loss, rel=1e-3)
 
 
-def test_fit_keeps_set_up_objects_out_of_garbage_collection_only_while_it_trains(splits):
+def freeze_counts_while_fitting(splits) -> list[int]:
+    """gc.get_freeze_count() at the end of each of two epochs of `fit`."""
     import gc
 
     train_set, val_set = splits
-    frozen_during = []
-    assert gc.get_freeze_count() == 0
+    counts = []
     fit(
         RegressionModel(in_features=3),
         train_set,
@@ -200,7 +200,26 @@ def test_fit_keeps_set_up_objects_out_of_garbage_collection_only_while_it_trains
         TrainConfig(epochs=2, batch_size=64),
         generator=seed_everything(0),
         device=CPU,
-        on_epoch=lambda result: frozen_during.append(gc.get_freeze_count()),
+        on_epoch=lambda result: counts.append(gc.get_freeze_count()),
     )
-    assert len(frozen_during) == 2 and min(frozen_during) > 0
+    return counts
+
+
+def test_fit_keeps_set_up_objects_out_of_garbage_collection_only_while_it_trains(splits):
+    import gc
+
+    gc.unfreeze()  # a clean start, whatever froze objects before this test
+    during = freeze_counts_while_fitting(splits)
+    assert len(during) == 2 and min(during) > 0
     assert gc.get_freeze_count() == 0
+
+
+def test_fit_leaves_a_heap_that_someone_else_froze_as_it_was(splits):
+    import gc
+
+    gc.freeze()
+    try:
+        freeze_counts_while_fitting(splits)
+        assert gc.get_freeze_count() > 0  # still frozen: fit did not unfreeze what it had not frozen
+    finally:
+        gc.unfreeze()
