@@ -64,8 +64,8 @@ def make_optimizer(params: Iterable[torch.Tensor], config: TrainConfig) -> torch
 
     SGD also takes `config.momentum`; AdamW's weight decay is decoupled from the gradient.
     Adam and AdamW run fused, one kernel per step for all parameters instead of a chain of
-    small ones: 17-20% faster steps for the default model on one CPU thread (see README,
-    Performance). Fused SGD was 4-5% slower there, so SGD keeps PyTorch's default.
+    small ones; fused SGD was slower, so SGD keeps PyTorch's default. `make bench` measures
+    this choice on CPU and CUDA (README, Performance).
     """
     if config.optimizer == "sgd":
         return torch.optim.SGD(
