@@ -189,6 +189,7 @@ def optimizer_steps(rounds: int, device: torch.device) -> list[dict]:
     set_threads(Config().train.num_threads)
     train = dataset(100_000, 8)
     X, y = train.X.to(device), train.y.to(device)
+    full_batches_rows = len(X) - len(X) % 64  # every step takes 64 rows
     model_config = Config().model
     steps = 2000
 
@@ -202,7 +203,8 @@ def optimizer_steps(rounds: int, device: torch.device) -> list[dict]:
         synchronize(device)
         start = time.perf_counter()
         for i in range(steps):
-            rows = order[(i * 64) % 99_968 : (i * 64) % 99_968 + 64]
+            first = (i * 64) % full_batches_rows
+            rows = order[first : first + 64]
             loss = loss_fn(model(X[rows]), y[rows])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
