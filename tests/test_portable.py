@@ -66,3 +66,9 @@ def test_mean_and_std_agree_with_numpy():
     assert portable.mean(values) == pytest.approx(values.mean(), rel=1e-14)
     assert portable.std(values) == pytest.approx(values.std(), rel=1e-12)
     assert portable.std(values, ddof=1) == pytest.approx(values.std(ddof=1), rel=1e-12)
+
+
+def test_sums_that_overflow_give_inf_or_nan_as_numpy_does():
+    assert portable.dot(np.array([1e200, 1e200]), np.array([1e200, 1e200])) == math.inf
+    assert math.isnan(portable.dot(np.array([1e200, -1e200]), np.array([1e200, 1e200])))
+    assert portable.mean(np.array([1e308, 1e308])) == math.inf  # as NumPy's mean, not an exception

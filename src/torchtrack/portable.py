@@ -40,20 +40,29 @@ def matvec(X: np.ndarray, w: np.ndarray | list[float]) -> np.ndarray:
 
 def dot(a: np.ndarray, b: np.ndarray) -> float:
     """a . b for vectors, the products summed exactly rounded."""
-    return math.fsum((np.asarray(a, np.float64) * np.asarray(b, np.float64)).tolist())
+    return exact_sum(np.asarray(a, np.float64) * np.asarray(b, np.float64))
 
 
 def mean(values: np.ndarray) -> float:
     """The mean, its sum exactly rounded."""
     values = np.asarray(values, np.float64).reshape(-1)
-    return math.fsum(values.tolist()) / len(values)
+    return exact_sum(values) / len(values)
 
 
 def std(values: np.ndarray, ddof: int = 0) -> float:
     """The standard deviation (numpy's with this `ddof`), its sums exactly rounded."""
     values = np.asarray(values, np.float64).reshape(-1)
     deviation = values - mean(values)
-    return math.sqrt(math.fsum((deviation * deviation).tolist()) / (len(values) - ddof))
+    return math.sqrt(exact_sum(deviation * deviation) / (len(values) - ddof))
+
+
+def exact_sum(values: np.ndarray) -> float:
+    """`math.fsum`: the exactly rounded sum, whatever the order. Where it overflows (or meets
+    inf and -inf) NumPy's sum gives the inf or nan instead of an exception, the same anywhere."""
+    try:
+        return math.fsum(values.tolist())
+    except (OverflowError, ValueError):
+        return float(np.sum(values))
 
 
 def exp(x: np.ndarray) -> np.ndarray:
