@@ -8,7 +8,9 @@ Measures, side by side in one run on this machine:
      for a design choice, the step time of each optimizer, fused vs PyTorch's default;
   3. scale: peak resident memory of each stage on 1,000,000 rows x 16 features;
   4. start-up: a no-op `dvc repro` and `torchtrack --help`;
-  5. the default `dvc repro`, its wall time split into phases (src/torchtrack/profiling.py).
+  5. the default `dvc repro`, its wall time split into phases (src/torchtrack/profiling.py);
+  6. what the pinned CPU kernels (src/torchtrack/cpu_kernels.py) cost: training samples/s
+     with them vs with the CPU's own (TORCHTRACK_NATIVE_KERNELS=1), each in its own process.
 Stages run in a `git clone` of this repository's HEAD, so commit before benchmarking.
 `--device cuda --only overhead optimizer` measures those two parts on a GPU (the CUDA figures).
 """
@@ -32,6 +34,7 @@ import yaml
 from torch import nn
 
 from torchtrack.config import Config, TrackingConfig, TrainConfig
+from torchtrack.cpu_kernels import NATIVE_ENV, PINNED
 from torchtrack.data import Scaler, TabularDataset, make_synthetic
 from torchtrack.models import build_model
 from torchtrack.training import fit, make_optimizer, seed_everything, set_threads
@@ -258,6 +261,59 @@ def data_path() -> dict:
     }
 
 
+# Run in a fresh process per measurement: the kernel choice is made once, at start-up.
+KERNELS_PROBE = (
+    "import sys\n"
+    "import torchtrack\n"
+    "sys.path.insert(0, sys.argv[1])\n"
+    "import torch\n"
+    "from bench import kernel_probe\n"
+    "seconds = kernel_probe(sys.argv[2], int(sys.argv[3]))\n"
+    "print('SECONDS', torch.backends.cpu.get_cpu_capability(), *seconds)\n"
+)
+KERNEL_MODELS = ("linear", "mlp")  # the default model, and the default MLP (64x64) for bigger matmuls
+
+
+def kernel_probe(kind: str, repeats: int) -> list[float]:
+    """Seconds per epoch of the project's `fit` on 100,000 x 8 with the default params and model
+    `kind`, `repeats` times after a warm-up: what a KERNELS_PROBE process reports."""
+    config = Config()
+    config = replace(config, model=replace(config.model, kind=kind))
+    set_threads(config.train.num_threads)
+    train, val = dataset(100_000, 8), dataset(15_000, 8, seed=1)
+    untracked_loop(train, val, config, 1, torch.device("cpu"))
+    return [untracked_loop(train, val, config, 1, torch.device("cpu")) for _ in range(repeats)]
+
+
+def pinned_kernels(rounds: int) -> list[dict]:
+    """The cost of bitwise-portable numbers: training samples/s with the pinned CPU kernels vs
+    the CPU's own, one process each, back to back in each round (ratio per round, median)."""
+    results = []
+    for kind in KERNEL_MODELS:
+        pinned, native, capabilities = [], [], {}
+        for _ in range(rounds):
+            for label, runs, native_flag in (("pinned", pinned, "0"), ("native", native, "1")):
+                # Without this process's own pins, which a child would inherit.
+                env = {k: v for k, v in os.environ.items() if k not in PINNED} | {NATIVE_ENV: native_flag}
+                _, result = timed_run(
+                    [sys.executable, "-c", KERNELS_PROBE, str(ROOT / "benchmarks"), kind, "3"], ROOT, env
+                )
+                line = next(line for line in result.stdout.splitlines() if line.startswith("SECONDS"))
+                capabilities[label], *seconds = line.split()[1:]
+                runs.append(statistics.median(float(s) for s in seconds))
+        results.append(
+            {
+                "model": kind,
+                "rounds": rounds,
+                "capability": capabilities,
+                "pinned_samples_per_s": 100_000 / statistics.median(pinned),
+                "native_samples_per_s": 100_000 / statistics.median(native),
+                "ratio": statistics.median(n / p for n, p in zip(native, pinned, strict=True)),
+            }
+        )
+    return results
+
+
 def clone(folder: Path) -> Path:
     repo = folder / "repo"
     subprocess.run(["git", "clone", "--quiet", str(ROOT), str(repo)], check=True)
@@ -368,6 +424,13 @@ def table(results: dict) -> str:
             d["speedup"],
             d["speedup"] > 1,
         )
+    for k in results.get("pinned_kernels", []):  # the price of a promise, not a target
+        add(
+            f"pinned CPU kernels vs the CPU's own ({k['capability']['native']}), {k['model']} model",
+            f"{k['pinned_samples_per_s']:,.0f} vs {k['native_samples_per_s']:,.0f} training samples/s",
+            k["ratio"],
+            f"costs {1 - k['ratio']:.0%}" if k["ratio"] < 1 else "costs nothing",
+        )
     if s := results.get("scale"):
         for stage, peak in s["peak_rss_bytes"].items():
             add(
@@ -415,7 +478,7 @@ def machine(device: torch.device) -> dict:
     return facts
 
 
-PARTS = ("overhead", "optimizer", "data", "pipeline", "scale")
+PARTS = ("overhead", "optimizer", "data", "pipeline", "scale", "kernels")
 
 
 def main() -> None:
@@ -446,6 +509,8 @@ def main() -> None:
             results["pipeline"] = pipeline(folder / "pipeline")
         if "scale" in args.only:
             results["scale"] = scale(folder / "scale", args.rows, 16)
+        if "kernels" in args.only:
+            results["pinned_kernels"] = pinned_kernels(max(1, args.rounds // 3))
     Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
     print(table(results))
     print(f"\nfigures written to {args.output}")

@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from torchtrack import portable
 from torchtrack.config import DataConfig
 from torchtrack.errors import DataError
 from torchtrack.files import read_json, write_atomic, write_json
@@ -42,14 +43,12 @@ class Scaler:
     def fit(cls, frame: pd.DataFrame, target: str, enabled: bool = True) -> Scaler:
         """Fit mean/std on `frame`'s feature columns (identity when not `enabled`)."""
         features = [c for c in frame.columns if c != target]
-        values = frame[features].to_numpy(dtype=np.float64)
-        if enabled:
-            mean = values.mean(axis=0)
-            std = values.std(axis=0)
-            std[std == 0] = 1.0  # a constant column stays constant instead of dividing by 0
-        else:
-            mean, std = np.zeros(len(features)), np.ones(len(features))
-        return cls(features, target, mean.tolist(), std.tolist())
+        if not enabled:
+            return cls(features, target, [0.0] * len(features), [1.0] * len(features))
+        columns = [frame[c].to_numpy(np.float64) for c in features]
+        mean = [portable.mean(column) for column in columns]  # exactly rounded sums: any CPU
+        std = [portable.std(column) or 1.0 for column in columns]  # a constant column stays constant
+        return cls(features, target, mean, std)
 
     def transform(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Scaled float32 copy of `frame`'s features, with the target (if present) last."""

@@ -3,9 +3,13 @@ linear fit that any linear model in the pipeline should match."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from torch import nn
+
+from torchtrack import portable
 
 
 @torch.no_grad()
@@ -36,21 +40,55 @@ def least_squares_test_mse(
     """Test MSE of the exact least-squares linear fit (with intercept) on the train rows: the
     best any linear model can do, the same optimum as scikit-learn's LinearRegression.
 
-    Solved from the normal equations, accumulated in float64 a chunk of rows at a time, so
-    memory grows with the number of features squared, not with the rows.
+    Solved from the normal equations, accumulated a chunk of rows at a time, so memory grows
+    with the number of features squared, not with the rows. Every sum is `portable`'s and the
+    solve is plain Python: the same bits on every CPU, where `@` and lstsq run BLAS and LAPACK
+    kernels that the CPU chooses.
     """
-    X_train, X_test = np.asarray(X_train), np.asarray(X_test)
+    X_train, X_test = np.asarray(X_train, np.float64), np.asarray(X_test, np.float64)
     y_train = np.asarray(y_train, np.float64).reshape(-1)
-    features = X_train.shape[1]
-    gram = np.zeros((features + 1, features + 1))
-    moment = np.zeros(features + 1)
+    size = X_train.shape[1] + 1
+    gram = [[0.0] * size for _ in range(size)]
+    moment = [0.0] * size
     for start in range(0, len(X_train), chunk_rows):
         design = _with_intercept(X_train[start : start + chunk_rows])
-        gram += design.T @ design
-        moment += design.T @ y_train[start : start + chunk_rows]
-    coef = np.linalg.lstsq(gram, moment, rcond=None)[0]  # lstsq: a constant column is no error
-    residual = _with_intercept(X_test) @ coef - np.asarray(y_test, np.float64).reshape(-1)
-    return float(np.mean(residual**2))
+        target = y_train[start : start + chunk_rows]
+        for i in range(size):
+            moment[i] += portable.dot(design[:, i], target)
+            for j in range(i, size):
+                gram[i][j] += portable.dot(design[:, i], design[:, j])
+    for i in range(size):
+        for j in range(i):
+            gram[i][j] = gram[j][i]
+    coef = _solve_normal_equations(gram, moment)
+    residual = portable.matvec(_with_intercept(X_test), coef) - np.asarray(y_test, np.float64).reshape(-1)
+    return portable.mean(residual * residual)
+
+
+def _solve_normal_equations(gram: list[list[float]], moment: list[float]) -> list[float]:
+    """A solution of gram @ coef = moment for a symmetric positive semi-definite `gram`, by
+    Gaussian elimination without pivoting (stable for such a matrix, as Cholesky is).
+
+    A direction with no variance left (a constant column: its pivot falls to rounding noise)
+    gets coefficient 0 instead of a division by 0; as with lstsq, the fit is then the
+    least-squares fit on the other columns.
+    """
+    n = len(moment)
+    rows = [[*gram[i], moment[i]] for i in range(n)]  # the augmented matrix
+    noise = 1e-12 * max(max(abs(rows[i][i]) for i in range(n)), 1e-300)
+    kept = []
+    for k in range(n):
+        if rows[k][k] <= noise:
+            continue
+        kept.append(k)
+        for i in range(k + 1, n):
+            factor = rows[i][k] / rows[k][k]
+            for j in range(k, n + 1):
+                rows[i][j] -= factor * rows[k][j]
+    coef = [0.0] * n
+    for k in reversed(kept):
+        coef[k] = (rows[k][n] - math.fsum(rows[k][j] * coef[j] for j in range(k + 1, n))) / rows[k][k]
+    return coef
 
 
 def _with_intercept(X: np.ndarray) -> np.ndarray:

@@ -8,12 +8,14 @@ rule, so the best possible test MSE (`truth.noise_variance`) is known.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from torchtrack import portable
 from torchtrack.files import read_json, write_json
 
 TARGET = "y"
@@ -47,16 +49,16 @@ class SyntheticTruth:
     outlier_scale: float = 0.0
 
     def clean_target(self, X: np.ndarray) -> np.ndarray:
-        """The noiseless target for raw features X."""
-        z = X @ np.asarray(self.weights) + self.bias
+        """The noiseless target for raw features X, the same bits on every CPU (`portable`)."""
+        z = portable.matvec(X, self.weights) + self.bias
         if self.family in ("tanh_plus_x", "outliers"):
-            return np.tanh(z) + z
+            return portable.tanh(z) + z
         if self.family in ("line", "linear"):
             return z
         if self.family == "nonlinear":
-            return np.sin(2 * z) + z**2 / 2
+            return portable.sin(2 * z) + z * z / 2
         if self.family == "scaled_tanh":
-            return self.scaled_tanh_a * np.tanh(z) + self.scaled_tanh_b * z
+            return self.scaled_tanh_a * portable.tanh(z) + self.scaled_tanh_b * z
         raise ValueError(f"unknown synthetic family {self.family!r}; allowed: {', '.join(FAMILIES)}")
 
     @property
@@ -114,8 +116,9 @@ def make_synthetic(
         X *= scales  # in place: no full-size temporaries at a million rows
         X += offsets
         direction = rng.standard_normal(n_features)
-        weights = 1.5 * direction / np.linalg.norm(direction) / scales  # z has std 1.5
-        bias = 0.3 - float(offsets @ weights)  # centre z near 0.3, where tanh bends
+        norm = math.sqrt(portable.dot(direction, direction))  # not np.linalg.norm: BLAS, CPU-dependent
+        weights = 1.5 * direction / norm / scales  # z has std 1.5
+        bias = 0.3 - portable.dot(offsets, weights)  # centre z near 0.3, where tanh bends
         columns = [f"x{i}" for i in range(n_features)]
     truth = SyntheticTruth(
         weights.tolist(),

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from torchtrack import portable
 from torchtrack.config import METRICS_DIR, PREPARED_DIR, Config
 from torchtrack.data import Scaler, load_source, split_indices, write_splits
 from torchtrack.files import write_json
@@ -33,12 +34,12 @@ def run(
         write_splits({name: scaler.transform(part) for name, part in raw.items()}, scaler, out_dir, truth)
         summary: dict[str, float] = {f"rows_{name}": len(part) for name, part in raw.items()}
         summary["features"] = len(scaler.features)
-        summary["target_std_train"] = float(raw["train"][target].std())
+        summary["target_std_train"] = portable.std(raw["train"][target].to_numpy(), ddof=1)
         if truth is not None:
             test_X = raw["test"][scaler.features].to_numpy(np.float64)
             residual = raw["test"][target].to_numpy() - truth.clean_target(test_X)
             summary["noise_variance"] = truth.noise_variance
-            summary["oracle_test_mse"] = float(np.mean(residual**2))  # the true rule's test MSE
+            summary["oracle_test_mse"] = portable.mean(residual * residual)  # the true rule's test MSE
         write_json(metrics_path, summary)
         tracker.log_metrics(summary)
         tracker.log_artifact(out_dir / "scaler.json")

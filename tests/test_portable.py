@@ -1,0 +1,74 @@
+"""portable: float64 math from IEEE basic operations only, close to the C library's and exact
+in what it promises (fixed summation order, exactly rounded sums)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from torchtrack import portable
+
+POINTS = np.concatenate(
+    [
+        np.linspace(-30.0, 30.0, 20_001),
+        np.random.default_rng(0).normal(0.3, 1.5, 20_000),
+        [0.0, -0.0, 1e-300, -1e-12, 1e-8, 0.5 * math.log(2), 19.999, 20.0, 21.0, -700.0],
+    ]
+)
+
+
+def ulps(got: np.ndarray, want: np.ndarray) -> float:
+    """The largest error in units of the last place of the expected values."""
+    return float(np.max(np.abs(got - want) / np.spacing(np.maximum(np.abs(want), 1e-300))))
+
+
+def test_exp_is_within_a_few_units_in_the_last_place_of_the_c_library():
+    x = POINTS[np.abs(POINTS) < 700]
+    assert ulps(portable.exp(x), np.array([math.exp(v) for v in x])) <= 4
+
+
+def test_tanh_matches_the_c_library_to_rounding_and_saturates_at_one():
+    want = np.array([math.tanh(v) for v in POINTS])
+    got = portable.tanh(POINTS)
+    assert np.max(np.abs(got - want)) <= 4 * np.spacing(1.0)  # absolute: 1 - 2/(e^2x + 1) near 0
+    assert portable.tanh(np.array([25.0, -25.0])).tolist() == [1.0, -1.0]
+    assert math.copysign(1.0, portable.tanh(np.array([-0.0]))[0]) == -1.0  # odd, down to the sign of 0
+
+
+def test_sin_matches_the_c_library_to_rounding_in_every_quadrant():
+    x = np.concatenate([POINTS, 2 * POINTS, np.arange(-64, 65) * math.pi / 4])
+    want = np.array([math.sin(v) for v in x])
+    assert np.max(np.abs(portable.sin(x) - want)) <= 4 * np.spacing(1.0)
+
+
+def test_matvec_sums_the_columns_in_order():
+    rng = np.random.default_rng(1)
+    X, w = rng.normal(size=(500, 7)), rng.normal(size=7)
+    in_order = X[:, 0] * w[0]
+    for j in range(1, 7):
+        in_order = in_order + X[:, j] * w[j]
+    assert portable.matvec(X, w).tobytes() == in_order.tobytes()
+    assert portable.matvec(X, w) == pytest.approx(X @ w, rel=1e-12)
+
+
+def test_sums_are_exactly_rounded_so_order_cannot_change_them():
+    values = np.array([1e16, 1.0, -1e16, 3.0])  # a plain left-to-right sum loses the 1.0
+    assert portable.mean(values) == 1.0
+    assert portable.dot(values, np.ones(4)) == 4.0
+    shuffled = np.random.default_rng(2).normal(size=10_001) * 1e6
+    assert portable.mean(shuffled) == portable.mean(shuffled[::-1])
+
+
+def test_mean_and_std_agree_with_numpy():
+    values = np.random.default_rng(3).normal(5.0, 2.0, 9_999)
+    assert portable.mean(values) == pytest.approx(values.mean(), rel=1e-14)
+    assert portable.std(values) == pytest.approx(values.std(), rel=1e-12)
+    assert portable.std(values, ddof=1) == pytest.approx(values.std(ddof=1), rel=1e-12)
+
+
+def test_sums_that_overflow_give_inf_or_nan_as_numpy_does():
+    assert portable.dot(np.array([1e200, 1e200]), np.array([1e200, 1e200])) == math.inf
+    assert math.isnan(portable.dot(np.array([1e200, -1e200]), np.array([1e200, 1e200])))
+    assert portable.mean(np.array([1e308, 1e308])) == math.inf  # as NumPy's mean, not an exception
