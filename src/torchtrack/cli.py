@@ -6,6 +6,8 @@ the results.
     torchtrack serve [--host 127.0.0.1] [--port 5001]
     torchtrack compare [--experiment NAME] [--metric test_mse] [--limit 20]
     torchtrack ui [--host 127.0.0.1] [--mlflow-port 5000] [--tensorboard-port 6006]
+    torchtrack server --backend-store-uri postgresql://... --artifacts-destination s3://... [--auth]
+    torchtrack push-runs [--to http://server:5000] [--experiment NAME]
 
 Heavy libraries (torch, mlflow) are imported inside the subcommands, so --help is instant.
 Exit codes: see EXIT_MEANINGS (also printed by --help).
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import time
 
@@ -91,6 +94,31 @@ def run_ui(args: argparse.Namespace) -> int:
     from torchtrack.ui import serve
 
     return serve(load_config(args.params).tracking, args.host, args.mlflow_port, args.tensorboard_port)
+
+
+def run_server(args: argparse.Namespace) -> int:
+    """The team's MLflow tracking server until Ctrl-C (docs/team.md)."""
+    from torchtrack.server import run_server
+
+    extra = args.mlflow_args[1:] if args.mlflow_args[:1] == ["--"] else args.mlflow_args
+    return run_server(
+        args.backend_store_uri,
+        args.artifacts_destination,
+        args.host,
+        args.port,
+        args.workers,
+        args.auth,
+        args.auth_database_uri,
+        extra,
+    )
+
+
+def run_push_runs(args: argparse.Namespace) -> int:
+    """Copy the local store's runs to the tracking server."""
+    from torchtrack.push_runs import push_runs
+
+    print(push_runs(args.source, args.target, args.experiment).summary(), file=sys.stderr)
+    return 0
 
 
 def positive_int(text: str) -> int:
@@ -177,6 +205,59 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--tensorboard-port", type=int, default=6006, help="(default: %(default)s)")
     add_params(ui)
     ui.set_defaults(handler=run_ui)
+
+    server = add(
+        "server",
+        "run the team's MLflow tracking server (PostgreSQL store, S3 artifacts, logins)",
+        "Run `mlflow server` with the backend store and artifact destination given (artifacts "
+        "are served through it, so clients need no S3 credentials), on loopback unless --host "
+        "says otherwise; print the command line with passwords masked. S3 credentials and "
+        "endpoint come from AWS_* and MLFLOW_S3_ENDPOINT_URL. See docs/team.md. Arguments "
+        "after -- go to `mlflow server` as they are.",
+    )
+    server.add_argument(
+        "--backend-store-uri",
+        default=os.environ.get("MLFLOW_BACKEND_STORE_URI"),
+        help="e.g. postgresql://USER:PASSWORD@HOST:5432/DB (default: $MLFLOW_BACKEND_STORE_URI)",
+    )
+    server.add_argument(
+        "--artifacts-destination",
+        default=os.environ.get("MLFLOW_ARTIFACTS_DESTINATION"),
+        help="e.g. s3://BUCKET/mlartifacts (default: $MLFLOW_ARTIFACTS_DESTINATION)",
+    )
+    server.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    server.add_argument("--port", type=int, default=5000, help="port to listen on (default: %(default)s)")
+    server.add_argument("--workers", type=positive_int, help="worker processes (default: MLflow's)")
+    server.add_argument(
+        "--auth",
+        action="store_true",
+        help="logins (MLflow's basic-auth app); needs MLFLOW_FLASK_SERVER_SECRET_KEY and, on the "
+        "first start, MLFLOW_AUTH_ADMIN_PASSWORD",
+    )
+    server.add_argument("--auth-database-uri", help="where the logins are kept (default: the backend store)")
+    server.add_argument("mlflow_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    server.set_defaults(handler=run_server)
+
+    push = add(
+        "push-runs",
+        "copy the runs of the local MLflow store to a tracking server",
+        "Copy every finished run of the local store (mlflow.db) to the tracking server: params, "
+        "metrics with their steps and times, tags, artifacts, parent/child structure and the "
+        "logged model. A run already copied is skipped, so a second call copies only new runs.",
+    )
+    push.add_argument(
+        "--to",
+        dest="target",
+        default=os.environ.get("MLFLOW_TRACKING_URI"),
+        help="the tracking server (default: $MLFLOW_TRACKING_URI)",
+    )
+    push.add_argument(
+        "--from", dest="source", help="the store to copy from (default: mlflow.db at the repository root)"
+    )
+    push.add_argument(
+        "--experiment", action="append", help="copy only this experiment (repeatable; default: all)"
+    )
+    push.set_defaults(handler=run_push_runs)
     return parser
 
 

@@ -32,6 +32,7 @@ def find_model_runs(experiment: str, tracking_uri: str | None = None) -> list[An
     from torchtrack import tracking
 
     uri = tracking_uri or tracking.tracking_uri()
+    tracking.check_reachable(uri)  # a server that is down, or refuses the login: one line
     client = MlflowClient(uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:

@@ -27,3 +27,7 @@ class TrainingError(PipelineError):
 
 class TrackingStoreError(PipelineError):
     """The MLflow tracking server cannot be reached."""
+
+
+class TrackingLoginError(TrackingStoreError):
+    """The MLflow tracking server refuses this login (wrong or missing username or password)."""

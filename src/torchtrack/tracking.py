@@ -31,6 +31,7 @@ from urllib.parse import urlsplit, urlunsplit
 from torchtrack.config import TrackingConfig
 from torchtrack.errors import TrackingStoreError
 from torchtrack.files import write_atomic
+from torchtrack.login import check_login
 from torchtrack.processes import HOST_TAG, ProcessIdentity
 from torchtrack.profiling import timed
 from torchtrack.signals import uninterrupted
@@ -91,7 +92,8 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
 
     MLflow's client retries a refused connection with growing back-off for minutes; this
     probe gives up within seconds. Any answer (an error status, a TLS failure) counts as
-    reachable: MLflow's own requests report what is wrong with it.
+    reachable: MLflow's own requests report what is wrong with it, except a refused login
+    (`login.check_login`), which ends the stage in one line before it creates a run.
     """
     if not uri.startswith(("http://", "https://")):
         return
@@ -108,6 +110,7 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
             f"cannot reach the MLflow tracking server at {address} (MLFLOW_TRACKING_URI): "
             f"{type(exc).__name__}; start the server, or unset MLFLOW_TRACKING_URI to use the local store"
         ) from None
+    check_login(address, timeout)
 
 
 @contextmanager
