@@ -17,7 +17,9 @@ tracking server that does not answer stops the stage within seconds, naming its 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
+import struct
 import subprocess
 import sys
 import tempfile
@@ -309,9 +311,18 @@ class Tracker:
     @timed("figures")
     @uninterrupted()
     def log_figure(self, figure: Any, path: Path) -> None:
-        """Save a matplotlib figure to `path` (a stage output, atomically) and log it to both backends."""
-        write_atomic(path, lambda tmp: figure.savefig(tmp, dpi=100, format=path.suffix.lstrip(".")))
-        self.writer.add_figure(path.stem, figure, close=False)
+        """Save a matplotlib figure to `path`, a PNG stage output (atomically), and log it to both backends.
+
+        Drawn once: TensorBoard gets the saved PNG itself, where `add_figure` would draw it again.
+        """
+        from tensorboard.compat.proto.summary_pb2 import Summary
+
+        png = io.BytesIO()
+        figure.savefig(png, dpi=100, format="png")
+        write_atomic(path, lambda tmp: tmp.write_bytes(png.getvalue()))
+        width, height = struct.unpack(">II", png.getvalue()[16:24])  # the PNG header's IHDR chunk
+        image = Summary.Image(height=height, width=width, colorspace=4, encoded_image_string=png.getvalue())
+        self.writer.file_writer.add_summary(Summary(value=[Summary.Value(tag=path.stem, image=image)]))
         self.client.log_artifact(self.run_id, str(path), "figures")
         if self.model_run_id:
             self.client.log_artifact(self.model_run_id, str(path), "figures")
