@@ -27,6 +27,12 @@ def test_regression_metrics_match_sklearn():
     )
 
 
+def test_regression_metrics_match_sklearn_on_a_constant_target():
+    constant = np.full(4, 2.0)
+    for y_pred in (constant.copy(), Y_PRED):
+        assert regression_metrics(constant, y_pred)["r2"] == r2_score(constant, y_pred)
+
+
 def test_regression_metrics_known_values():
     metrics = regression_metrics(Y_TRUE, Y_PRED)
     # Residuals 0.5, 0.5, 0, 1: MSE 1.5/4, MAE 2/4; R^2 = 1 - 1.5 / sum((y - 2.875)^2) = 1 - 1.5/29.1875.

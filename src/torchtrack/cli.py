@@ -54,7 +54,7 @@ def run_stage(args: argparse.Namespace) -> int:
         stage = importlib.import_module(f"torchtrack.stages.{args.command}")
     with profiling.phase(STAGE_PHASE[args.command]):
         stage.run(config)
-    profiling.report(args.command, args.started)
+    profiling.report(args.command, args.started, args.started_cpu)
     return 0
 
 
@@ -263,9 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse `argv`, run the subcommand, map failures to exit codes."""
-    started = time.perf_counter()
+    started, started_cpu = time.perf_counter(), time.process_time()
     args = build_parser().parse_args(argv)
-    args.started = started
+    args.started, args.started_cpu = started, started_cpu
     from torchtrack.errors import PipelineError
 
     try:

@@ -22,16 +22,20 @@ def predict(model: nn.Module, X: torch.Tensor, batch_size: int = 65536) -> np.nd
 
 
 def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
-    """MSE, RMSE, MAE and R^2 from scikit-learn."""
-    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+    """MSE, RMSE, MAE and R^2, as scikit-learn defines them (its tests hold that).
 
-    mse = float(mean_squared_error(y_true, y_pred))
-    return {
-        "mse": mse,
-        "rmse": float(np.sqrt(mse)),
-        "mae": float(mean_absolute_error(y_true, y_pred)),
-        "r2": float(r2_score(y_true, y_pred)),
-    }
+    Computed with NumPy: importing scikit-learn's metrics costs evaluate most of a second.
+    """
+    y_true = np.asarray(y_true, np.float64).reshape(-1)
+    errors = np.asarray(y_pred, np.float64).reshape(-1) - y_true
+    mse = float(np.mean(errors**2))
+    spread = float(np.sum((y_true - y_true.mean()) ** 2))
+    residual = float(np.sum(errors**2))
+    if spread > 0:
+        r2 = 1.0 - residual / spread
+    else:  # a constant target: scikit-learn's r2_score gives 1 for a perfect fit, else 0
+        r2 = 1.0 if residual == 0 else 0.0
+    return {"mse": mse, "rmse": float(np.sqrt(mse)), "mae": float(np.mean(np.abs(errors))), "r2": r2}
 
 
 def least_squares_test_mse(

@@ -17,7 +17,9 @@ tracking server that does not answer stops the stage within seconds, naming its 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
+import struct
 import subprocess
 import sys
 import tempfile
@@ -68,6 +70,7 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / STORE_FILE}"
 
 
+@timed("store open")
 def open_store(uri: str) -> MlflowClient:
     """An MlflowClient for `uri`; a SQLite store is opened (and created) under a file lock.
 
@@ -87,6 +90,7 @@ def open_store(uri: str) -> MlflowClient:
         return MlflowClient(uri)  # builds the store, cached for this process
 
 
+@timed("store open")
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
     """Raise TrackingStoreError naming the address when an HTTP tracking server does not answer.
 
@@ -157,7 +161,7 @@ class Tracker:
     left RUNNING and that no longer exists.
     """
 
-    @timed("tracking")
+    @timed("run creation")
     def __init__(
         self,
         config: TrackingConfig,
@@ -217,6 +221,7 @@ class Tracker:
         self._last_flush = time.monotonic()
 
     # -- set-up ---------------------------------------------------------------------------
+    @timed("store open")
     def _experiment_id(self, name: str) -> str:
         from mlflow.exceptions import MlflowException
 
@@ -231,6 +236,7 @@ class Tracker:
         except MlflowException:  # created meanwhile by a concurrent stage
             return self.client.get_experiment_by_name(name).experiment_id
 
+    @timed("stale-run search")
     def _end_runs_of_gone_processes(self, host: str) -> None:
         runs = self.client.search_runs(
             [self.experiment_id], f"attributes.status = 'RUNNING' AND tags.`{HOST_TAG}` = '{host}'"
@@ -254,6 +260,7 @@ class Tracker:
             tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
         return tags
 
+    @timed("params")
     def _log_params(self, run_id: str, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
@@ -262,7 +269,7 @@ class Tracker:
             self.client.log_batch(run_id, params=items[start : start + 100])
 
     # -- logging --------------------------------------------------------------------------
-    @timed("tracking")
+    @timed("step metrics")
     @uninterrupted()
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
         """Scalars for this stage, buffered and written to both backends in batches.
@@ -278,7 +285,7 @@ class Tracker:
         ):
             self.flush()
 
-    @timed("tracking")
+    @timed("step metrics")
     @uninterrupted()
     def log_summary(self, metrics: dict[str, float], step: int = 0) -> None:
         """Final figures for the model run's row in MLflow (what Compare shows)."""
@@ -287,37 +294,46 @@ class Tracker:
         now = time.time()
         self._summary.extend((key, float(value), step, now) for key, value in metrics.items())
 
-    @timed("tracking")
+    @timed("artifacts")
     @uninterrupted()
     def log_graph(self, model: Any, example: Any) -> None:
         """The model graph for TensorBoard; its printed structure as an MLflow artifact."""
         self.writer.add_graph(model, example)
         self.client.log_text(self.run_id, str(model), "model_summary.txt")
 
-    @timed("tracking")
+    @timed("artifacts")
     @uninterrupted()
     def log_hparams(self, hparams: dict[str, Any], metrics: dict[str, float]) -> None:
         """Hyperparameters with their final metrics, for TensorBoard's HPARAMS tab."""
         clean = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in hparams.items()}
         self.writer.add_hparams(clean, {f"hparam/{k}": v for k, v in metrics.items()}, run_name=".")
 
-    @timed("tracking")
+    @timed("figures")
     @uninterrupted()
     def log_figure(self, figure: Any, path: Path) -> None:
-        """Save a matplotlib figure to `path` (a stage output, atomically) and log it to both backends."""
-        write_atomic(path, lambda tmp: figure.savefig(tmp, dpi=100, format=path.suffix.lstrip(".")))
-        self.writer.add_figure(path.stem, figure, close=False)
+        """Save a matplotlib figure to `path`, a PNG stage output (atomically), and log it to both backends.
+
+        Drawn once: TensorBoard gets the saved PNG itself, where `add_figure` would draw it again.
+        """
+        from tensorboard.compat.proto.summary_pb2 import Summary
+
+        png = io.BytesIO()
+        figure.savefig(png, dpi=100, format="png")
+        write_atomic(path, lambda tmp: tmp.write_bytes(png.getvalue()))
+        width, height = struct.unpack(">II", png.getvalue()[16:24])  # the PNG header's IHDR chunk
+        image = Summary.Image(height=height, width=width, colorspace=4, encoded_image_string=png.getvalue())
+        self.writer.file_writer.add_summary(Summary(value=[Summary.Value(tag=path.stem, image=image)]))
         self.client.log_artifact(self.run_id, str(path), "figures")
         if self.model_run_id:
             self.client.log_artifact(self.model_run_id, str(path), "figures")
 
-    @timed("tracking")
+    @timed("artifacts")
     @uninterrupted()
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         """A file for this stage's MLflow run."""
         self.client.log_artifact(self.run_id, str(path), artifact_path)
 
-    @timed("tracking")
+    @timed("model logging")
     @uninterrupted()
     def log_model(self, model: Any, input_example: Any) -> str:
         """The model to the model run via `mlflow.pytorch.log_model` (pt2, with signature).
@@ -354,7 +370,7 @@ class Tracker:
             )
         return info.model_uri
 
-    @timed("tracking")
+    @timed("step metrics")
     @uninterrupted()
     def flush(self) -> None:
         """Write buffered metrics: to TensorBoard, then to MLflow in `log_batch` calls."""
@@ -371,7 +387,7 @@ class Tracker:
         self._last_flush = time.monotonic()
 
     # -- ending ---------------------------------------------------------------------------
-    @timed("tracking")
+    @timed("artifacts")
     @uninterrupted()
     def close(self, status: str = "FINISHED") -> None:
         """Flush, attach this stage's TensorBoard events, end the run(s) with `status`."""
