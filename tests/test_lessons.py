@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from scripts.lessons import LESSONS, SHOW_COMMAND, queue_command, set_param_arg
 
 from torchtrack.config import config_from_dict
 from torchtrack.errors import ConfigError
-from torchtrack.lessons import LESSONS, SHOW_COMMAND, queue_command, set_param_arg
 
 PARAMS = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text())
 
