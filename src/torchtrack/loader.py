@@ -12,7 +12,9 @@ from collections.abc import Iterable, Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-BLOCK_ROWS = 65_536  # rows gathered per indexing operation: a few MB, however large the split
+# Rows gathered per indexing operation (and per chunk wherever a split is processed in pieces):
+# a few MB, however large the split.
+BLOCK_ROWS = 65_536
 
 
 def make_loader(
