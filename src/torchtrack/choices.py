@@ -2,7 +2,8 @@
 
 config.py validates params.yaml against these types, and each factory (data.load_source,
 synthetic.make_synthetic, models.build_model, activations.build_activation, losses.build_loss,
-training.make_optimizer, make_lr_schedule, resolve_device) builds exactly these names. Plain
+training.make_optimizer, make_lr_schedule, resolve_device) builds exactly these names, and
+names them when refusing another (tests/test_choices.py holds both sides to this list). Plain
 typing only, so that reading params.yaml imports no torch.
 """
 

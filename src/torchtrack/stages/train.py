@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 from torch import nn
 
-from torchtrack import activations, losses, models, training
+from torchtrack import activations, loader, losses, models, training
 from torchtrack.activations import learned_activation_values
 from torchtrack.checkpoints import EpochCheckpoint, fingerprint
 from torchtrack.config import METRICS_DIR, MODEL_DIR, PLOTS_DIR, PREPARED_DIR, Config
@@ -38,7 +38,7 @@ from torchtrack.training import (
 PARAM_SECTIONS = ("seed", "data", "model", "train")  # everything that shapes the model
 RUN_FILE = MODEL_DIR / "mlflow_run.json"  # which MLflow model run holds this model
 CHECKPOINT_FILE = MODEL_DIR / "checkpoint.pt"  # state after the last epoch; removed once the model is saved
-TRAINING_CODE = [Path(m.__file__) for m in (activations, losses, models, training)] + [Path(__file__)]
+TRAINING_CODE = [Path(m.__file__) for m in (activations, loader, losses, models, training)] + [Path(__file__)]
 
 
 def run(
