@@ -28,7 +28,7 @@ test-quick: setup
 	pytest -q -m "not slow"
 
 sweep: setup
-	python -m torchtrack.lessons
+	python scripts/lessons.py
 
 ui: setup
 	torchtrack ui

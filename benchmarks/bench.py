@@ -41,7 +41,7 @@ from torchtrack.cpu_kernels import NATIVE_ENV, PINNED
 from torchtrack.data import Scaler, TabularDataset, make_synthetic
 from torchtrack.models import build_model
 from torchtrack.profiling import PROFILE_ENV
-from torchtrack.training import fit, make_optimizer, seed_everything, set_threads
+from torchtrack.training import STEP_LOSS, fit, make_optimizer, seed_everything, set_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 PLAIN = ROOT / "benchmarks" / "plain_pipeline.py"
@@ -136,16 +136,13 @@ def tracked_loop(
             train_config,
             generator=generator,
             device=device,
+            loggers=(tracker,),
             log_every=tracking.log_every_n_steps,
-            on_step=lambda step, loss: tracker.log_metrics({"train_loss_step": loss}, step),
-            on_epoch=lambda r: tracker.log_metrics(
-                {"train_loss": r.train_loss, "val_loss": r.val_loss}, r.epoch
-            ),
         )
         tracker.flush()  # the buffered step metrics are part of the cost
         synchronize(device)
         seconds = time.perf_counter() - start
-        steps = len(tracker.client.get_metric_history(tracker.run_id, "train_loss_step"))
+        steps = len(tracker.client.get_metric_history(tracker.run_id, STEP_LOSS))
     del os.environ["MLFLOW_TRACKING_URI"]
     return seconds, steps
 
@@ -248,7 +245,7 @@ def data_path() -> dict:
     """Target 2: batches/s of the project's loader vs the per-row DataLoader default."""
     from torch.utils.data import DataLoader
 
-    from torchtrack.training import make_loader
+    from torchtrack.loader import make_loader
 
     train = dataset(100_000, 8)
 

@@ -18,6 +18,8 @@ import yaml
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
+from helpers import isolated_env
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 GIT_IDENTITY = {
@@ -47,9 +49,7 @@ def copy_repo(dest: Path) -> Path:
 
 def pipeline_env(repo: Path) -> dict[str, str]:
     """The venv first on PATH, the copy's own sources importable, no store override."""
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "DVC_ROOT", "DVC_EXP_NAME")
-    }
+    env = isolated_env()
     env.update(GIT_IDENTITY, PATH=f"{BIN}{os.pathsep}{env['PATH']}", PYTHONPATH=str(repo / "src"))
     return env
 

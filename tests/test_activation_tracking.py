@@ -7,6 +7,7 @@ import pytest
 from mlflow import MlflowClient
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from helpers import isolate_env
 from torchtrack.config import Config, DataConfig, ModelConfig, TrainConfig
 from torchtrack.files import read_json
 from torchtrack.stages import evaluate, prepare, train
@@ -18,8 +19,7 @@ EPOCHS = 3
 def workdir(tmp_path, monkeypatch):
     """An empty project folder with its own MLflow store."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("DVC_ROOT", raising=False)
-    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    isolate_env(monkeypatch)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     return tmp_path
 

@@ -16,7 +16,7 @@ from torchtrack.activations import (
     scaled_tanh_plus_x,
     tanh_plus_x,
 )
-from torchtrack.config import ACTIVATION_NAMES
+from torchtrack.choices import Activation, names
 from torchtrack.models import MLP, RegressionModel
 
 
@@ -85,10 +85,10 @@ def test_manual_grad_matches_autograd_in_values_and_gradients():
 
 
 def test_registry_matches_the_names_params_yaml_accepts():
-    assert tuple(ACTIVATIONS) == ACTIVATION_NAMES
+    assert tuple(ACTIVATIONS) == names(Activation)
 
 
-@pytest.mark.parametrize("name", ACTIVATION_NAMES)
+@pytest.mark.parametrize("name", names(Activation))
 def test_every_activation_keeps_float32_and_shape_for_any_batch(name):
     activation = build_activation(name)
     for batch in (1, 5, 300):

@@ -12,7 +12,7 @@ from torchtrack.checkpoints import EpochCheckpoint, fingerprint
 from torchtrack.config import TrainConfig
 from torchtrack.data import Scaler, TabularDataset, make_synthetic, split_indices
 from torchtrack.models import RegressionModel
-from torchtrack.training import EpochResult, fit, seed_everything
+from torchtrack.training import fit, seed_everything
 
 CONFIG = TrainConfig(lr=0.05, epochs=4, batch_size=32, shuffle=True)
 # A schedule and early stopping carry state from epoch to epoch too.
@@ -36,7 +36,18 @@ def splits() -> tuple[TabularDataset, TabularDataset]:
 
 
 class StopAfter(Exception):
-    """Raised from on_epoch to interrupt fit after a given epoch."""
+    """Raised while an epoch is logged, to interrupt fit after a given epoch."""
+
+
+class StopAfterEpoch:
+    """A logger for `fit` that interrupts it once epoch `epoch` is logged (None: never)."""
+
+    def __init__(self, epoch: int | None):
+        self.epoch = epoch
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        if "val_loss" in metrics and step == self.epoch:
+            raise StopAfter
 
 
 def train(splits, checkpoint: EpochCheckpoint | None, stop_after: int | None = None, config=CONFIG):
@@ -44,13 +55,15 @@ def train(splits, checkpoint: EpochCheckpoint | None, stop_after: int | None = N
     generator = seed_everything(0)
     model = RegressionModel(in_features=3)
 
-    def on_epoch(result: EpochResult) -> None:
-        if result.epoch == stop_after:
-            raise StopAfter
-
     cpu = torch.device("cpu")
     history = fit(
-        model, *splits, config, generator=generator, device=cpu, on_epoch=on_epoch, checkpoint=checkpoint
+        model,
+        *splits,
+        config,
+        generator=generator,
+        device=cpu,
+        loggers=[StopAfterEpoch(stop_after)],
+        checkpoint=checkpoint,
     )
     return model.state_dict(), history
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,15 +9,16 @@ from pathlib import Path
 import pytest
 import yaml
 
+from helpers import isolated_env
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "DVC_ROOT")}
     return subprocess.run(
         [sys.executable, "-m", "torchtrack", *args],
         cwd=cwd,
-        env=env,
+        env=isolated_env(),
         capture_output=True,
         text=True,
         timeout=300,
@@ -125,7 +125,7 @@ def test_ui_serves_mlflow_and_tensorboard_on_loopback_until_ctrl_c(tmp_path):
 
     params = write_params(tmp_path)
     ports = {"mlflow": free_port(), "tensorboard": free_port()}
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "DVC_ROOT")}
+    env = isolated_env()
     ui = subprocess.Popen(
         [
             sys.executable,

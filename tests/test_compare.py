@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from helpers import isolate_env
 from torchtrack.cli import main
 from torchtrack.compare import comparison_report, find_model_runs, higher_is_better, rank_runs, runs_table
 from torchtrack.config import TrackingConfig
@@ -32,8 +33,7 @@ def store(tmp_path_factory) -> str:
     config = TrackingConfig(experiment=EXPERIMENT)
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
-        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
-        patch.delenv("DVC_ROOT", raising=False)
+        isolate_env(patch)
         for name, (changes, summary) in RUNS.items():
             patch.setenv("DVC_EXP_NAME", name)  # how `dvc exp run` names a model run
             with Tracker(config, "train", params=BASE_PARAMS | changes, model_run="new") as tracker:

@@ -15,11 +15,11 @@ from torch import nn
 from torchtrack.cli import main
 from torchtrack.config import TrainConfig
 from torchtrack.data import Scaler, TabularDataset, make_synthetic
+from torchtrack.loader import make_loader
 from torchtrack.models import RegressionModel
 from torchtrack.tracking import tracking_uri
 from torchtrack.training import (
     NonFiniteLossError,
-    make_loader,
     make_optimizer,
     seed_everything,
     train_one_epoch,

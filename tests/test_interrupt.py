@@ -18,7 +18,7 @@ import time
 import pytest
 from mlflow import MlflowClient
 
-from conftest import read_scalars
+from helpers import read_scalars
 from pipeline_copy import (
     StageProcess,
     copy_repo,

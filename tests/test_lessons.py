@@ -3,16 +3,19 @@ names in params fail naming the allowed values."""
 
 import copy
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from scripts.lessons import LESSONS, SHOW_COMMAND, queue_command, set_param_arg
 
 from torchtrack.config import config_from_dict
 from torchtrack.errors import ConfigError
-from torchtrack.lessons import LESSONS, SHOW_COMMAND, queue_command, set_param_arg
 
-PARAMS = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text())
+ROOT = Path(__file__).resolve().parents[1]
+PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
 
 
 def apply_set_params(command: list[str]) -> dict:
@@ -86,3 +89,12 @@ def test_unknown_names_in_params_list_the_allowed_values(section, key, value, al
 def test_params_huber_delta_must_be_positive(delta):
     with pytest.raises(ConfigError, match="train.huber_delta must be > 0"):
         config_from_dict({"train": {"huber_delta": delta}})
+
+
+def test_help_prints_the_usage_and_queues_nothing(tmp_path):
+    """--help is parsed before anything runs: outside a DVC repository, queueing would fail."""
+    script = ROOT / "scripts" / "lessons.py"
+    result = subprocess.run([sys.executable, script, "--help"], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage:") and "outliers-huber" in result.stdout
+    assert list(tmp_path.iterdir()) == []

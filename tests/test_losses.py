@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from torchtrack.losses import LOSSES, HuberLoss, build_loss
+from torchtrack.choices import Loss, names
+from torchtrack.losses import HuberLoss, build_loss
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -80,7 +81,7 @@ def test_build_loss_selects_each_loss_by_name():
     assert isinstance(build_loss("l1"), nn.L1Loss)
     huber = build_loss("huber", huber_delta=0.25)
     assert isinstance(huber, HuberLoss) and huber.delta == 0.25
-    assert LOSSES == ("mse", "l1", "huber")
+    assert names(Loss) == ("mse", "l1", "huber")
 
 
 def test_unknown_loss_names_the_allowed_values():

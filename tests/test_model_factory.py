@@ -1,6 +1,8 @@
 """Models: linear regression with any activation and the MLP, built from params by one factory,
 saved and rebuilt from checkpoints, exportable with torch.export."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from torch import nn
@@ -77,8 +79,11 @@ def test_factory_builds_linear_regression_and_mlp():
 
 
 def test_factory_names_the_allowed_model_kinds():
+    """A ModelConfig cannot hold an unknown kind; a look-alike object that does is refused too."""
+    with pytest.raises(ValueError, match="kind"):
+        ModelConfig(kind="cnn")
     with pytest.raises(ValueError, match="unknown model kind 'cnn'; allowed: linear, mlp"):
-        build_model(ModelConfig(kind="cnn"), 2)
+        build_model(SimpleNamespace(kind="cnn"), 2)
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from helpers import isolate_env
+
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "journal.ipynb"
 SKIP_TAG = "skip-execution"  # nbclient's default skip_cells_with_tag
 
@@ -34,8 +36,7 @@ def test_notebook_is_stored_without_outputs(notebook):
 def test_notebook_runs_headless_top_to_bottom(tmp_path, monkeypatch):
     from nbclient import NotebookClient
 
-    for name in ("MLFLOW_TRACKING_URI", "DVC_ROOT", "DVC_EXP_NAME"):
-        monkeypatch.delenv(name, raising=False)  # the kernel inherits this environment
+    isolate_env(monkeypatch)  # the kernel inherits this environment
     notebook = nbformat.read(NOTEBOOK, as_version=4)  # a fresh copy: execute() fills in outputs
     client = NotebookClient(notebook, timeout=300, kernel_name="python3",
                             resources={"metadata": {"path": str(tmp_path)}})  # fmt: skip

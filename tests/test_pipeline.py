@@ -11,7 +11,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from conftest import read_scalars
+from helpers import read_scalars
 from pipeline_copy import copy_repo, dvc, pipeline_env, stages_run, update_params
 
 pytestmark = pytest.mark.slow

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from helpers import isolated_env
 from torchtrack.cli import main
 from torchtrack.errors import DataError
 from torchtrack.predict import PREDICTION_COLUMN, Predictor
@@ -106,7 +107,7 @@ def test_served_model_answers_like_predict(trained_project, tmp_path):
 
     port = free_port()
     log = tmp_path / "server.log"
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "DVC_ROOT")}
+    env = isolated_env()
     with log.open("w") as out:
         server = subprocess.Popen(
             [sys.executable, "-m", "torchtrack", "serve", "--host", "127.0.0.1", "--port", str(port)],

@@ -3,7 +3,6 @@ seconds (MLflow's own retries take minutes) with one line naming the address, ex
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 import yaml
 
+from helpers import isolated_env
 from torchtrack.errors import TrackingStoreError
 from torchtrack.tracking import check_reachable
 
@@ -28,7 +28,8 @@ def closed_port() -> int:
 def test_a_stage_fails_within_30_seconds_naming_the_address(tmp_path):
     address = f"http://127.0.0.1:{closed_port()}"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"data": {"n_samples": 100}}))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_HTTP_REQUEST")}
+    # MLflow's retry settings stay at their defaults
+    env = {k: v for k, v in isolated_env().items() if not k.startswith("MLFLOW_HTTP_REQUEST")}
     env["MLFLOW_TRACKING_URI"] = address
     started = time.monotonic()
     result = subprocess.run(

@@ -3,7 +3,10 @@
 import numpy as np
 import pytest
 
-from torchtrack.synthetic import FAMILIES, SyntheticTruth, make_synthetic
+from torchtrack.choices import Family, names
+from torchtrack.synthetic import SyntheticTruth, make_synthetic
+
+FAMILIES = names(Family)
 
 
 def residuals(frame, truth):

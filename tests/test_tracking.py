@@ -10,7 +10,7 @@ import torch
 from mlflow import MlflowClient
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import read_scalars
+from helpers import read_scalars
 from torchtrack.models import RegressionModel
 from torchtrack.tracking import Tracker, repo_root, tracking_uri
 
@@ -75,7 +75,7 @@ def test_tensorboard_gets_scalars_graph_and_hparams(workdir, tracking_config):
         tracker.log_graph(model, torch.zeros(4, 3))
         tracker.log_metrics({"train_loss": 2.0, "val_loss": 3.0}, 1)
         tracker.log_metrics({"train_loss": 1.0, "val_loss": 1.5}, 2)
-        tracker.log_hparams({"train.lr": 0.1, "data.path": None}, {"val_loss": 1.5})
+        tracker.log_hyperparams({"train.lr": 0.1, "data.path": None}, {"val_loss": 1.5})
     assert tracker.log_dir.parent == workdir / "runs" / "train"
     scalars = read_scalars(tracker.log_dir)
     assert scalars["train_loss"] == [(1, 2.0), (2, 1.0)]

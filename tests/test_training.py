@@ -1,20 +1,24 @@
 """training.py: seeded, reproducible fitting that lowers validation loss and stops on divergence."""
 
+import gc
 import math
 
 import pytest
 import torch
 from torch import nn
 
+from helpers import RecordingLogger
 from torchtrack.config import TrainConfig
 from torchtrack.data import Scaler, TabularDataset, make_synthetic, split_indices
 from torchtrack.errors import ConfigError, TrainingError
+from torchtrack.loader import make_loader
 from torchtrack.models import RegressionModel
 from torchtrack.training import (
+    STEP_LOSS,
     NonFiniteLossError,
+    epoch_metrics,
     evaluate_loss,
     fit,
-    make_loader,
     make_optimizer,
     resolve_device,
     seed_everything,
@@ -42,7 +46,7 @@ def test_fit_lowers_validation_loss(splits):
     generator = seed_everything(0)
     model = RegressionModel(in_features=3)
     before = evaluate_loss(model, make_loader(val_set, 1024, False), nn.MSELoss(), CPU)
-    epochs = []
+    logger = RecordingLogger()
     history = fit(
         model,
         train_set,
@@ -50,10 +54,10 @@ def test_fit_lowers_validation_loss(splits):
         TrainConfig(lr=0.05, epochs=5, batch_size=32),
         generator=generator,
         device=CPU,
-        on_epoch=epochs.append,
+        loggers=[logger],
     )
     assert [result.epoch for result in history] == [1, 2, 3, 4, 5]
-    assert epochs == history
+    assert logger.logged == [(result.epoch, epoch_metrics(result)) for result in history]
     assert history[-1].val_loss < 0.05 * before
     assert history[-1].val_loss < 3 * NOISE_STD**2  # near the noise floor
 
@@ -94,12 +98,12 @@ def test_huge_sgd_learning_rate_raises_non_finite_loss_error(splits):
     assert isinstance(excinfo.value, TrainingError)
 
 
-def test_train_one_epoch_calls_on_step_every_log_every_steps(splits):
+def test_train_one_epoch_logs_the_step_loss_every_log_every_steps(splits):
     train_set, _ = splits
     loader = make_loader(TabularDataset(train_set.data.iloc[:100]), batch_size=10, shuffle=False)
     model = RegressionModel(in_features=3)
     optimizer = make_optimizer(model.parameters(), TrainConfig(lr=0.01))
-    calls = []
+    logger = RecordingLogger()
     train_one_epoch(
         model,
         loader,
@@ -108,33 +112,34 @@ def test_train_one_epoch_calls_on_step_every_log_every_steps(splits):
         CPU,
         first_step=20,
         log_every=3,
-        on_step=lambda *c: calls.append(c),
+        loggers=[logger],
     )
-    assert [step for step, _ in calls] == [21, 24, 27, 30]
-    assert all(isinstance(loss, float) and math.isfinite(loss) for _, loss in calls)
+    assert logger.steps_of(STEP_LOSS) == [21, 24, 27, 30]
+    assert all(list(metrics) == [STEP_LOSS] for _, metrics in logger.logged)
+    assert all(isinstance(m[STEP_LOSS], float) and math.isfinite(m[STEP_LOSS]) for _, m in logger.logged)
 
 
-def test_train_one_epoch_without_log_every_never_calls_on_step(splits):
+def test_train_one_epoch_without_log_every_never_logs(splits):
     train_set, _ = splits
     loader = make_loader(TabularDataset(train_set.data.iloc[:50]), batch_size=10, shuffle=False)
     model = RegressionModel(in_features=3)
-    calls = []
+    logger = RecordingLogger()
     loss = train_one_epoch(
         model,
         loader,
         nn.MSELoss(),
         make_optimizer(model.parameters(), TrainConfig()),
         CPU,
-        on_step=lambda *c: calls.append(c),
+        loggers=[logger],
     )
-    assert calls == []
+    assert logger.logged == []
     assert math.isfinite(loss)
 
 
 def test_fit_step_numbers_keep_increasing_across_epochs(splits):
     train_set, val_set = splits
     small = TabularDataset(train_set.data.iloc[:100])
-    steps = []
+    logger = RecordingLogger()
     fit(
         RegressionModel(in_features=3),
         small,
@@ -142,10 +147,28 @@ def test_fit_step_numbers_keep_increasing_across_epochs(splits):
         TrainConfig(epochs=2, batch_size=10),
         generator=seed_everything(0),
         device=CPU,
+        loggers=[logger],
         log_every=5,
-        on_step=lambda step, loss: steps.append(step),
     )
-    assert steps == [5, 10, 15, 20]
+    assert logger.steps_of(STEP_LOSS) == [5, 10, 15, 20]
+    assert logger.steps_of("val_loss") == [1, 2]  # epoch metrics at the epoch number, after its steps
+    assert [step for step, _ in logger.logged] == [5, 10, 1, 15, 20, 2]
+
+
+def test_fit_logs_learnable_activation_values_with_each_epoch(splits):
+    train_set, val_set = splits
+    model = RegressionModel(in_features=3, activation="learnable_tanh_plus_x")
+    logger = RecordingLogger()
+    config = TrainConfig(epochs=2, batch_size=64)
+    fit(model, train_set, val_set, config, generator=seed_everything(0), device=CPU, loggers=[logger])
+    assert [set(metrics) for _, metrics in logger.logged] == [
+        {"train_loss", "val_loss", "lr"}
+        | {
+            "activation.a",
+            "activation.b",
+        }
+    ] * 2
+    assert logger.logged[-1][1]["activation.a"] == model.activation.a.item()
 
 
 def test_resolve_device_cpu():
@@ -187,39 +210,59 @@ def test_fit_on_cuda_follows_the_cpu_run(splits):
         assert cuda.val_loss == pytest.approx(cpu.val_loss, rel=1e-3)
 
 
-def freeze_counts_while_fitting(splits) -> list[int]:
-    """gc.get_freeze_count() at the end of each of two epochs of `fit`."""
-    import gc
+class GarbageCollectorProbe:
+    """A logger for `fit` that notes the collector's state at the end of each epoch."""
 
+    def __init__(self):
+        self.thresholds: list[tuple[int, int, int]] = []
+        self.freeze_counts: list[int] = []
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        if "val_loss" in metrics:
+            self.thresholds.append(gc.get_threshold())
+            self.freeze_counts.append(gc.get_freeze_count())
+
+
+def fit_with_probe(splits) -> GarbageCollectorProbe:
     train_set, val_set = splits
-    counts = []
-    fit(
-        RegressionModel(in_features=3),
-        train_set,
-        val_set,
-        TrainConfig(epochs=2, batch_size=64),
-        generator=seed_everything(0),
-        device=CPU,
-        on_epoch=lambda result: counts.append(gc.get_freeze_count()),
-    )
-    return counts
+    probe = GarbageCollectorProbe()
+    model, config = RegressionModel(in_features=3), TrainConfig(epochs=2, batch_size=64)
+    fit(model, train_set, val_set, config, generator=seed_everything(0), device=CPU, loggers=[probe])
+    return probe
 
 
-def test_fit_keeps_set_up_objects_out_of_garbage_collection_only_while_it_trains(splits):
-    import gc
+def test_fit_defers_full_collections_only_while_it_trains(splits):
+    before = gc.get_threshold()
+    probe = fit_with_probe(splits)
+    assert [young for *young, _ in probe.thresholds] == [list(before[:2])] * 2  # young ones collected
+    assert all(oldest > 10**9 for *_, oldest in probe.thresholds)
+    assert gc.get_threshold() == before
 
-    gc.unfreeze()  # a clean start, whatever froze objects before this test
-    during = freeze_counts_while_fitting(splits)
-    assert len(during) == 2 and min(during) > 0
-    assert gc.get_freeze_count() == 0
 
-
-def test_fit_leaves_a_heap_that_someone_else_froze_as_it_was(splits):
-    import gc
-
+def test_fit_restores_a_callers_own_collector_settings_and_frozen_objects(splits):
+    before = gc.get_threshold()
+    gc.set_threshold(123, 7, 3)
     gc.freeze()
     try:
-        freeze_counts_while_fitting(splits)
-        assert gc.get_freeze_count() > 0  # still frozen: fit did not unfreeze what it had not frozen
+        probe = fit_with_probe(splits)
+        assert min(probe.freeze_counts) > 0 and gc.get_freeze_count() > 0  # not unfrozen by fit
+        assert gc.get_threshold() == (123, 7, 3)
     finally:
         gc.unfreeze()
+        gc.set_threshold(*before)
+
+
+def test_fit_restores_the_collector_when_training_fails(splits):
+    train_set, val_set = splits
+    before = gc.get_threshold()
+    config = TrainConfig(optimizer="sgd", lr=1e6, epochs=1, batch_size=32)
+    with pytest.raises(NonFiniteLossError):
+        fit(
+            RegressionModel(in_features=3),
+            train_set,
+            val_set,
+            config,
+            generator=seed_everything(0),
+            device=CPU,
+        )
+    assert gc.get_threshold() == before

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from helpers import isolate_env
 from torchtrack.cli import main
 
 TINY_PARAMS = {
@@ -56,8 +57,7 @@ def trained_project(tmp_path_factory: pytest.TempPathFactory) -> TrainedProject:
     (root / "params.yaml").write_text(yaml.safe_dump(TINY_PARAMS))
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
-        for name in ("MLFLOW_TRACKING_URI", "DVC_ROOT", "DVC_EXP_NAME"):
-            patch.delenv(name, raising=False)
+        isolate_env(patch)
         for stage in ("prepare", "train", "evaluate"):
             assert main([stage]) == 0, f"{stage} failed"
     return TrainedProject(root)

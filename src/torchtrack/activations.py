@@ -11,6 +11,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from torchtrack.choices import Activation, unknown
+
 
 def tanh_plus_x(x: torch.Tensor) -> torch.Tensor:
     """The journal's week-3 activation: tanh(x) + x."""
@@ -80,7 +82,7 @@ class ManualGradTanhPlusX(LearnableTanhPlusX):
         return scaled_tanh_plus_x(x, self.a, self.b)
 
 
-ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+ACTIVATIONS: dict[Activation, Callable[[], nn.Module]] = {  # one builder per choices.Activation
     "identity": nn.Identity,
     "tanh_plus_x": TanhPlusX,
     "learnable_tanh_plus_x": LearnableTanhPlusX,
@@ -96,10 +98,10 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
 }
 
 
-def build_activation(name: str = "tanh_plus_x") -> nn.Module:
-    """A new activation module for `name`, one of ACTIVATIONS."""
+def build_activation(name: Activation = "tanh_plus_x") -> nn.Module:
+    """A new activation module for `name`, one of choices.Activation."""
     if name not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {name!r}; allowed: {', '.join(ACTIVATIONS)}")
+        raise unknown("activation", name, Activation)
     return ACTIVATIONS[name]()
 
 

@@ -1,19 +1,30 @@
 """The one reader of params.yaml: parse it once, validate every key, return typed config.
 
-Every other module receives these dataclasses, never raw dicts. `load_config()` raises
-`ConfigError` naming the offending key before any stage does any work.
+Every other module receives these frozen dataclasses, never raw dicts. pydantic checks each
+key's type, range and allowed values (torchtrack.choices); `load_config()` raises
+`ConfigError` naming the first offending key, in one line, before any stage does any work.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-import types
-import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import BeforeValidator, ConfigDict, Field, Strict, TypeAdapter, ValidationError
+from pydantic.dataclasses import dataclass
+
+from torchtrack.choices import (
+    Activation,
+    Device,
+    Family,
+    Loss,
+    LrSchedule,
+    ModelKind,
+    Optimizer,
+    Source,
+    names,
+)
 from torchtrack.errors import ConfigError
 
 PARAMS_FILE = Path("params.yaml")
@@ -24,110 +35,99 @@ MODEL_DIR = Path("models")  # the trained model and the MLflow run it belongs to
 METRICS_DIR = Path("metrics")  # small JSON metrics, committed to git
 PLOTS_DIR = Path("plots")  # CSV data and PNG figures for `dvc plots show`
 
-# model.activation's allowed values; torchtrack.activations.ACTIVATIONS builds each one.
-ACTIVATION_NAMES = (
-    "identity",
-    "tanh_plus_x",
-    "learnable_tanh_plus_x",
-    "manual_grad_tanh_plus_x",
-    "relu",
-    "leaky_relu",
-    "gelu",
-    "silu",
-    "elu",
-    "tanh",
-    "sigmoid",
-    "softplus",
-)
+
+def _yaml_number(value: Any) -> Any:
+    """YAML 1.1 reads `1e-3` (no dot) as a string: take it as the number it means."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
 
 
-def _choice(*allowed: str) -> dict[str, Any]:
-    return {"choices": allowed}
+# Values as YAML writes them: no 1 for true, no 2.5 for an integer, no 3 for a name; an
+# integer is a number. A section is a mapping whose keys are all known.
+Bool = Annotated[bool, Strict()]
+Int = Annotated[int, Strict()]
+Number = Annotated[float, Strict(), BeforeValidator(_yaml_number)]
+Text = Annotated[str, Strict()]
+SECTION = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
-def _range(
-    low: float | None = None, high: float | None = None, *, open_low: bool = False, open_high: bool = False
-) -> dict[str, Any]:
-    return {"range": (low, high, open_low, open_high)}
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class DataConfig:
     """prepare: where the rows come from and how they are split and scaled."""
 
-    source: str = field(default="synthetic", metadata=_choice("synthetic", "csv", "diabetes"))
-    family: str = field(
-        default="tanh_plus_x",
-        metadata=_choice(  # synthetic target rule
-            "tanh_plus_x", "line", "linear", "nonlinear", "outliers", "scaled_tanh"
-        ),
-    )
-    path: str | None = None  # CSV file, when source is csv
-    target: str | None = None  # CSV target column; None means the last column
-    n_samples: int = field(default=50000, metadata=_range(10))  # synthetic rows
-    n_features: int = field(default=8, metadata=_range(1))  # synthetic feature columns (line: always 1)
-    noise_std: float = field(default=0.3, metadata=_range(0.0))  # synthetic Gaussian noise
-    scaled_tanh_a: float = 2.0  # scaled_tanh family: y = a * tanh(z) + b * z
-    scaled_tanh_b: float = 0.5
-    outlier_fraction: float = field(default=0.1, metadata=_range(0.0, 1.0, open_high=True))  # outliers
-    outlier_scale: float = field(default=10.0, metadata=_range(0.0))  # mean outlier, in noise_std units
-    val_fraction: float = field(default=0.15, metadata=_range(0.0, 1.0, open_low=True, open_high=True))
-    test_fraction: float = field(default=0.15, metadata=_range(0.0, 1.0, open_low=True, open_high=True))
-    scale: bool = True  # standardise features with mean/std fitted on train only
+    source: Source = "synthetic"
+    family: Family = "tanh_plus_x"  # synthetic target rule
+    path: Text | None = None  # CSV file, when source is csv
+    target: Text | None = None  # CSV target column; None means the last column
+    n_samples: Int = Field(default=50000, ge=10)  # synthetic rows
+    n_features: Int = Field(default=8, ge=1)  # synthetic feature columns (line: always 1)
+    noise_std: Number = Field(default=0.3, ge=0)  # synthetic Gaussian noise
+    scaled_tanh_a: Number = 2.0  # scaled_tanh family: y = a * tanh(z) + b * z
+    scaled_tanh_b: Number = 0.5
+    outlier_fraction: Number = Field(default=0.1, ge=0, lt=1)  # outliers
+    outlier_scale: Number = Field(default=10.0, ge=0)  # mean outlier, in noise_std units
+    val_fraction: Number = Field(default=0.15, gt=0, lt=1)
+    test_fraction: Number = Field(default=0.15, gt=0, lt=1)
+    scale: Bool = True  # standardise features with mean/std fitted on train only
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class ModelConfig:
     """train: what the network is."""
 
-    kind: str = field(default="linear", metadata=_choice("linear", "mlp"))
-    activation: str = field(default="tanh_plus_x", metadata=_choice(*ACTIVATION_NAMES))
-    hidden_sizes: tuple[int, ...] = field(default=(64, 64), metadata=_range(1))  # mlp layer widths
-    dropout: float = field(default=0.0, metadata=_range(0.0, 1.0, open_high=True))  # mlp only
+    kind: ModelKind = "linear"
+    activation: Activation = "tanh_plus_x"
+    # mlp layer widths
+    hidden_sizes: tuple[Annotated[Int, Field(ge=1)], ...] = Field(default=(64, 64), min_length=1)
+    dropout: Number = Field(default=0.0, ge=0, lt=1)  # mlp only
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class TrainConfig:
     """train: how the network is fitted."""
 
-    loss: str = field(default="mse", metadata=_choice("mse", "l1", "huber"))
-    huber_delta: float = field(default=1.0, metadata=_range(0.0, open_low=True))
-    optimizer: str = field(default="adam", metadata=_choice("sgd", "adam", "adamw"))
-    lr: float = field(default=0.01, metadata=_range(0.0, open_low=True))
-    momentum: float = field(default=0.0, metadata=_range(0.0, 1.0, open_high=True))  # sgd only
-    weight_decay: float = field(default=0.0, metadata=_range(0.0))
-    lr_schedule: str = field(default="none", metadata=_choice("none", "step", "cosine"))
-    lr_step_epochs: int = field(default=10, metadata=_range(1))  # step: decay every this many epochs
-    lr_step_gamma: float = field(default=0.1, metadata=_range(0.0, 1.0, open_low=True))  # step factor
-    early_stopping_patience: int = field(default=0, metadata=_range(0))  # epochs; 0 = off
-    epochs: int = field(default=20, metadata=_range(1))
-    batch_size: int = field(default=256, metadata=_range(1))
-    shuffle: bool = True  # reshuffle the training rows every epoch
-    device: str = field(default="auto", metadata=_choice("auto", "cpu", "cuda"))
-    num_threads: int = field(default=1, metadata=_range(0))  # CPU threads; 0 = one per core
-    resume: bool = False  # continue an interrupted run from its last epoch checkpoint
+    loss: Loss = "mse"
+    huber_delta: Number = Field(default=1.0, gt=0)
+    optimizer: Optimizer = "adam"
+    lr: Number = Field(default=0.01, gt=0)
+    momentum: Number = Field(default=0.0, ge=0, lt=1)  # sgd only
+    weight_decay: Number = Field(default=0.0, ge=0)
+    lr_schedule: LrSchedule = "none"
+    lr_step_epochs: Int = Field(default=10, ge=1)  # step: decay every this many epochs
+    lr_step_gamma: Number = Field(default=0.1, gt=0, lt=1)  # step factor
+    early_stopping_patience: Int = Field(default=0, ge=0)  # epochs; 0 = off
+    epochs: Int = Field(default=20, ge=1)
+    batch_size: Int = Field(default=256, ge=1)
+    shuffle: Bool = True  # reshuffle the training rows every epoch
+    device: Device = "auto"
+    num_threads: Int = Field(default=1, ge=0)  # CPU threads; 0 = one per core
+    resume: Bool = False  # continue an interrupted run from its last epoch checkpoint
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class TrackingConfig:
     """Every stage: where TensorBoard and MLflow records go."""
 
-    experiment: str = "torchtrack"  # MLflow experiment name
-    tensorboard_dir: str = "runs"  # TensorBoard root; one sub-directory per stage execution
-    log_every_n_steps: int = field(default=50, metadata=_range(1))  # step-metric interval
-    flush_every_n_metrics: int = field(default=1000, metadata=_range(1))  # MLflow batch size
-    flush_every_seconds: float = field(default=5.0, metadata=_range(0.0, open_low=True))  # or this often
+    experiment: Text = "torchtrack"  # MLflow experiment name
+    tensorboard_dir: Text = "runs"  # TensorBoard root; one sub-directory per stage execution
+    log_every_n_steps: Int = Field(default=50, ge=1)  # step-metric interval
+    flush_every_n_metrics: Int = Field(default=1000, ge=1)  # MLflow batch size
+    flush_every_seconds: Number = Field(default=5.0, gt=0)  # or this often
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class Config:
     """The whole of params.yaml."""
 
-    seed: int = field(default=42, metadata=_range(0, 2**32 - 1))  # NumPy seeds are unsigned 32-bit
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    seed: Int = Field(default=42, ge=0, le=2**32 - 1)  # NumPy seeds are unsigned 32-bit
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    tracking: TrackingConfig = dataclasses.field(default_factory=TrackingConfig)
 
     def flat(self, *sections: str) -> dict[str, Any]:
         """Dotted `section.key -> value` pairs (all sections when none are named)."""
@@ -156,98 +156,69 @@ def load_config(path: str | Path = PARAMS_FILE) -> Config:
     return config_from_dict(raw, source=str(path))
 
 
+_PARAMS = TypeAdapter(Config)
+
+
 def config_from_dict(raw: Any, source: str = "params") -> Config:
     """Validate a parsed params mapping into a Config."""
-    config = _build(Config, raw, prefix="", source=source)
+    try:
+        config = _PARAMS.validate_python(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {_message(exc.errors()[0])}") from None
     _check_across_keys(config, source)
     return config
 
 
-def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
-    where = prefix.rstrip(".") or "top level"
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: {where} must be a mapping, got {type(raw).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - set(fields), key=repr)  # keys may be of any type YAML reads
-    if unknown:
-        raise ConfigError(
-            f"{source}: unknown key {prefix}{_shown(unknown[0])}; allowed keys in {where}: "
-            + ", ".join(fields)
-        )
-    hints = typing.get_type_hints(cls)
-    values = {}
-    for name, f in fields.items():
-        if name not in raw:
-            continue
-        key = f"{prefix}{name}"
-        hint = hints[name]
-        if dataclasses.is_dataclass(hint):
-            values[name] = _build(hint, raw[name], prefix=f"{key}.", source=source)
-        else:
-            values[name] = _check_value(key, raw[name], hint, f.metadata, source)
-    return cls(**values)
+# pydantic's error types, in params.yaml's words
+_TYPE_NAMES = {
+    "bool_type": "true or false",
+    "int_type": "an integer",
+    "float_type": "a number",
+    "string_type": "a string",
+}
+_BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
 
 
-def _check_value(key: str, value: Any, hint: Any, meta: Any, source: str) -> Any:
-    if typing.get_origin(hint) is tuple:  # tuple[X, ...]: a non-empty YAML list, each item checked as X
-        item = typing.get_args(hint)[0]
-        if not isinstance(value, (list, tuple)) or not value:
-            raise ConfigError(
-                f"{source}: {key} must be a non-empty list, each {_type_name(item)}; got {value!r}"
-            )
-        return tuple(_check_value(f"{key}[{i}]", v, item, meta, source) for i, v in enumerate(value))
-    allowed = [a for a in typing.get_args(hint) if a is not type(None)] if _is_union(hint) else [hint]
-    if value is None:
-        if type(None) in typing.get_args(hint):
-            return None
-        raise ConfigError(f"{source}: {key} must be {_type_name(allowed[0])}, got null")
-    kind = allowed[0]
-    if kind is float and isinstance(value, str):
-        value = _parse_float(value)  # YAML 1.1 reads `1e-3` (no dot) as a string
-    ok = (
-        (kind is bool and isinstance(value, bool))
-        or (kind is int and isinstance(value, int) and not isinstance(value, bool))
-        or (kind is float and isinstance(value, (int, float)) and not isinstance(value, bool))
-        or (kind is str and isinstance(value, str))
-    )
-    if not ok:
-        raise ConfigError(f"{source}: {key} must be {_type_name(kind)}, got {type(value).__name__} {value!r}")
-    if kind is float:
-        try:
-            value = float(value)
-        except OverflowError:  # an integer beyond float's range
-            value = math.inf
-        if not math.isfinite(value):
-            raise ConfigError(f"{source}: {key} must be a finite number, got {value!r}")
-    if "choices" in meta and value not in meta["choices"]:
-        raise ConfigError(f"{source}: {key} must be one of {', '.join(meta['choices'])}; got {value!r}")
-    if "range" in meta:
-        low, high, open_low, open_high = meta["range"]
-        if low is not None and (value <= low if open_low else value < low):
-            raise ConfigError(f"{source}: {key} must be {'>' if open_low else '>='} {low}, got {value!r}")
-        if high is not None and (value >= high if open_high else value > high):
-            raise ConfigError(f"{source}: {key} must be {'<' if open_high else '<='} {high}, got {value!r}")
-    return value
+def _message(error: Any) -> str:
+    """One of pydantic's errors as one line naming the dotted key, in params.yaml's words."""
+    loc, kind, value = error["loc"], error["type"], error["input"]
+    if kind == "invalid_key":  # a key that is not text, which pydantic's location turns into text
+        loc = (*loc[:-1], _shown(value))
+    key = "".join(f"[{part}]" if type(part) is int else f".{_shown(part)}" for part in loc)[1:]
+    got = "null" if value is None else f"{type(value).__name__} {value!r}"
+    if kind in ("unexpected_keyword_argument", "invalid_key"):
+        where = key.rpartition(".")[0] or "top level"
+        allowed = ", ".join(f.name for f in dataclasses.fields(_section(loc[:-1])))
+        return f"unknown key {key}; allowed keys in {where}: {allowed}"
+    if kind == "dataclass_type":
+        return f"{key or 'top level'} must be a mapping, got {type(value).__name__}"
+    if kind == "literal_error":
+        allowed = names(_section(loc[:-1]).__pydantic_fields__[loc[-1]].annotation)
+        return f"{key} must be one of {', '.join(allowed)}; got {value!r}"
+    if kind in _BOUNDS:
+        bound = next(iter(error["ctx"].values()))
+        bound = int(bound) if isinstance(bound, float) and bound.is_integer() else bound  # 0, not 0.0
+        return f"{key} must be {_BOUNDS[kind]} {bound}, got {value!r}"
+    if kind == "finite_number":
+        return f"{key} must be a finite number, got {value!r}"
+    if kind in _TYPE_NAMES:
+        return f"{key} must be {_TYPE_NAMES[kind]}, got {got}"
+    if loc and loc[-1] == "hidden_sizes":  # not a list, or an empty one
+        return f"{key} must be a non-empty list, each an integer; got {value!r}"
+    return f"{key or 'top level'}: {' '.join(error['msg'].split())}"  # pydantic's words, on one line
+
+
+def _section(loc: tuple) -> type:
+    """The config dataclass at `loc`, a path of section names from Config."""
+    cls = Config
+    for name in loc:
+        cls = cls.__pydantic_fields__[name].annotation
+    return cls
 
 
 def _shown(key: Any) -> str:
     """A key as written when it is plain printable text, else its repr: messages stay one line."""
     return key if isinstance(key, str) and key.isprintable() and key.strip() == key != "" else repr(key)
-
-
-def _parse_float(text: str) -> float | str:
-    try:
-        return float(text)
-    except ValueError:
-        return text
-
-
-def _is_union(hint: Any) -> bool:
-    return typing.get_origin(hint) in (typing.Union, types.UnionType)
-
-
-def _type_name(kind: type) -> str:
-    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[kind]
 
 
 def _check_across_keys(config: Config, source: str) -> None:

@@ -8,16 +8,16 @@ into a `TabularDataset`, the journal's Dataset subclass with `data`, `X` and `y`
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset
 
 from torchtrack import portable
+from torchtrack.choices import Source, unknown
 from torchtrack.config import DataConfig
 from torchtrack.errors import DataError
 from torchtrack.files import read_json, write_atomic, write_json
@@ -26,7 +26,6 @@ from torchtrack.synthetic import TARGET as SYNTHETIC_TARGET
 from torchtrack.synthetic import SyntheticTruth, make_synthetic
 
 SPLITS = ("train", "val", "test")
-SOURCES = ("synthetic", "csv", "diabetes")
 TRUTH_FILE = "truth.json"  # beside the splits when they are synthetic
 
 
@@ -148,7 +147,7 @@ def load_source(config: DataConfig, seed: int) -> tuple[pd.DataFrame, str, Synth
         return (*load_csv(config.path, config.target), None)
     if config.source == "diabetes":
         return (*load_diabetes(), None)
-    raise ValueError(f"unknown data source {config.source!r}; allowed: {', '.join(SOURCES)}")
+    raise unknown("data source", config.source, Source)
 
 
 def write_splits(
@@ -222,61 +221,9 @@ class TabularDataset(Dataset):
 
     def __getitem__(self, index: int | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One row, or a whole batch in one indexing operation when `index` is a tensor of
-        row indices (what `BatchIndexSampler` yields)."""
+        row indices (what `loader.BatchIndexSampler` yields)."""
         if isinstance(index, torch.Tensor) and index.dim() == 1 and index.dtype in (torch.int64, torch.int32):
             # `index_select` is the dedicated row-gather kernel; advanced indexing, `X[index]`,
             # goes through PyTorch's general indexing machinery and was slower on this data.
             return self.X.index_select(0, index), self.y.index_select(0, index)
         return self.X[index], self.y[index]
-
-
-class BatchIndexSampler(Sampler[torch.Tensor]):
-    """Index tensors of `batch_size` rows: slices of one `torch.randperm` per epoch.
-
-    The same batches a bare loop gets from `randperm` and slicing, without one Python
-    object per row; shuffling draws only from `generator`, a CPU generator, so the order is
-    reproducible and the same on every device. The indices are put on `device` (the data's)
-    once per epoch.
-    """
-
-    def __init__(
-        self,
-        n_rows: int,
-        batch_size: int,
-        shuffle: bool = True,
-        generator: torch.Generator | None = None,
-        device: torch.device | str = "cpu",
-    ):
-        self.n_rows, self.batch_size, self.shuffle, self.generator = n_rows, batch_size, shuffle, generator
-        self.device = torch.device(device)
-
-    def __len__(self) -> int:
-        return -(-self.n_rows // self.batch_size)
-
-    def __iter__(self) -> Iterator[torch.Tensor]:
-        if self.shuffle:
-            order = torch.randperm(self.n_rows, generator=self.generator)
-        else:
-            order = torch.arange(self.n_rows)
-        return iter(order.to(self.device).split(self.batch_size))
-
-
-class BlockBatches:
-    """Batches of `batch_size` rows cut from the blocks that `loader` yields: each block (many
-    batches' rows) is fetched in one indexing operation, and each batch is then a view of it.
-
-    So the DataLoader's own cost per item (its profiler hook alone is a few microseconds) and
-    the gather are paid once per block, not once per batch. With `loader` over a
-    `BatchIndexSampler` of blocks that are whole multiples of `batch_size`, the batches are
-    the ones a sampler of `batch_size` would give, in the same order.
-    """
-
-    def __init__(self, loader: Iterable[tuple[torch.Tensor, torch.Tensor]], batch_size: int, n_rows: int):
-        self.loader, self.batch_size, self.n_rows = loader, batch_size, n_rows
-
-    def __len__(self) -> int:
-        return -(-self.n_rows // self.batch_size)
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for X, y in self.loader:
-            yield from zip(X.split(self.batch_size), y.split(self.batch_size), strict=True)

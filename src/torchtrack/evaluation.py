@@ -10,10 +10,11 @@ import torch
 from torch import nn
 
 from torchtrack import portable
+from torchtrack.loader import BLOCK_ROWS
 
 
 @torch.no_grad()
-def predict(model: nn.Module, X: torch.Tensor, batch_size: int = 65536) -> np.ndarray:
+def predict(model: nn.Module, X: torch.Tensor, batch_size: int = BLOCK_ROWS) -> np.ndarray:
     """Model outputs for X (N, F) as a flat float array, in eval mode, without gradients."""
     model.eval()
     device = next(model.parameters()).device
@@ -39,7 +40,11 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, floa
 
 
 def least_squares_test_mse(
-    X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, y_test: np.ndarray, chunk_rows: int = 65536
+    X_train: np.ndarray,
+    y_train: np.ndarray,
+    X_test: np.ndarray,
+    y_test: np.ndarray,
+    chunk_rows: int = BLOCK_ROWS,
 ) -> float:
     """Test MSE of the exact least-squares linear fit (with intercept) on the train rows: the
     best any linear model can do, the same optimum as scikit-learn's LinearRegression.

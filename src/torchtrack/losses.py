@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from torchtrack.choices import Loss, unknown
+
 REDUCTIONS = ("mean", "sum", "none")
 
 
@@ -41,15 +43,12 @@ class HuberLoss(nn.Module):
         return f"delta={self.delta:g}, reduction={self.reduction!r}"
 
 
-LOSSES = ("mse", "l1", "huber")
-
-
-def build_loss(name: str = "mse", huber_delta: float = 1.0) -> nn.Module:
-    """The loss module for `name`, one of LOSSES; `huber_delta` is used by huber only."""
+def build_loss(name: Loss = "mse", huber_delta: float = 1.0) -> nn.Module:
+    """The loss module for `name`, one of choices.Loss; `huber_delta` is used by huber only."""
     if name == "mse":
         return nn.MSELoss()
     if name == "l1":
         return nn.L1Loss()
     if name == "huber":
         return HuberLoss(delta=huber_delta)
-    raise ValueError(f"unknown loss {name!r}; allowed: {', '.join(LOSSES)}")
+    raise unknown("loss", name, Loss)

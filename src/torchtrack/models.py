@@ -15,11 +15,10 @@ import torch
 from torch import nn
 
 from torchtrack.activations import build_activation
+from torchtrack.choices import ModelKind, unknown
 from torchtrack.config import ModelConfig
 from torchtrack.errors import DataError
 from torchtrack.files import write_atomic
-
-MODEL_KINDS = ("linear", "mlp")
 
 
 class RegressionModel(nn.Module):
@@ -87,7 +86,7 @@ def build_model(config: ModelConfig, in_features: int) -> nn.Module:
         return RegressionModel(in_features, activation=config.activation)
     if config.kind == "mlp":
         return MLP(in_features, config.hidden_sizes, config.activation, config.dropout)
-    raise ValueError(f"unknown model kind {config.kind!r}; allowed: {', '.join(MODEL_KINDS)}")
+    raise unknown("model kind", config.kind, ModelKind)
 
 
 def save_checkpoint(path: Path, model: nn.Module, config: ModelConfig, extra: dict[str, Any]) -> None:

@@ -16,19 +16,10 @@ import numpy as np
 import pandas as pd
 
 from torchtrack import portable
+from torchtrack.choices import Family, names, unknown
 from torchtrack.files import read_json, write_json
 
 TARGET = "y"
-
-# y = f(z) + noise for each family, with the truth's own parameters.
-FAMILIES = {
-    "tanh_plus_x": "tanh(z) + z: exactly what the default model (linear + tanh_plus_x) represents",
-    "line": "2x + 3 on one column x in [0, 10]: the journal's week-1 linear regression",
-    "linear": "z: multi-column linear regression",
-    "nonlinear": "sin(2z) + z^2 / 2: bends both ways, so no linear model fits it; an MLP can",
-    "outliers": "tanh(z) + z, plus a positive heavy-tailed error on a fraction of rows",
-    "scaled_tanh": "a * tanh(z) + b * z: what learnable_tanh_plus_x represents, a and b to recover",
-}
 
 
 @dataclass(frozen=True)
@@ -42,7 +33,7 @@ class SyntheticTruth:
     weights: list[float]
     bias: float
     noise_std: float
-    family: str = "tanh_plus_x"
+    family: Family = "tanh_plus_x"
     scaled_tanh_a: float = 1.0
     scaled_tanh_b: float = 1.0
     outlier_fraction: float = 0.0
@@ -59,7 +50,7 @@ class SyntheticTruth:
             return portable.sin(2 * z) + z * z / 2
         if self.family == "scaled_tanh":
             return self.scaled_tanh_a * portable.tanh(z) + self.scaled_tanh_b * z
-        raise ValueError(f"unknown synthetic family {self.family!r}; allowed: {', '.join(FAMILIES)}")
+        raise unknown("synthetic family", self.family, Family)
 
     @property
     def noise_variance(self) -> float:
@@ -91,20 +82,20 @@ def make_synthetic(
     n_features: int = 1,
     noise_std: float = 0.3,
     seed: int = 0,
-    family: str = "tanh_plus_x",
+    family: Family = "tanh_plus_x",
     *,
     scaled_tanh_a: float = 2.0,
     scaled_tanh_b: float = 0.5,
     outlier_fraction: float = 0.1,
     outlier_scale: float = 10.0,
 ) -> tuple[pd.DataFrame, SyntheticTruth]:
-    """Seeded rows of `family` (one of FAMILIES): features x0.. and target y, plus the truth.
+    """Seeded rows of `family` (one of choices.Family): features x0.. and target y, plus the truth.
 
     Features have different scales and offsets so that scaling matters, and z has mean 0.3
     and std 1.5, where tanh bends. `line` ignores `n_features`: it has one column, x.
     """
-    if family not in FAMILIES:
-        raise ValueError(f"unknown synthetic family {family!r}; allowed: {', '.join(FAMILIES)}")
+    if family not in names(Family):
+        raise unknown("synthetic family", family, Family)
     rng = np.random.default_rng(seed)
     if family == "line":
         X = rng.uniform(0.0, 10.0, (n_samples, 1))

@@ -274,7 +274,8 @@ class Tracker:
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
         """Scalars for this stage, buffered and written to both backends in batches.
 
-        The hot path only appends: a TensorBoard write per call (protobuf encoding plus a
+        `Tracker` is thereby a logger for `training.fit`. The hot path only appends: a
+        TensorBoard write per call (protobuf encoding plus a
         wake-up of its writer thread) measurably slowed small-batch training.
         """
         now = time.time()
@@ -303,9 +304,10 @@ class Tracker:
 
     @timed("artifacts")
     @uninterrupted()
-    def log_hparams(self, hparams: dict[str, Any], metrics: dict[str, float]) -> None:
-        """Hyperparameters with their final metrics, for TensorBoard's HPARAMS tab."""
-        clean = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in hparams.items()}
+    def log_hyperparams(self, params: dict[str, Any], metrics: dict[str, float]) -> None:
+        """Hyperparameters with their final metrics, for TensorBoard's HPARAMS tab (as Lightning's
+        TensorBoardLogger does); MLflow has them as the runs' params from the start."""
+        clean = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in params.items()}
         self.writer.add_hparams(clean, {f"hparam/{k}": v for k, v in metrics.items()}, run_name=".")
 
     @timed("figures")

@@ -1,5 +1,5 @@
 """The training loop: seeding, optimizer, learning rate schedule, one epoch, validation loss,
-early stopping, and `fit`."""
+early stopping, and `fit`, which reports to loggers of Lightning's `Logger` shape."""
 
 from __future__ import annotations
 
@@ -7,22 +7,33 @@ import copy
 import gc
 import os
 import random
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
+from torchtrack.activations import learned_activation_values
 from torchtrack.checkpoints import EpochCheckpoint
+from torchtrack.choices import LrSchedule, Optimizer, unknown
 from torchtrack.config import TrainConfig
-from torchtrack.data import BatchIndexSampler, BlockBatches
 from torchtrack.errors import ConfigError, TrainingError
+from torchtrack.loader import make_loader, resident
 from torchtrack.losses import build_loss
 
-StepCallback = Callable[[int, float], None]  # (global step, batch loss)
+STEP_LOSS = "train_loss_step"  # a batch's loss, logged every `log_every` steps at the global step
+
+
+class TrainingLogger(Protocol):
+    """What `fit` reports to, in the shape of Lightning's `Logger`: `Tracker` (TensorBoard and
+    MLflow), `TrainingProgress` (the terminal), or anything else with this method."""
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        """`metrics` at `step`: {STEP_LOSS: loss} at a global step, or `epoch_metrics` at an epoch."""
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -55,10 +66,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
-LR_SCHEDULES = ("none", "step", "cosine")
-
-
 def make_optimizer(params: Iterable[torch.Tensor], config: TrainConfig) -> torch.optim.Optimizer:
     """The optimizer that `config.optimizer` names, at `config.lr` with `config.weight_decay`.
 
@@ -75,7 +82,7 @@ def make_optimizer(params: Iterable[torch.Tensor], config: TrainConfig) -> torch
         return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, fused=True)
     if config.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, fused=True)
-    raise ValueError(f"unknown optimizer {config.optimizer!r}; allowed: {', '.join(OPTIMIZERS)}")
+    raise unknown("optimizer", config.optimizer, Optimizer)
 
 
 def make_lr_schedule(
@@ -94,7 +101,7 @@ def make_lr_schedule(
         )
     if config.lr_schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
-    raise ValueError(f"unknown lr_schedule {config.lr_schedule!r}; allowed: {', '.join(LR_SCHEDULES)}")
+    raise unknown("lr_schedule", config.lr_schedule, LrSchedule)
 
 
 class EarlyStopping:
@@ -146,33 +153,6 @@ class EarlyStopping:
         self._best_state = state["best_state"] or None
 
 
-BLOCK_ROWS = 65_536  # rows gathered per indexing operation: a few MB, however large the split
-
-
-def make_loader(
-    dataset: Dataset, batch_size: int, shuffle: bool, generator: torch.Generator | None = None
-) -> BlockBatches:
-    """Batches of `batch_size` rows from `dataset`; shuffling draws from `generator` for
-    reproducibility.
-
-    A DataLoader fetches blocks of whole batches (about `BLOCK_ROWS` rows): the sampler
-    yields index tensors, on the dataset's `device` if it has one, `dataset[index_tensor]`
-    must return the whole block in one indexing operation (TabularDataset does), and
-    `batch_size=None` hands it over uncollated. The batches are then views of the block, in
-    the order a bare `randperm` loop takes them. In-memory tensors need no worker processes,
-    so none are started.
-    """
-    block_rows = max(1, BLOCK_ROWS // batch_size) * batch_size
-    device = getattr(dataset, "device", "cpu")
-    sampler = BatchIndexSampler(len(dataset), block_rows, shuffle, generator, device)
-    loader = DataLoader(dataset, sampler=sampler, batch_size=None, collate_fn=_as_is)
-    return BlockBatches(loader, batch_size, len(dataset))
-
-
-def _as_is(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    return batch  # already a batch of tensors: nothing to collate or convert
-
-
 class NonFiniteLossError(TrainingError):
     """The loss became NaN or infinite: training diverged, most often from too large a rate."""
 
@@ -194,9 +174,10 @@ def train_one_epoch(
     *,
     first_step: int = 0,
     log_every: int = 0,
-    on_step: StepCallback | None = None,
+    loggers: Sequence[TrainingLogger] = (),
 ) -> float:
-    """One pass over `loader`; returns the mean training loss over rows.
+    """One pass over `loader`; returns the mean training loss over rows. Every `log_every`
+    steps (0: never) each of `loggers` gets the batch loss as STEP_LOSS at the global step.
 
     Raises NonFiniteLossError at the first logging interval (or the epoch's end) after a
     non-finite loss, naming the step where it first appeared.
@@ -223,8 +204,7 @@ def train_one_epoch(
             # Divergence is read here and at the epoch's end, not every step: reading the
             # device every step costs a host sync per step on a GPU.
             checked = _stop_if_diverged(losses, checked, first_step, optimizer)
-            if on_step is not None:
-                on_step(step, loss.item())
+            _log(loggers, {STEP_LOSS: loss.item()}, step)
     if not losses:
         return 0.0
     _stop_if_diverged(losses, checked, first_step, optimizer)
@@ -274,6 +254,16 @@ class EpochResult:
     lr: float | None = None
 
 
+def epoch_metrics(result: EpochResult) -> dict[str, float]:
+    """What an epoch logs: its mean train and val losses and its learning rate."""
+    return {"train_loss": result.train_loss, "val_loss": result.val_loss, "lr": result.lr}
+
+
+def _log(loggers: Sequence[TrainingLogger], metrics: dict[str, float], step: int) -> None:
+    for logger in loggers:
+        logger.log_metrics(metrics, step)
+
+
 def fit(
     model: nn.Module,
     train_set: Dataset,
@@ -282,20 +272,27 @@ def fit(
     *,
     generator: torch.Generator,
     device: torch.device,
+    loggers: Sequence[TrainingLogger] = (),
     log_every: int = 0,
-    on_step: StepCallback | None = None,
-    on_epoch: Callable[[EpochResult], None] | None = None,
     checkpoint: EpochCheckpoint | None = None,
 ) -> list[EpochResult]:
-    """Train `model` with `config`'s loss, optimizer and schedule; report each epoch to `on_epoch`.
+    """Train `model` with `config`'s loss, optimizer and schedule; return every epoch's result.
+
+    Each of `loggers` gets, in order, the batch loss every `log_every` steps (STEP_LOSS at
+    the global step) and, after each epoch, `epoch_metrics` plus the values of the model's
+    learnable activations (`activation.a`, ...) at the epoch number.
 
     With `config.early_stopping_patience` > 0 training may stop before `config.epochs`, and
     the model ends with the weights of its best validation epoch (see `final_epoch`).
     With a `checkpoint`, training resumes after its last saved epoch (if it has one for
-    these params and data) and saves the state after every epoch, before `on_epoch`.
+    these params and data) and saves the state after every epoch, before logging it; the
+    restored epochs are not logged again.
+
+    While it trains, `fit` defers the interpreter's full garbage collections (see
+    `_no_full_collections`) and restores the collector's thresholds when it returns or raises.
     """
     model.to(device)
-    train_set, val_set = _resident(train_set, device), _resident(val_set, device)
+    train_set, val_set = resident(train_set, device), resident(val_set, device)
     loss_fn = build_loss(config.loss, config.huber_delta)
     optimizer = make_optimizer(model.parameters(), config)
     schedule = make_lr_schedule(optimizer, config)
@@ -311,7 +308,7 @@ def fit(
         if stopper is not None and stopper.stopped:  # interrupted after early stopping decided
             return _finish(history, stopper, model)
     steps_per_epoch = len(train_loader)
-    with _frozen_heap():  # no full garbage collection in the middle of training
+    with _no_full_collections():
         for epoch in range(len(history) + 1, config.epochs + 1):
             lr = optimizer.param_groups[0]["lr"]
             train_loss = train_one_epoch(
@@ -322,7 +319,7 @@ def fit(
                 device,
                 first_step=(epoch - 1) * steps_per_epoch,
                 log_every=log_every,
-                on_step=on_step,
+                loggers=loggers,
             )
             result = EpochResult(epoch, train_loss, evaluate_loss(model, val_loader, loss_fn, device), lr)
             history.append(result)
@@ -332,43 +329,30 @@ def fit(
                 stopper.step(model, result.val_loss)
             if checkpoint is not None:
                 checkpoint.save([asdict(r) for r in history], generator, **stateful)
-            if on_epoch is not None:
-                on_epoch(result)
+            _log(loggers, epoch_metrics(result) | learned_activation_values(model), epoch)
             if stopper is not None and stopper.stopped:
                 break
     return _finish(history, stopper, model)
 
 
 @contextmanager
-def _frozen_heap() -> Iterator[None]:
-    """Leave the objects that exist when training starts (the libraries' and the tracking
-    client's: hundreds of thousands with torch, pandas and MLflow loaded) out of garbage
-    collection until it ends.
+def _no_full_collections() -> Iterator[None]:
+    """Defer the interpreter's full (oldest-generation) garbage collections until the block
+    ends, then put the collection thresholds back as they were.
 
     Creating a tracking client leaves many new long-lived objects, which soon trigger a full
-    collection over all of them: a fraction of a second that can land in the first epochs,
-    as gc.callbacks showed in the tracked benchmark loop. The training loop's own garbage is
-    still collected. Nothing changes for the program's logic: all is collectable afterwards.
+    collection over all of them (hundreds of thousands with torch, pandas and MLflow loaded):
+    a fraction of a second that lands in the first epochs, as gc.callbacks showed in the
+    tracked benchmark loop. The young generations, where the loop's own garbage dies, are
+    still collected. `gc.set_threshold` means the same on Python 3.11 to 3.13, and nothing is
+    frozen, so a caller's `gc.freeze` is left as it was.
     """
-    # Objects frozen already are someone else's to manage, so leave the heap alone. (Python
-    # 3.12's interpreter starts with a few hundred frozen objects, so there this does nothing;
-    # the project runs on 3.11, and 3.13 starts with none.)
-    if gc.get_freeze_count():
-        yield
-        return
-    gc.freeze()
+    thresholds = gc.get_threshold()
+    gc.set_threshold(thresholds[0], thresholds[1], 2**31 - 1)  # never reached
     try:
         yield
     finally:
-        gc.unfreeze()
-
-
-def _resident(dataset: Dataset, device: torch.device) -> Dataset:
-    """`dataset` moved to `device` once, where it can be (TabularDataset.to), so that batches
-    are gathered where the model is; else as it is, and each batch is copied there."""
-    if device.type == "cpu" or not hasattr(dataset, "to"):
-        return dataset
-    return dataset.to(device)
+        gc.set_threshold(*thresholds)
 
 
 def _finish(history: list[EpochResult], stopper: EarlyStopping | None, model: nn.Module) -> list[EpochResult]:

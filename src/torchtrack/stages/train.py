@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 from torch import nn
 
-from torchtrack import activations, losses, models, training
+from torchtrack import activations, loader, losses, models, training
 from torchtrack.activations import learned_activation_values
 from torchtrack.checkpoints import EpochCheckpoint, fingerprint
 from torchtrack.config import METRICS_DIR, MODEL_DIR, PLOTS_DIR, PREPARED_DIR, Config
@@ -27,7 +27,7 @@ from torchtrack.progress import TrainingProgress
 from torchtrack.stages.prepare import RUN_FILE as PREPARE_RUN_FILE
 from torchtrack.tracking import Tracker
 from torchtrack.training import (
-    EpochResult,
+    epoch_metrics,
     final_epoch,
     fit,
     resolve_device,
@@ -38,7 +38,7 @@ from torchtrack.training import (
 PARAM_SECTIONS = ("seed", "data", "model", "train")  # everything that shapes the model
 RUN_FILE = MODEL_DIR / "mlflow_run.json"  # which MLflow model run holds this model
 CHECKPOINT_FILE = MODEL_DIR / "checkpoint.pt"  # state after the last epoch; removed once the model is saved
-TRAINING_CODE = [Path(m.__file__) for m in (activations, losses, models, training)] + [Path(__file__)]
+TRAINING_CODE = [Path(m.__file__) for m in (activations, loader, losses, models, training)] + [Path(__file__)]
 
 
 def run(
@@ -73,19 +73,6 @@ def run(
     ) as tracker:
         tracker.log_graph(model, train_set.X[:8])
         with TrainingProgress(config.train.epochs, steps_per_epoch) as progress:
-
-            def on_step(step: int, loss: float) -> None:
-                tracker.log_metrics({"train_loss_step": loss}, step)
-                progress.step(step, loss)
-
-            def log_epoch(result: EpochResult, extra: dict[str, float]) -> None:
-                values = {"train_loss": result.train_loss, "val_loss": result.val_loss, "lr": result.lr}
-                tracker.log_metrics({**values, **extra}, result.epoch)
-
-            def on_epoch(result: EpochResult) -> None:
-                log_epoch(result, learned_activation_values(model))
-                progress.epoch(result)
-
             history = fit(
                 model,
                 train_set,
@@ -93,13 +80,12 @@ def run(
                 config.train,
                 generator=generator,
                 device=device,
+                loggers=(tracker, progress),
                 log_every=config.tracking.log_every_n_steps,
-                on_step=on_step,
-                on_epoch=on_epoch,
                 checkpoint=checkpoint,
             )
         for result in history[: checkpoint.resumed_epochs]:  # so a resumed run's curves are whole
-            log_epoch(result, {})
+            tracker.log_metrics(epoch_metrics(result), result.epoch)
         kept = final_epoch(history, config.train)  # the epoch whose weights the model holds
         final = {
             "train_loss": kept.train_loss,
@@ -108,7 +94,7 @@ def run(
             **learned_activation_values(model),
         }
         tracker.log_summary(final, step=len(history))
-        tracker.log_hparams(config.flat(*PARAM_SECTIONS), final)
+        tracker.log_hyperparams(config.flat(*PARAM_SECTIONS), final)
 
         curves = pd.DataFrame([asdict(r) for r in history])
         write_atomic(plots_dir / "loss.csv", lambda tmp: curves.to_csv(tmp, index=False))

@@ -1,12 +1,15 @@
 """The curriculum as DVC experiments: each lesson is params.yaml plus a few `-S` overrides.
 
-    python -m torchtrack.lessons   # `make sweep`: queue every lesson, run them, print the table
+    python scripts/lessons.py   # `make sweep`: queue every lesson, run them, print the table
+
+A script over `dvc exp`, not part of the library: it imports nothing from torchtrack.
 
 Every lesson also lands in MLflow as a model run named after it (experiment `torchtrack`).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -120,8 +123,13 @@ def git_env() -> dict[str, str]:
     return env
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     """Queue every lesson, run the queue one experiment at a time, print the Markdown table."""
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog=f"lessons, in order: {', '.join(LESSONS)}",
+    )
+    parser.parse_args(argv)  # first: --help queues nothing
     env = git_env()
     for name, overrides in LESSONS.items():
         subprocess.run(queue_command(name, overrides), env=env, check=True)

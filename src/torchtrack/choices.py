@@ -1,0 +1,51 @@
+"""The allowed values of every params.yaml choice, written once.
+
+config.py validates params.yaml against these types, and each factory (data.load_source,
+synthetic.make_synthetic, models.build_model, activations.build_activation, losses.build_loss,
+training.make_optimizer, make_lr_schedule, resolve_device) builds exactly these names, and
+names them when refusing another (tests/test_choices.py holds both sides to this list). Plain
+typing only, so that reading params.yaml imports no torch.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+Source = Literal["synthetic", "csv", "diabetes"]  # data.source: where the rows come from
+Family = Literal[  # data.family, a synthetic target rule: y = f(z) + noise with z = X @ weights + bias
+    "tanh_plus_x",  # tanh(z) + z: exactly what the default model (linear + tanh_plus_x) represents
+    "line",  # 2x + 3 on one column x in [0, 10]: the journal's week-1 linear regression
+    "linear",  # z: multi-column linear regression
+    "nonlinear",  # sin(2z) + z^2 / 2: bends both ways, so no linear model fits it; an MLP can
+    "outliers",  # tanh(z) + z, plus a positive heavy-tailed error on a fraction of rows
+    "scaled_tanh",  # a * tanh(z) + b * z: what learnable_tanh_plus_x represents, a and b to recover
+]
+ModelKind = Literal["linear", "mlp"]  # model.kind
+Activation = Literal[  # model.activation
+    "identity",
+    "tanh_plus_x",
+    "learnable_tanh_plus_x",
+    "manual_grad_tanh_plus_x",
+    "relu",
+    "leaky_relu",
+    "gelu",
+    "silu",
+    "elu",
+    "tanh",
+    "sigmoid",
+    "softplus",
+]
+Loss = Literal["mse", "l1", "huber"]  # train.loss
+Optimizer = Literal["sgd", "adam", "adamw"]  # train.optimizer
+LrSchedule = Literal["none", "step", "cosine"]  # train.lr_schedule
+Device = Literal["auto", "cpu", "cuda"]  # train.device
+
+
+def names(choice: object) -> tuple[str, ...]:
+    """The allowed values of a choice type, in order: `names(Loss) == ("mse", "l1", "huber")`."""
+    return get_args(choice)
+
+
+def unknown(what: str, value: object, choice: object) -> ValueError:
+    """The error a factory raises for a name outside `choice`."""
+    return ValueError(f"unknown {what} {value!r}; allowed: {', '.join(names(choice))}")

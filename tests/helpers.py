@@ -1,0 +1,46 @@
+"""Helpers that tests import (never from conftest or another test module): the environment a
+test must isolate, TensorBoard's scalars read back, and a logger that records what `fit` logs."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# What points a process at another store or marks it as part of a DVC pipeline or experiment:
+# inherited from a developer's shell or from `dvc exp run`, each would send a test's runs elsewhere.
+ISOLATED_ENV = ("MLFLOW_TRACKING_URI", "DVC_ROOT", "DVC_EXP_NAME")
+
+
+def isolate_env(patch: pytest.MonkeyPatch) -> None:
+    """Unset ISOLATED_ENV for this test (or MonkeyPatch context)."""
+    for name in ISOLATED_ENV:
+        patch.delenv(name, raising=False)
+
+
+def isolated_env() -> dict[str, str]:
+    """os.environ without ISOLATED_ENV, for a subprocess."""
+    return {k: v for k, v in os.environ.items() if k not in ISOLATED_ENV}
+
+
+def read_scalars(log_dir) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar in a TensorBoard log directory, read back with TensorBoard's own reader."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+class RecordingLogger:
+    """A logger for `fit` that keeps every (step, metrics) it is given, in order."""
+
+    def __init__(self):
+        self.logged: list[tuple[int, dict[str, float]]] = []
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        self.logged.append((step, dict(metrics)))
+
+    def steps_of(self, key: str) -> list[int]:
+        """The steps at which `key` was logged."""
+        return [step for step, metrics in self.logged if key in metrics]

@@ -1,0 +1,63 @@
+"""loader.py: batches gathered a block at a time, the same rows in the same order as a bare
+`randperm` loop, on the device the data lives on."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch.utils.data import default_collate
+
+from torchtrack import loader as loader_module
+from torchtrack.data import TabularDataset
+from torchtrack.loader import BLOCK_ROWS, BatchIndexSampler, make_loader, resident
+
+
+@pytest.mark.parametrize("block_rows", [BLOCK_ROWS, 25], ids=["one-block", "blocks-of-two-batches"])
+def test_batch_index_sampler_yields_the_rows_of_a_bare_randperm_loop_in_order(monkeypatch, block_rows):
+    """The fast path fetches exactly the rows that `randperm` + slicing would, epoch after epoch,
+    whether an epoch is one block or many (BLOCK_ROWS 25 makes blocks of 20 rows here)."""
+    monkeypatch.setattr(loader_module, "BLOCK_ROWS", block_rows)
+    frame = pd.DataFrame({"a": np.arange(103.0), "b": np.arange(103.0) * 2, "y": np.arange(103.0) * 3})
+    dataset = TabularDataset(frame)
+    loader = make_loader(dataset, batch_size=10, shuffle=True, generator=torch.Generator().manual_seed(7))
+    bare = torch.Generator().manual_seed(7)
+    for _epoch in range(3):
+        order = torch.randperm(len(dataset), generator=bare)
+        expected = [(dataset.X[order[i : i + 10]], dataset.y[order[i : i + 10]]) for i in range(0, 103, 10)]
+        got = list(loader)
+        assert len(got) == len(expected) == len(BatchIndexSampler(103, 10))
+        for (X, y), (X_ref, y_ref) in zip(got, expected, strict=True):
+            assert torch.equal(X, X_ref) and torch.equal(y, y_ref)
+
+
+def test_fast_path_matches_per_row_getitem_and_default_collate():
+    frame = pd.DataFrame(np.random.default_rng(0).standard_normal((50, 4)), columns=list("abcd"))
+    dataset = TabularDataset(frame)
+    for indices in BatchIndexSampler(50, 8, shuffle=True, generator=torch.Generator().manual_seed(1)):
+        X, y = dataset[indices]
+        X_slow, y_slow = default_collate([dataset[int(i)] for i in indices])
+        assert torch.equal(X, X_slow) and torch.equal(y, y_slow)
+
+
+def test_unshuffled_batches_keep_file_order():
+    batches = list(BatchIndexSampler(7, 3, shuffle=False))
+    assert [b.tolist() for b in batches] == [[0, 1, 2], [3, 4, 5], [6]]
+
+
+def test_dataset_moved_to_a_device_keeps_the_original_and_its_batches_stay_there():
+    """`to` gives a copy whose tensors live on the device (the meta device stands in for a GPU
+    here) and leaves the CPU dataset as it was; the loader's indices follow the data."""
+    dataset = TabularDataset(pd.DataFrame({"a": np.arange(20.0), "y": np.arange(20.0)}))
+    assert dataset.to(torch.device("cpu")) is dataset
+    moved = dataset.to(torch.device("meta"))
+    assert moved.device.type == "meta" and dataset.device.type == "cpu"
+    assert moved.X.shape == dataset.X.shape and moved.features == dataset.features
+    batches = list(make_loader(moved, batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(0)))
+    assert [len(X) for X, _ in batches] == [8, 8, 4]
+    assert all(X.device.type == "meta" and y.device.type == "meta" for X, y in batches)
+
+
+def test_resident_moves_a_dataset_to_the_device_once_and_leaves_it_on_the_cpu():
+    dataset = TabularDataset(pd.DataFrame({"a": np.arange(4.0), "y": np.arange(4.0)}))
+    assert resident(dataset, torch.device("cpu")) is dataset
+    assert resident(dataset, torch.device("meta")).device.type == "meta"
