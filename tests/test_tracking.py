@@ -78,8 +78,8 @@ def test_tensorboard_gets_scalars_graph_and_hparams(workdir, tracking_config):
         tracker.log_hparams({"train.lr": 0.1, "data.path": None}, {"val_loss": 1.5})
     assert tracker.log_dir.parent == workdir / "runs" / "train"
     scalars = read_scalars(tracker.log_dir)
-    assert scalars["train_loss"] == [(1, 2.0), (2, 1.0)]
-    assert scalars["val_loss"] == [(1, 3.0), (2, 1.5)]
+    assert scalars["loss/train"] == [(1, 2.0), (2, 1.0)]  # one "loss" group, the train and val curves in it
+    assert scalars["loss/val"] == [(1, 3.0), (2, 1.5)]
     events = EventAccumulator(str(tracker.log_dir))
     events.Reload()
     assert events.Graph() is not None

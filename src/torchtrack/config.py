@@ -117,6 +117,7 @@ class TrackingConfig:
     log_every_n_steps: int = field(default=50, metadata=_range(1))  # step-metric interval
     flush_every_n_metrics: int = field(default=1000, metadata=_range(1))  # MLflow batch size
     flush_every_seconds: float = field(default=5.0, metadata=_range(0.0, open_low=True))  # or this often
+    promote: str | None = field(default=None, metadata=_choice("best_test_mse"))  # champion rule; None = off
 
 
 @dataclass(frozen=True)
