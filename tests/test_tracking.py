@@ -154,3 +154,25 @@ def test_environment_sets_variables_for_its_duration_only(monkeypatch):
     with environment({"TORCHTRACK_A": "during", "TORCHTRACK_B": "during"}):
         assert os.environ["TORCHTRACK_A"] == os.environ["TORCHTRACK_B"] == "during"
     assert os.environ["TORCHTRACK_A"] == "before" and "TORCHTRACK_B" not in os.environ
+
+
+def test_a_dvc_experiment_names_its_tensorboard_run_directories(workdir, tracking_config, monkeypatch):
+    monkeypatch.setenv("DVC_EXP_NAME", "brave-lr")
+    with Tracker(tracking_config, "train", params={}, model_run="new") as tracker:
+        pass
+    assert tracker.log_dir.parent == workdir / "runs" / "train"
+    assert tracker.log_dir.name.endswith(f"-brave-lr-{tracker.run_id[:8]}")
+
+
+def test_system_metrics_sample_cpu_and_memory_into_the_stage_run(workdir, tracking_config, monkeypatch):
+    import time
+
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")  # MLflow's own override
+    with Tracker(tracking_config, "train", params={}, model_run="new", system_metrics=True) as tracker:
+        time.sleep(1.5)
+    logged = client().get_run(tracker.run_id).data.metrics
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(logged)
+    assert not any(name.startswith("system/") for name in client().get_run(tracker.model_run_id).data.metrics)
+    with Tracker(tracking_config, "evaluate", params={}, model_run=tracker.model_run_id) as evaluate:
+        time.sleep(0.5)
+    assert not any(name.startswith("system/") for name in client().get_run(evaluate.run_id).data.metrics)
