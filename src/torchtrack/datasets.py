@@ -13,8 +13,6 @@ from typing import Any
 
 import pandas as pd
 
-from torchtrack.recipe import directory_md5
-
 SPLIT_CONTEXTS = {"train": "training", "val": "validation", "test": "testing"}  # MLflow's contexts
 SOURCE_TYPE = "dvc"
 
@@ -51,13 +49,13 @@ def dvc_output_source(path: Path, md5: str) -> Any:
     return DvcOutput()
 
 
-def split_inputs(splits: dict[str, pd.DataFrame], prepared_dir: Path, target: str) -> list[Any]:
-    """One mlflow DatasetInput per split (name `prepared-<split>`), for `MlflowClient.log_inputs`."""
+def split_inputs(splits: dict[str, pd.DataFrame], prepared_dir: Path, md5: str, target: str) -> list[Any]:
+    """One mlflow DatasetInput per split (name `prepared-<split>`), for `MlflowClient.log_inputs`;
+    `md5` is `prepared_dir`'s hash (recipe.directory_md5)."""
     import mlflow.data
     from mlflow.entities import DatasetInput, InputTag
     from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
-    md5 = directory_md5(prepared_dir)
     source = dvc_output_source(prepared_dir, md5)
     inputs = []
     for split, frame in splits.items():

@@ -126,7 +126,9 @@ def recipe_tags(root: Path) -> dict[str, str]:
     commit = git_commit(root)
     if commit:
         tags[COMMIT_TAG] = commit
-        tags[CODE_TAG] = code_tree(root) or ""
+        tree = code_tree(root)
+        if tree:
+            tags[CODE_TAG] = tree
         dirty = dirty_paths(root) or []
         tags[DIRTY_TAG] = "true" if dirty else "false"
         if dirty:

@@ -375,11 +375,12 @@ class Tracker:
 
     @timed("tracking")
     @uninterrupted()
-    def log_datasets(self, splits: dict[str, Any], prepared_dir: Path, target: str) -> None:
-        """The splits (DataFrames) as MLflow datasets, on this stage's run and the model run."""
+    def log_datasets(self, splits: dict[str, Any], prepared_dir: Path, md5: str, target: str) -> None:
+        """The splits (DataFrames) as MLflow datasets, on this stage's run and the model run;
+        `md5` is DVC's hash of `prepared_dir`, their digest."""
         from torchtrack.datasets import split_inputs
 
-        inputs = split_inputs(splits, prepared_dir, target)
+        inputs = split_inputs(splits, prepared_dir, md5, target)
         for run_id in dict.fromkeys((self.run_id, self.model_run_id)):
             if run_id is not None:
                 self.client.log_inputs(run_id, datasets=inputs)

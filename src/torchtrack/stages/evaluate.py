@@ -19,7 +19,7 @@ from torchtrack.evaluation import least_squares_test_mse, predict, regression_me
 from torchtrack.figures import predictions_figure
 from torchtrack.files import read_json, write_atomic, write_json
 from torchtrack.models import load_checkpoint
-from torchtrack.recipe import output_tags
+from torchtrack.recipe import directory_md5, output_tags
 from torchtrack.stages.train import RUN_FILE as TRAIN_RUN_FILE
 from torchtrack.tracking import Tracker
 
@@ -41,7 +41,9 @@ def run(
     model_run_id = read_json(run_file)["model_run_id"]
     params = config.flat("data")
     with Tracker(config.tracking, "evaluate", params=params, model_run=model_run_id) as tracker:
-        tracker.log_datasets({"test": test_set.data}, prepared_dir, test_set.target)
+        tracker.log_datasets(
+            {"test": test_set.data}, prepared_dir, directory_md5(prepared_dir), test_set.target
+        )
         y_true = test_set.y.numpy().reshape(-1).astype(np.float64)
         y_pred = predict(model, test_set.X)
         metrics = {f"test_{k}": v for k, v in regression_metrics(y_true, y_pred).items()}

@@ -65,7 +65,8 @@ def run(
     checkpoint = EpochCheckpoint(
         checkpoint_file, fingerprint(shaping_params, inputs), resume=config.train.resume
     )
-    tags = {"device": str(device), DATA_TAG: directory_md5(prepared_dir)} | recipe_tags(Path.cwd())
+    data_md5 = directory_md5(prepared_dir)  # as dvc.lock records it: the datasets' digest
+    tags = {"device": str(device), DATA_TAG: data_md5} | recipe_tags(Path.cwd())
     if Path(prepare_run_file).is_file():
         tags["torchtrack.prepare_run_id"] = read_json(prepare_run_file)["prepare_run_id"]
     steps_per_epoch = math.ceil(len(train_set) / config.train.batch_size)
@@ -77,7 +78,8 @@ def run(
         tags=tags,
         system_metrics=True,
     ) as tracker:
-        tracker.log_datasets({"train": train_set.data, "val": val_set.data}, prepared_dir, train_set.target)
+        splits = {"train": train_set.data, "val": val_set.data}
+        tracker.log_datasets(splits, prepared_dir, data_md5, train_set.target)
         tracker.log_graph(model, train_set.X[:8])
         with TrainingProgress(config.train.epochs, steps_per_epoch) as progress:
 
