@@ -118,12 +118,12 @@ def test_evaluate_tags_the_version_and_the_rule_promotes_when_set(client, projec
     _, runs = project
     config = TrackingConfig(experiment=NAME)
     with Tracker(config, "evaluate", params={}, model_run=runs["a"]) as evaluate:
-        assert evaluate.tag_model_version({"test_mse": 0.3, "val_loss": 1.0}) is None  # rule off: no move
+        assert evaluate.record_test_metrics({"test_mse": 0.3, "val_loss": 1.0}) is None  # rule off: no move
     assert client.get_model_version(NAME, "1").tags == {"test_mse": "0.3"}
     registry.promote(client, NAME, "test_r2")  # champion: c
     ruled = TrackingConfig(experiment=NAME, promote="best_test_mse")
     with Tracker(ruled, "evaluate", params={}, model_run=runs["a"]) as evaluate:
-        promotion = evaluate.tag_model_version({"test_mse": 0.3})
+        promotion = evaluate.record_test_metrics({"test_mse": 0.3})
     assert (promotion.version, promotion.replaced) == ("2", "3")
     assert client.get_model_version_by_alias(NAME, "champion").run_id == runs["b"]
 

@@ -176,3 +176,17 @@ def test_system_metrics_sample_cpu_and_memory_into_the_stage_run(workdir, tracki
     with Tracker(tracking_config, "evaluate", params={}, model_run=tracker.model_run_id) as evaluate:
         time.sleep(0.5)
     assert not any(name.startswith("system/") for name in client().get_run(evaluate.run_id).data.metrics)
+
+
+def test_logging_and_registering_a_model_keep_the_stores_environment_variable(
+    workdir, tracking_config, monkeypatch
+):
+    elsewhere = f"sqlite:///{workdir / 'elsewhere.db'}"  # not the default store at the repo root
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", elsewhere)
+    example = np.zeros((5, 3), dtype=np.float32)
+    with Tracker(tracking_config, "train", params={}, model_run="new") as tracker:
+        version = tracker.register_model(tracker.log_model(RegressionModel(3), example))
+    assert (
+        os.environ["MLFLOW_TRACKING_URI"] == elsewhere
+    )  # MLflow's set_tracking_uri unsets it on the way out
+    assert MlflowClient(elsewhere).get_model_version("test", version).run_id == tracker.model_run_id

@@ -104,12 +104,11 @@ class LoggedPredictor:
         """Load `uri` (models:/..., runs:/...) with mlflow.pyfunc from the project's store."""
         import mlflow.pyfunc
         from mlflow.exceptions import MlflowException
-        from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
-        from torchtrack.tracking import PREDICTION_DEVICE, environment, tracking_uri
+        from torchtrack.tracking import PREDICTION_DEVICE, environment, fluent_tracking_uri, tracking_uri
 
         try:
-            with _use_tracking_uri(tracking_uri()), environment(PREDICTION_DEVICE):
+            with fluent_tracking_uri(tracking_uri()), environment(PREDICTION_DEVICE):
                 model = mlflow.pyfunc.load_model(uri)
         except MlflowException as exc:
             raise DataError(f"{uri}: cannot load the model ({exc.message.splitlines()[0]})") from None

@@ -133,6 +133,20 @@ def environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
+@contextmanager
+def fluent_tracking_uri(uri: str) -> Iterator[None]:
+    """`uri` as MLflow's fluent (global) tracking URI for the duration, then the process's own.
+
+    Some MLflow calls know only the global URI (`mlflow.pytorch.log_model`, the registry's
+    check of a `models:/` source). Its `set_tracking_uri` also sets MLFLOW_TRACKING_URI and
+    unsets it on the way back, so the variable is saved and put back around it.
+    """
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    with environment({"MLFLOW_TRACKING_URI": uri}), _use_tracking_uri(uri):
+        yield
+
+
 def run_status(exc_type: type[BaseException] | None) -> str:
     """The MLflow status of a stage that ended by raising `exc_type` (None: it did not)."""
     if exc_type is None:
@@ -350,12 +364,10 @@ class Tracker:
         model.eval()
         with torch.no_grad():
             output = model(torch.as_tensor(input_example)).numpy()
-        from mlflow.tracking._tracking_service.utils import _use_tracking_uri
-
         # The fluent API needs a global tracking URI; set it only for this call, so that a
         # notebook or test process keeps the one it had (and its MLFLOW_TRACKING_URI).
         with (
-            _use_tracking_uri(tracking_uri()),
+            fluent_tracking_uri(tracking_uri()),
             environment(PREDICTION_DEVICE),
             mlflow.start_run(run_id=self.model_run_id),
         ):
@@ -400,11 +412,12 @@ class Tracker:
         named after the experiment; returns the version number."""
         from torchtrack import registry
 
-        return registry.register(self.client, self.config.experiment, model_uri, self.model_run_id)
+        with fluent_tracking_uri(tracking_uri()):  # MLflow looks the logged model up in the global store
+            return registry.register(self.client, self.config.experiment, model_uri, self.model_run_id)
 
     @timed("tracking")
     @uninterrupted()
-    def tag_model_version(self, metrics: dict[str, float]) -> Any:
+    def record_test_metrics(self, metrics: dict[str, float]) -> Any:
         """Test metrics onto the model run's registry version; then `tracking.promote`'s rule,
         if one is set: returns its registry.Promotion, else None."""
         from torchtrack import registry

@@ -59,7 +59,7 @@ def run(
         tracker.log_metrics(metrics)
         tracker.log_summary(metrics)
         tracker.tag_model_run(output_tags([metrics_path]))
-        promotion = tracker.tag_model_version(metrics)
+        promotion = tracker.record_test_metrics(metrics)
         if promotion is not None:
             print(f"torchtrack evaluate: {promotion}", file=sys.stderr)
 
