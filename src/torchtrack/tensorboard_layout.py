@@ -18,9 +18,9 @@ TAGS = {  # metric name -> TensorBoard tag; other names go to their stage's grou
 ACTIVATION_GROUP = "activation"  # learnable activation parameters: the names that hold a dot
 
 
-def run_dir_name(run_id: str, exp_name: str | None = None, started: float | None = None) -> str:
+def run_dir_name(run_id: str, exp_name: str | None = None) -> str:
     """`<time>-<run id[:8]>`, with the DVC experiment's name before the id when there is one."""
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(started))
+    stamp = time.strftime("%Y%m%d-%H%M%S")
     return "-".join(part for part in (stamp, exp_name, run_id[:8]) if part)
 
 
