@@ -14,6 +14,8 @@ Measures, side by side in one run on this machine:
   7. fixed cost: `dvc repro -f` vs the same work as three plain Python processes
      (benchmarks/plain_pipeline.py), interleaved over rounds, and each stage's CPU time split
      into phases, from interpreter start to exit.
+  8. system metrics (MLflow's CPU/memory sampler on train's run): the tracked fit with them on
+     vs off, at 20x the default sampling rate, beside the spread of two runs with them off.
 Stages run in a `git clone` of this repository's HEAD, so commit before benchmarking.
 `--device cuda --only overhead optimizer` measures those two parts on a GPU (the CUDA figures).
 """
@@ -116,6 +118,7 @@ def tracked_loop(
     epochs: int,
     folder: Path,
     device: torch.device,
+    system_metrics: bool = False,
 ) -> tuple[float, int]:
     """Seconds for the project's `fit` logging to a real Tracker as the train stage does, and the
     number of step metrics that reached MLflow."""
@@ -126,7 +129,9 @@ def tracked_loop(
     generator = seed_everything(config.seed)
     model = build_model(config.model, train.X.shape[1])
     train_config = replace(config.train, epochs=epochs)
-    with Tracker(tracking, "train", params=config.flat(), model_run="new") as tracker:
+    with Tracker(
+        tracking, "train", params=config.flat(), model_run="new", system_metrics=system_metrics
+    ) as tracker:
         synchronize(device)
         start = time.perf_counter()
         fit(
@@ -187,6 +192,37 @@ def tracking_overhead(folder: Path, rounds: int, device: torch.device) -> list[d
             }
         )
     return results
+
+
+def system_metrics_cost(folder: Path, rounds: int, device: torch.device) -> dict:
+    """Target 7: the tracked fit with system metrics on is as fast as with them off, within the
+    spread of two runs with them off; sampled every 0.5 s (the default is every 10 s)."""
+    from torchtrack.tracking import SYSTEM_METRICS_EVERY_S
+
+    set_threads(Config().train.num_threads)
+    train, val = dataset(100_000, 8), dataset(15_000, 8, seed=1)
+    config, epochs, interval = Config(train=TrainConfig(batch_size=64)), 3, 0.5
+    os.environ["MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"] = str(interval)
+    try:
+        tracked_loop(train, val, config, 1, folder / "warm-up", device, system_metrics=True)
+        on, off, off_again = [], [], []
+        for round_ in range(rounds):  # neighbours in time, as in tracking_overhead
+            off.append(tracked_loop(train, val, config, epochs, folder / f"off-{round_}", device)[0])
+            on.append(tracked_loop(train, val, config, epochs, folder / f"on-{round_}", device, True)[0])
+            off_again.append(tracked_loop(train, val, config, epochs, folder / f"again-{round_}", device)[0])
+    finally:
+        del os.environ["MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"]
+    noise = [a / b for a, b in zip(off, off_again, strict=True)]
+    return {
+        "device": str(device),
+        "rounds": rounds,
+        "sampling_interval_s": interval,
+        "default_interval_s": SYSTEM_METRICS_EVERY_S,
+        "off_s": statistics.median(off),
+        "on_s": statistics.median(on),
+        "ratio": statistics.median(a / b for a, b in zip(off, on, strict=True)),  # off/on: 1 = no cost
+        "noise_range": [min(noise), max(noise)],
+    }
 
 
 def optimizer_steps(rounds: int, device: torch.device) -> list[dict]:
@@ -495,6 +531,14 @@ def table(results: dict) -> str:
             speedup,
             f"uses {chosen}" + ("" if o["project_uses_fused"] == (speedup > 1) else " (the slower here)"),
         )
+    if m := results.get("system_metrics"):
+        add(
+            f"system metrics cost below the noise, sampled every {m['sampling_interval_s']} s",
+            f"{m['on_s']:.2f} vs {m['off_s']:.2f} s with them off (off vs off "
+            f"{m['noise_range'][0]:.2f}-{m['noise_range'][1]:.2f})",
+            m["ratio"],
+            m["ratio"] >= m["noise_range"][0],
+        )
     if d := results.get("data_path"):
         add(
             "no Python call per row: batches from blocks",
@@ -570,7 +614,7 @@ def machine(device: torch.device) -> dict:
     return facts
 
 
-PARTS = ("overhead", "optimizer", "data", "pipeline", "fixed", "scale", "kernels")
+PARTS = ("overhead", "optimizer", "data", "pipeline", "fixed", "scale", "kernels", "system")
 
 
 def main() -> None:
@@ -596,6 +640,8 @@ def main() -> None:
         results: dict = {"machine": machine(device)}
         if "overhead" in args.only:
             results["tracking_overhead"] = tracking_overhead(folder / "overhead", args.rounds, device)
+        if "system" in args.only:
+            results["system_metrics"] = system_metrics_cost(folder / "system", args.rounds, device)
         if "optimizer" in args.only:
             results["optimizer_steps"] = optimizer_steps(args.rounds, device)
         if "data" in args.only:

@@ -69,8 +69,8 @@ def test_learnable_activation_values_are_logged_per_epoch_to_both_trackers(workd
 
     (event_dir,) = (workdir / "runs" / "train").iterdir()
     events = EventAccumulator(str(event_dir)).Reload()
-    for name in ("activation.a", "activation.b", "lr"):
-        assert [e.step for e in events.Scalars(name)] == list(range(1, EPOCHS + 1))
+    for tag in ("activation/a", "activation/b", "optimizer/lr"):  # TensorBoard's groups
+        assert [e.step for e in events.Scalars(tag)] == list(range(1, EPOCHS + 1))
 
 
 @pytest.mark.slow

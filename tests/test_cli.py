@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from helpers import isolated_env
+from torchtrack.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -146,7 +147,10 @@ def test_ui_serves_mlflow_and_tensorboard_on_loopback_until_ctrl_c(tmp_path):
         text=True,
     )
     try:
-        assert ui.stdout.readline().strip() == f"MLflow UI:   http://127.0.0.1:{ports['mlflow']}"
+        # No experiment yet: the experiments list, in the UI's model-training view.
+        assert ui.stdout.readline().strip() == (
+            f"MLflow UI:   http://127.0.0.1:{ports['mlflow']}/#/experiments?workflowType=machine_learning"
+        )
         assert ui.stdout.readline().strip() == f"TensorBoard: http://127.0.0.1:{ports['tensorboard']}"
         pending = {f"http://127.0.0.1:{ports['mlflow']}/health", f"http://127.0.0.1:{ports['tensorboard']}/"}
         deadline = time.monotonic() + 90
@@ -164,3 +168,19 @@ def test_ui_serves_mlflow_and_tensorboard_on_loopback_until_ctrl_c(tmp_path):
         ui.send_signal(signal.SIGINT)
         code = ui.wait(timeout=60)
     assert code == 0
+
+
+def test_ui_on_a_busy_port_says_so_in_one_line_and_starts_nothing(tmp_path, capsys):
+    import socket
+
+    params = write_params(tmp_path)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code = main(["ui", "--params", str(params), "--mlflow-port", str(port), "--tensorboard-port", "0"])
+    assert code == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"torchtrack ui: error: port {port} on 127.0.0.1 is already in use, so the MLflow UI cannot start: "
+        "stop what listens there, or choose another port with --mlflow-port"
+    ]

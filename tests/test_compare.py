@@ -119,3 +119,62 @@ def test_cli_unknown_experiment_exits_2(store, monkeypatch, capsys):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
     assert main(["compare", "--experiment", "nope"]) == 2
     assert "no MLflow experiment named 'nope'" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def mixed_store(tmp_path_factory) -> str:
+    """Model runs on two datasets (DVC hashes of data/prepared), one of them FAILED."""
+    from torchtrack.recipe import DATA_TAG
+
+    root = tmp_path_factory.mktemp("mixed")
+    config = TrackingConfig(experiment=EXPERIMENT)
+    runs = [
+        ("old-a", "aaaa1111.dir", 0.2, None),
+        ("old-b", "aaaa1111.dir", 0.1, None),
+        ("new-a", "bbbb2222.dir", 0.4, None),
+        ("new-crashed", "bbbb2222.dir", 0.05, ValueError),
+    ]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        for name in ("MLFLOW_TRACKING_URI", "DVC_ROOT"):
+            patch.delenv(name, raising=False)
+        for name, data, mse, error in runs:
+            patch.setenv("DVC_EXP_NAME", name)
+            try:
+                with Tracker(
+                    config, "train", params=BASE_PARAMS, model_run="new", tags={DATA_TAG: data}
+                ) as tracker:
+                    tracker.log_summary({"test_mse": mse})
+                    if error:
+                        raise error("diverged")
+            except ValueError:
+                pass
+    return f"sqlite:///{root / 'mlflow.db'}"
+
+
+def test_finished_runs_only_by_default_all_with_a_status_column(mixed_store):
+    report = comparison_report(EXPERIMENT, tracking_uri=mixed_store)
+    assert "new-crashed" not in report and "status" not in report
+    everything = comparison_report(EXPERIMENT, tracking_uri=mixed_store, everything=True)
+    (crashed,) = [line for line in everything.splitlines() if "new-crashed" in line]
+    assert "FAILED" in crashed.split()
+    header = next(line for line in everything.splitlines() if line.split()[:1] == ["#"])
+    assert header.split()[:4] == ["#", "run", "id", "status"]
+
+
+def test_runs_on_different_data_are_ranked_apart_newest_data_first(mixed_store):
+    lines = comparison_report(EXPERIMENT, tracking_uri=mixed_store).splitlines()
+    assert lines[0].endswith("ranked within each of 2 datasets (newest data first)")
+    headings = [line for line in lines if line.startswith("data ")]
+    assert headings == ["data bbbb2222.dir: 1 run(s)", "data aaaa1111.dir: 2 run(s)"]
+    ranked = [line.split()[1] for line in lines if line.split()[:1] in (["1"], ["2"])]
+    assert ranked == ["new-a", "old-b", "old-a"]  # old-b (0.1) beats old-a, never compared with new-a
+
+
+def test_dataset_filters_by_a_prefix_of_the_data_hash(mixed_store, monkeypatch, capsys):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mixed_store)
+    assert main(["compare", "--experiment", EXPERIMENT, "--dataset", "aaaa"]) == 0
+    out = capsys.readouterr().out
+    assert "old-a" in out and "old-b" in out and "new-a" not in out and "data " not in out
+    assert main(["compare", "--experiment", EXPERIMENT, "--dataset", "x' OR '1"]) == 2
+    assert "--dataset must be (a prefix of) a DVC md5 hash" in capsys.readouterr().err

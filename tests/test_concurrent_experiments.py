@@ -78,5 +78,7 @@ def test_four_queued_experiments_on_two_workers_all_land_in_one_store(tmp_path):
     assert {run.info.run_name for run in model_runs} == set(tasks)  # named after the experiments
     for run in model_runs:
         assert {"train_loss", "val_loss", "test_mse", "test_r2"} <= set(run.data.metrics), run.info.run_name
+    versions = client.search_model_versions("name = 'torchtrack'")  # registered two at a time
+    assert sorted(v.run_id for v in versions) == sorted(run.info.run_id for run in model_runs)
     every_experiment = [e.experiment_id for e in client.search_experiments()]
     assert {run.info.status for run in client.search_runs(every_experiment)} == {"FINISHED"}

@@ -124,9 +124,9 @@ def test_a_signal_mid_training_ends_the_runs_killed_with_every_metric_written(re
     run_id = runs["stage"].info.run_id
     (log_dir,) = (repo / "runs" / "train").glob(f"*-{run_id[:8]}")
     tensorboard = read_scalars(log_dir)
-    for key in ("train_loss_step", "val_loss"):  # buffered metrics reached MLflow too
+    for key, tag in (("train_loss_step", "loss/train_step"), ("val_loss", "loss/val")):  # reached MLflow too
         steps = [m.step for m in client.get_metric_history(run_id, key)]
-        assert steps == [step for step, _ in tensorboard[key]]
+        assert steps == [step for step, _ in tensorboard[tag]]
     assert [m.step for m in client.get_metric_history(run_id, "val_loss")] == [1]
     assert no_model_left_behind(repo)
 

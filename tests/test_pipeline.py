@@ -107,14 +107,14 @@ def test_tensorboard_has_one_log_directory_per_stage_execution(repo):
     logs = {stage: list((repo / "runs" / stage).iterdir()) for stage in ("prepare", "train", "evaluate")}
     assert all(len(dirs) == 1 for dirs in logs.values()), logs
     train = read_scalars(logs["train"][0])
-    assert [step for step, _ in train["val_loss"]] == list(range(1, 21))
-    assert [step for step, _ in train["train_loss_step"]][:2] == [50, 100]  # every log_every_n_steps
+    assert [step for step, _ in train["loss/val"]] == list(range(1, 21))  # grouped: loss/..., optimizer/...
+    assert [step for step, _ in train["loss/train_step"]][:2] == [50, 100]  # every log_every_n_steps
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(logs["train"][0]))
     events.Reload()
     assert events.Graph() is not None
-    assert "test_mse" in read_scalars(logs["evaluate"][0])
+    assert "evaluate/test_mse" in read_scalars(logs["evaluate"][0])
 
 
 def test_dvc_reads_metrics_params_and_plots_without_project_code(repo):

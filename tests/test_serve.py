@@ -96,7 +96,8 @@ def wait_for_ping(url: str, server: subprocess.Popen, log: Path) -> None:
 
 
 @pytest.mark.slow
-def test_served_model_answers_like_predict(trained_project, tmp_path):
+@pytest.mark.parametrize("model", [[], ["--model", "models:/tiny@challenger"]], ids=["train's", "by alias"])
+def test_served_model_answers_like_predict(trained_project, tmp_path, model):
     rows = trained_project.raw_rows(25)
     rows.to_csv(tmp_path / "new.csv", index=False)
     argv = ["predict", "--input", str(tmp_path / "new.csv"), "--output", str(tmp_path / "out.csv")]
@@ -110,7 +111,7 @@ def test_served_model_answers_like_predict(trained_project, tmp_path):
     env = isolated_env()
     with log.open("w") as out:
         server = subprocess.Popen(
-            [sys.executable, "-m", "torchtrack", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            [sys.executable, "-m", "torchtrack", "serve", "--host", "127.0.0.1", "--port", str(port), *model],
             cwd=trained_project.root, env=env, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: the server and its uvicorn worker
         )  # fmt: skip

@@ -78,8 +78,8 @@ def test_tensorboard_gets_scalars_graph_and_hparams(workdir, tracking_config):
         tracker.log_hyperparams({"train.lr": 0.1, "data.path": None}, {"val_loss": 1.5})
     assert tracker.log_dir.parent == workdir / "runs" / "train"
     scalars = read_scalars(tracker.log_dir)
-    assert scalars["train_loss"] == [(1, 2.0), (2, 1.0)]
-    assert scalars["val_loss"] == [(1, 3.0), (2, 1.5)]
+    assert scalars["loss/train"] == [(1, 2.0), (2, 1.0)]  # one "loss" group, the train and val curves in it
+    assert scalars["loss/val"] == [(1, 3.0), (2, 1.5)]
     events = EventAccumulator(str(tracker.log_dir))
     events.Reload()
     assert events.Graph() is not None
@@ -154,3 +154,39 @@ def test_environment_sets_variables_for_its_duration_only(monkeypatch):
     with environment({"TORCHTRACK_A": "during", "TORCHTRACK_B": "during"}):
         assert os.environ["TORCHTRACK_A"] == os.environ["TORCHTRACK_B"] == "during"
     assert os.environ["TORCHTRACK_A"] == "before" and "TORCHTRACK_B" not in os.environ
+
+
+def test_a_dvc_experiment_names_its_tensorboard_run_directories(workdir, tracking_config, monkeypatch):
+    monkeypatch.setenv("DVC_EXP_NAME", "brave-lr")
+    with Tracker(tracking_config, "train", params={}, model_run="new") as tracker:
+        pass
+    assert tracker.log_dir.parent == workdir / "runs" / "train"
+    assert tracker.log_dir.name.endswith(f"-brave-lr-{tracker.run_id[:8]}")
+
+
+def test_system_metrics_sample_cpu_and_memory_into_the_stage_run(workdir, tracking_config, monkeypatch):
+    import time
+
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")  # MLflow's own override
+    with Tracker(tracking_config, "train", params={}, model_run="new", system_metrics=True) as tracker:
+        time.sleep(1.5)
+    logged = client().get_run(tracker.run_id).data.metrics
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(logged)
+    assert not any(name.startswith("system/") for name in client().get_run(tracker.model_run_id).data.metrics)
+    with Tracker(tracking_config, "evaluate", params={}, model_run=tracker.model_run_id) as evaluate:
+        time.sleep(0.5)
+    assert not any(name.startswith("system/") for name in client().get_run(evaluate.run_id).data.metrics)
+
+
+def test_logging_and_registering_a_model_keep_the_stores_environment_variable(
+    workdir, tracking_config, monkeypatch
+):
+    elsewhere = f"sqlite:///{workdir / 'elsewhere.db'}"  # not the default store at the repo root
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", elsewhere)
+    example = np.zeros((5, 3), dtype=np.float32)
+    with Tracker(tracking_config, "train", params={}, model_run="new") as tracker:
+        version = tracker.register_model(tracker.log_model(RegressionModel(3), example))
+    assert (
+        os.environ["MLFLOW_TRACKING_URI"] == elsewhere
+    )  # MLflow's set_tracking_uri unsets it on the way out
+    assert MlflowClient(elsewhere).get_model_version("test", version).run_id == tracker.model_run_id

@@ -39,6 +39,7 @@ Loss = Literal["mse", "l1", "huber"]  # train.loss
 Optimizer = Literal["sgd", "adam", "adamw"]  # train.optimizer
 LrSchedule = Literal["none", "step", "cosine"]  # train.lr_schedule
 Device = Literal["auto", "cpu", "cuda"]  # train.device
+PromoteRule = Literal["best_test_mse"]  # tracking.promote: which version gets the champion alias
 
 
 def names(choice: object) -> tuple[str, ...]:

@@ -2,9 +2,11 @@
 the results.
 
     torchtrack prepare|train|evaluate [--params params.yaml]
-    torchtrack predict --input new.csv --output predictions.csv [--model models/model.pt]
-    torchtrack serve [--host 127.0.0.1] [--port 5001]
-    torchtrack compare [--experiment NAME] [--metric test_mse] [--limit 20]
+    torchtrack predict --input new.csv --output predictions.csv [--model models/model.pt | MODEL_URI]
+    torchtrack serve [--host 127.0.0.1] [--port 5001] [--model models:/torchtrack@champion]
+    torchtrack compare [--experiment NAME] [--metric test_mse] [--limit 20] [--all] [--dataset MD5]
+    torchtrack promote [--metric test_mse]
+    torchtrack reproduce RUN_ID
     torchtrack ui [--host 127.0.0.1] [--mlflow-port 5000] [--tensorboard-port 6006]
     torchtrack server --backend-store-uri postgresql://... --artifacts-destination s3://... [--auth]
     torchtrack push-runs [--to http://server:5000] [--experiment NAME]
@@ -71,7 +73,7 @@ def run_serve(args: argparse.Namespace) -> int:
     """Serve the logged model over HTTP (replaces this process)."""
     from torchtrack.serve import serve_model
 
-    serve_model(args.host, args.port, args.run_file)
+    serve_model(args.host, args.port, args.run_file, args.model)
     return 0  # not reached: serve_model execs the server
 
 
@@ -84,8 +86,28 @@ def run_compare(args: argparse.Namespace) -> int:
         from torchtrack.config import load_config
 
         experiment = load_config(args.params).tracking.experiment
-    print(comparison_report(experiment, args.metric, args.limit))
+    print(comparison_report(experiment, args.metric, args.limit, everything=args.all, dataset=args.dataset))
     return 0
+
+
+def run_promote(args: argparse.Namespace) -> int:
+    """Move the alias champion onto the best registered version; say which it replaced."""
+    from torchtrack import registry
+    from torchtrack.config import load_config
+    from torchtrack.tracking import open_store, tracking_uri
+
+    name = load_config(args.params).tracking.experiment
+    print(registry.promote(open_store(tracking_uri()), name, args.metric))
+    return 0
+
+
+def run_reproduce(args: argparse.Namespace) -> int:
+    """Regenerate a run's model from its commit and params; 0 when byte-identical, 1 otherwise."""
+    from torchtrack.reproduce import reproduce
+
+    report = reproduce(args.run_id, keep=args.keep)
+    print(report)
+    return 0 if report.identical else 1
 
 
 def run_ui(args: argparse.Namespace) -> int:
@@ -161,7 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--input", required=True, help="rows to predict: a CSV or .parquet file")
     predict.add_argument("--output", required=True, help="where to write them: a CSV or .parquet file")
-    predict.add_argument("--model", default="models/model.pt", help="checkpoint (default: %(default)s)")
+    predict.add_argument(
+        "--model",
+        default="models/model.pt",
+        help="a checkpoint, or a model in MLflow: models:/torchtrack@champion, runs:/RUN_ID/model "
+        "(default: %(default)s)",
+    )
     predict.set_defaults(handler=run_predict)
 
     serve = add(
@@ -178,6 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
         default="models/mlflow_run.json",
         help="train's record of the logged model (default: %(default)s)",
     )
+    serve.add_argument(
+        "--model",
+        help="a model in MLflow, e.g. models:/torchtrack@champion (default: the one --run-file names)",
+    )
     serve.set_defaults(handler=run_serve)
 
     compare = add(
@@ -192,8 +223,39 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "--limit", type=positive_int, default=20, help="show the best N (default: %(default)s)"
     )
+    compare.add_argument(
+        "--all", action="store_true", help="also list FAILED, KILLED and RUNNING runs, with a status column"
+    )
+    compare.add_argument("--dataset", metavar="MD5", help="only runs on this data (a prefix of its DVC hash)")
     add_params(compare)
     compare.set_defaults(handler=run_compare)
+
+    promote = add(
+        "promote",
+        "set the registry alias champion on the best model version",
+        "Move the alias `champion` of the registered model named after tracking.experiment onto "
+        "the version whose model run is best by --metric, and say which version had it. "
+        "`challenger` always marks the newest version. Use models:/<name>@champion in predict and serve.",
+    )
+    promote.add_argument("--metric", default="test_mse", help="rank by this metric (default: %(default)s)")
+    add_params(promote)
+    promote.set_defaults(handler=run_promote)
+
+    reproduce = add(
+        "reproduce",
+        "regenerate a run's model from its commit and params; compare the bytes",
+        "Check out the run's commit (or its DVC experiment) in a temporary clone, write the run's "
+        "params, run `dvc repro` there and compare the new models/model.pt with the hash the run "
+        "recorded. Exit 0 when identical; 1 with what differs (params, code, data, platform) "
+        "otherwise. A run made from a dirty work tree is refused (exit 2).",
+    )
+    reproduce.add_argument(
+        "run_id", metavar="RUN_ID", help="an MLflow model run id (or a train/evaluate run under it)"
+    )
+    reproduce.add_argument(
+        "--keep", metavar="DIR", help="make the clone in DIR and leave it there (default: a temporary folder)"
+    )
+    reproduce.set_defaults(handler=run_reproduce)
 
     ui = add(
         "ui",

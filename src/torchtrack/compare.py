@@ -2,7 +2,9 @@
 
 A model run (tag torchtrack.kind = model) is one row in the MLflow UI: every param that
 shaped the model, final train/val losses from train and test metrics from evaluate. Stage
-runs nested under it, and prepare runs, are not compared.
+runs nested under it, and prepare runs, are not compared. Only finished runs are, unless
+asked for all (then with a status column), and runs on different data (another DVC hash of
+data/prepared) are ranked in separate tables, the newest data first.
 """
 
 from __future__ import annotations
@@ -13,11 +15,15 @@ from typing import Any
 import pandas as pd
 
 from torchtrack.errors import InputError
+from torchtrack.recipe import DATA_TAG
 
 KEY_PARAMS = ("model.activation", "train.optimizer", "train.lr", "train.epochs", "train.batch_size")
 KEY_METRICS = ("test_mse", "test_mae", "test_r2", "val_loss")
 MODEL_RUNS = "tags.`torchtrack.kind` = 'model'"
+FINISHED = "attributes.status = 'FINISHED'"
 MISSING = "-"  # a param or metric the run did not log
+UNKNOWN_DATA = "unknown"  # runs logged before the data hash was recorded
+HASH_SHOWN = 12  # characters of a data hash in headings
 
 
 def higher_is_better(metric: str) -> bool:
@@ -25,8 +31,12 @@ def higher_is_better(metric: str) -> bool:
     return metric.endswith("r2")
 
 
-def find_model_runs(experiment: str, tracking_uri: str | None = None) -> list[Any]:
-    """Every model run (mlflow.entities.Run) in `experiment`; InputError if there is no such experiment."""
+def find_model_runs(
+    experiment: str, tracking_uri: str | None = None, *, everything: bool = True, dataset: str | None = None
+) -> list[Any]:
+    """The model runs (mlflow.entities.Run) in `experiment`: all, or only FINISHED ones, and only
+    those on data whose DVC hash starts with `dataset` if given; InputError if there is no such
+    experiment."""
     from mlflow import MlflowClient
 
     from torchtrack import tracking
@@ -41,9 +51,14 @@ def find_model_runs(experiment: str, tracking_uri: str | None = None) -> list[An
             f"no MLflow experiment named {experiment!r} in {uri}; "
             f"experiments: {', '.join(names) or 'none yet (run dvc repro)'}"
         )
+    query = MODEL_RUNS if everything else f"{MODEL_RUNS} AND {FINISHED}"
+    if dataset is not None:
+        if not dataset or any(c not in "0123456789abcdef." for c in dataset):
+            raise InputError(f"--dataset must be (a prefix of) a DVC md5 hash, got {dataset!r}")
+        query += f" AND tags.`{DATA_TAG}` LIKE '{dataset}%'"
     runs, token = [], None
     while True:
-        page = client.search_runs([found.experiment_id], MODEL_RUNS, max_results=1000, page_token=token)
+        page = client.search_runs([found.experiment_id], query, max_results=1000, page_token=token)
         runs.extend(page)
         token = page.token
         if not token:
@@ -65,8 +80,9 @@ def rank_runs(runs: list[Any], metric: str) -> list[Any]:
     return sorted(newest_first, key=badness)
 
 
-def runs_table(runs: list[Any], metric: str) -> pd.DataFrame:
-    """One row per run, in the given order: name, short id, key params, then metrics (`metric` first).
+def runs_table(runs: list[Any], metric: str, status: bool = False) -> pd.DataFrame:
+    """One row per run, in the given order: name, short id, (status,) key params, then metrics
+    (`metric` first).
 
     Params beyond KEY_PARAMS appear when their value differs between the runs.
     """
@@ -79,22 +95,46 @@ def runs_table(runs: list[Any], metric: str) -> pd.DataFrame:
     rows = []
     for rank, run in enumerate(runs, start=1):
         row: dict[str, Any] = {"#": rank, "run": run.info.run_name, "id": run.info.run_id[:8]}
+        row["status"] = run.info.status
         row |= {p: run.data.params.get(p, MISSING) for p in params}
         row |= {m: f"{run.data.metrics[m]:.5g}" if m in run.data.metrics else MISSING for m in metrics}
         rows.append(row)
-    return pd.DataFrame(rows, columns=["#", "run", "id", *params, *metrics])
+    return pd.DataFrame(rows, columns=["#", "run", "id", *(["status"] if status else []), *params, *metrics])
+
+
+def by_dataset(runs: list[Any]) -> dict[str, list[Any]]:
+    """`runs` grouped by the DVC hash of the data they were trained on, the newest data first."""
+    groups: dict[str, list[Any]] = {}
+    for run in sorted(runs, key=lambda run: -run.info.start_time):
+        groups.setdefault(run.data.tags.get(DATA_TAG, UNKNOWN_DATA), []).append(run)
+    return groups
 
 
 def comparison_report(
-    experiment: str, metric: str = "test_mse", limit: int = 20, tracking_uri: str | None = None
+    experiment: str,
+    metric: str = "test_mse",
+    limit: int = 20,
+    tracking_uri: str | None = None,
+    *,
+    everything: bool = False,
+    dataset: str | None = None,
 ) -> str:
-    """The text `torchtrack compare` prints: a heading line and an aligned table, best run first."""
-    runs = rank_runs(find_model_runs(experiment, tracking_uri), metric)
+    """The text `torchtrack compare` prints: a heading line and an aligned table, best run first;
+    one table per dataset when the runs were trained on different data."""
+    runs = find_model_runs(experiment, tracking_uri, everything=everything, dataset=dataset)
     if not runs:
-        return f"experiment {experiment!r} has no model runs yet (run dvc repro)"
+        which = "" if everything else " (finished ones; --all for the rest)"
+        return f"experiment {experiment!r} has no model runs yet{which}: run dvc repro"
+    groups = {data: rank_runs(group, metric) for data, group in by_dataset(runs).items()}
     order = "higher" if higher_is_better(metric) else "lower"
-    shown = runs[:limit]
     heading = f"experiment {experiment!r}: {len(runs)} model run(s), best {metric} first ({order} is better)"
-    if len(shown) < len(runs):
-        heading += f"; showing {len(shown)}, --limit for more"
-    return heading + "\n" + runs_table(shown, metric).to_string(index=False)
+    if len(groups) > 1:
+        heading += f", ranked within each of {len(groups)} datasets (newest data first)"
+    if any(len(group) > limit for group in groups.values()):
+        heading += f"; showing {limit}{' per dataset' if len(groups) > 1 else ''}, --limit for more"
+    parts = [heading]
+    for data, group in groups.items():
+        if len(groups) > 1:
+            parts.append(f"\ndata {data[:HASH_SHOWN]}: {len(group)} run(s)")
+        parts.append(runs_table(group[:limit], metric, status=everything).to_string(index=False))
+    return "\n".join(parts)

@@ -22,6 +22,7 @@ from torchtrack.choices import (
     LrSchedule,
     ModelKind,
     Optimizer,
+    PromoteRule,
     Source,
     names,
 )
@@ -117,6 +118,7 @@ class TrackingConfig:
     log_every_n_steps: Int = Field(default=50, ge=1)  # step-metric interval
     flush_every_n_metrics: Int = Field(default=1000, ge=1)  # MLflow batch size
     flush_every_seconds: Number = Field(default=5.0, gt=0)  # or this often
+    promote: PromoteRule | None = None  # champion rule after each evaluate; None = off
 
 
 @dataclass(frozen=True, config=SECTION)

@@ -2,7 +2,9 @@
 
 Columns are matched by name against the features the model was trained on, scaled with the
 train split's statistics saved in the checkpoint, and fed through the model in eval mode
-under no_grad. The output keeps every input column and adds `prediction`.
+under no_grad. The output keeps every input column and adds `prediction`. `--model` may
+also name a model logged to MLflow (`models:/torchtrack@champion`, `runs:/<run id>/model`),
+which holds its scaling and feature names itself.
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ import pandas as pd
 import torch
 
 from torchtrack.data import Scaler
-from torchtrack.errors import InputError
+from torchtrack.errors import DataError, InputError
 from torchtrack.evaluation import predict
 from torchtrack.files import write_atomic
 from torchtrack.models import load_checkpoint
 
 PREDICTION_COLUMN = "prediction"
+MODEL_URI_SCHEMES = ("models:/", "runs:/")  # --model values that name a model in MLflow
 
 
 def read_rows(path: str | Path) -> pd.DataFrame:
@@ -87,9 +90,52 @@ class Predictor:
         return predict(self.model, torch.from_numpy(scaled.to_numpy(copy=True)))
 
 
+class LoggedPredictor:
+    """A model logged to MLflow by train (Standardize + network, taking raw features), callable
+    on a DataFrame like Predictor; the feature names come from its MLmodel metadata."""
+
+    def __init__(self, model: object, features: list[str], target: str):
+        self.model = model
+        self.features = features
+        self.target = target
+
+    @classmethod
+    def load(cls, uri: str) -> LoggedPredictor:
+        """Load `uri` (models:/..., runs:/...) with mlflow.pyfunc from the project's store."""
+        import mlflow.pyfunc
+        from mlflow.exceptions import MlflowException
+
+        from torchtrack.tracking import PREDICTION_DEVICE, environment, fluent_tracking_uri, tracking_uri
+
+        try:
+            with fluent_tracking_uri(tracking_uri()), environment(PREDICTION_DEVICE):
+                model = mlflow.pyfunc.load_model(uri)
+        except MlflowException as exc:
+            raise DataError(f"{uri}: cannot load the model ({exc.message.splitlines()[0]})") from None
+        metadata = model.metadata.metadata or {}
+        if "features" not in metadata:
+            raise DataError(f"{uri}: the logged model names no feature columns; train it again (dvc repro)")
+        return cls(model, list(metadata["features"]), str(metadata.get("target")))
+
+    def __call__(self, frame: pd.DataFrame) -> np.ndarray:
+        """One prediction per row of `frame` (raw features matched by name)."""
+        check_columns(frame, self.features, self.target)
+        if len(frame) == 0:
+            return np.empty(0)
+        rows = frame[self.features].to_numpy(np.float32, copy=True)  # (N, F) in training order
+        return np.asarray(self.model.predict(rows), dtype=np.float64).reshape(-1)
+
+
+def load_predictor(model: str | Path) -> Predictor | LoggedPredictor:
+    """A checkpoint path, or a logged model's URI (models:/..., runs:/...)."""
+    if str(model).startswith(MODEL_URI_SCHEMES):
+        return LoggedPredictor.load(str(model))
+    return Predictor.load(model)
+
+
 def predict_file(model_path: str | Path, input_path: str | Path, output_path: str | Path) -> int:
     """Predict every row of `input_path` into `output_path` (CSV, or Parquet by suffix); return rows."""
-    predictor = Predictor.load(model_path)
+    predictor = load_predictor(model_path)
     frame = read_rows(input_path)
     out = frame.assign(**{PREDICTION_COLUMN: predictor(frame)})
     output_path = Path(output_path)

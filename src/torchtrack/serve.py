@@ -52,9 +52,10 @@ def serve_environment() -> dict[str, str]:
     )
 
 
-def serve_model(host: str, port: int, run_file: str | Path = RUN_FILE) -> None:
-    """Replace this process with the model server; it runs until Ctrl-C."""
-    model_uri = logged_model_uri(run_file)
+def serve_model(host: str, port: int, run_file: str | Path = RUN_FILE, model_uri: str | None = None) -> None:
+    """Replace this process with the model server for `model_uri` (default: the model the last
+    train logged); it runs until Ctrl-C."""
+    model_uri = model_uri or logged_model_uri(run_file)
     print(f"Serving {model_uri} at http://{host}:{port}/invocations (Ctrl-C stops it)", flush=True)
     command = serve_command(model_uri, host, port)
     os.execve(command[0], command, serve_environment())

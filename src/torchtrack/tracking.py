@@ -37,6 +37,7 @@ from torchtrack.login import check_login
 from torchtrack.processes import HOST_TAG, ProcessIdentity
 from torchtrack.profiling import timed
 from torchtrack.signals import uninterrupted
+from torchtrack.tensorboard_layout import run_dir_name, scalar_tag
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -48,6 +49,10 @@ MAX_BATCH = 1000  # MLflow's limit on metrics per log_batch call
 # was exported on; MLflow's pyfunc loader picks CUDA whenever one is present unless this says
 # otherwise. Set while logging (MLflow checks the input example) and for `torchtrack serve`.
 PREDICTION_DEVICE = {"MLFLOW_DEFAULT_PREDICTION_DEVICE": "cpu"}
+# Seconds between MLflow's system-metrics samples (CPU, memory, GPU where present): one psutil
+# read and one small write each, off the training thread. MLflow's
+# MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL overrides it.
+SYSTEM_METRICS_EVERY_S = 10
 
 
 def repo_root() -> Path:
@@ -132,6 +137,20 @@ def environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
+@contextmanager
+def fluent_tracking_uri(uri: str) -> Iterator[None]:
+    """`uri` as MLflow's fluent (global) tracking URI for the duration, then the process's own.
+
+    Some MLflow calls know only the global URI (`mlflow.pytorch.log_model`, the registry's
+    check of a `models:/` source). Its `set_tracking_uri` also sets MLFLOW_TRACKING_URI and
+    unsets it on the way back, so the variable is saved and put back around it.
+    """
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    with environment({"MLFLOW_TRACKING_URI": uri}), _use_tracking_uri(uri):
+        yield
+
+
 def run_status(exc_type: type[BaseException] | None) -> str:
     """The MLflow status of a stage that ended by raising `exc_type` (None: it did not)."""
     if exc_type is None:
@@ -155,7 +174,8 @@ class Tracker:
 
     `model_run`: None for a standalone run (prepare), "new" to open a new top-level model
     run with this stage nested under it (train), or an existing model run id to nest this
-    stage under (evaluate). `log_summary` writes to the model run's row.
+    stage under (evaluate). `log_summary` writes to the model run's row. `system_metrics`:
+    sample CPU, memory (and GPU) into this stage's run with MLflow's system metrics monitor.
 
     Starting a Tracker marks KILLED the runs of its experiment that a process of this host
     left RUNNING and that no longer exists.
@@ -170,6 +190,7 @@ class Tracker:
         params: dict[str, Any],
         model_run: str | None = None,
         tags: dict[str, str] | None = None,
+        system_metrics: bool = False,
     ):
         self.config = config
         self.stage = stage
@@ -210,11 +231,12 @@ class Tracker:
                 self.root
                 / config.tensorboard_dir
                 / stage
-                / (f"{time.strftime('%Y%m%d-%H%M%S')}-{self.run_id[:8]}")
+                / run_dir_name(self.run_id, os.environ.get("DVC_EXP_NAME"))
             )
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(log_dir=str(self.log_dir))
+            self._monitor = self._system_monitor(uri) if system_metrics else None
         except BaseException as exc:  # a half-made Tracker never reaches __exit__
             self._end_runs(run_status(type(exc)))
             raise
@@ -259,6 +281,15 @@ class Tracker:
         if os.environ.get("DVC_EXP_NAME"):
             tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
         return tags
+
+    def _system_monitor(self, uri: str) -> Any:
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        monitor = SystemMetricsMonitor(
+            self.run_id, sampling_interval=SYSTEM_METRICS_EVERY_S, tracking_uri=uri
+        )
+        monitor.start()
+        return monitor
 
     @timed("params")
     def _log_params(self, run_id: str, params: dict[str, Any]) -> None:
@@ -337,10 +368,11 @@ class Tracker:
 
     @timed("model logging")
     @uninterrupted()
-    def log_model(self, model: Any, input_example: Any) -> str:
+    def log_model(self, model: Any, input_example: Any, metadata: dict[str, Any] | None = None) -> str:
         """The model to the model run via `mlflow.pytorch.log_model` (pt2, with signature).
 
         `input_example` is a float32 NumPy array (rows, features): pt2 traces the model on it.
+        `metadata` goes into the MLmodel file (the feature names, for `torchtrack predict`).
         """
         import mlflow
         import mlflow.pytorch
@@ -350,12 +382,10 @@ class Tracker:
         model.eval()
         with torch.no_grad():
             output = model(torch.as_tensor(input_example)).numpy()
-        from mlflow.tracking._tracking_service.utils import _use_tracking_uri
-
         # The fluent API needs a global tracking URI; set it only for this call, so that a
         # notebook or test process keeps the one it had (and its MLFLOW_TRACKING_URI).
         with (
-            _use_tracking_uri(tracking_uri()),
+            fluent_tracking_uri(tracking_uri()),
             environment(PREDICTION_DEVICE),
             mlflow.start_run(run_id=self.model_run_id),
         ):
@@ -365,6 +395,7 @@ class Tracker:
                 input_example=input_example,
                 signature=infer_signature(input_example, output),
                 serialization_format="pt2",
+                metadata=metadata,
                 pip_requirements=[
                     f"torch=={torch.__version__.split('+')[0]}",
                     f"mlflow=={mlflow.__version__}",
@@ -374,12 +405,57 @@ class Tracker:
 
     @timed("step metrics")
     @uninterrupted()
+    def log_datasets(self, splits: dict[str, Any], prepared_dir: Path, md5: str, target: str) -> None:
+        """The splits (DataFrames) as MLflow datasets, on this stage's run and the model run;
+        `md5` is DVC's hash of `prepared_dir`, their digest."""
+        from torchtrack.datasets import split_inputs
+
+        inputs = split_inputs(splits, prepared_dir, md5, target)
+        for run_id in dict.fromkeys((self.run_id, self.model_run_id)):
+            if run_id is not None:
+                self.client.log_inputs(run_id, datasets=inputs)
+
+    @timed("tracking")
+    @uninterrupted()
+    def tag_model_run(self, tags: dict[str, str]) -> None:
+        """Tags on the model run, e.g. the hashes of outputs once they are written."""
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(self.model_run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+
+    @timed("tracking")
+    @uninterrupted()
+    def register_model(self, model_uri: str) -> str:
+        """The logged model as the newest version (alias challenger) of the registered model
+        named after the experiment; returns the version number."""
+        from torchtrack import registry
+
+        with fluent_tracking_uri(tracking_uri()):  # MLflow looks the logged model up in the global store
+            return registry.register(self.client, self.config.experiment, model_uri, self.model_run_id)
+
+    @timed("tracking")
+    @uninterrupted()
+    def record_test_metrics(self, metrics: dict[str, float]) -> Any:
+        """Test metrics onto the model run's registry version; then `tracking.promote`'s rule,
+        if one is set: returns its registry.Promotion, else None."""
+        from torchtrack import registry
+
+        name = self.config.experiment
+        version = registry.version_of_run(self.client, name, self.model_run_id)
+        if version is not None:
+            registry.tag_version(self.client, name, version, metrics)
+        if self.config.promote is None:
+            return None
+        return registry.promote(self.client, name, registry.rule_metric(self.config.promote))
+
+    @timed("tracking")
+    @uninterrupted()
     def flush(self) -> None:
         """Write buffered metrics: to TensorBoard, then to MLflow in `log_batch` calls."""
         from mlflow.entities import Metric
 
         for key, value, step, wall in self._metrics:
-            self.writer.add_scalar(key, value, step, walltime=wall)
+            self.writer.add_scalar(scalar_tag(key, self.stage), value, step, walltime=wall)
         self.writer.flush()
         for run_id, buffer in ((self.run_id, self._metrics), (self.model_run_id, self._summary)):
             metrics = [Metric(key, value, int(wall * 1000), step) for key, value, step, wall in buffer]
@@ -402,6 +478,8 @@ class Tracker:
             if self.log_dir.is_dir():
                 self.client.log_artifacts(self.run_id, str(self.log_dir), "tensorboard")
         finally:
+            if self._monitor is not None:
+                self._monitor.finish()
             self._end_runs(status)
 
     def _end_runs(self, status: str) -> None:

@@ -1,14 +1,49 @@
-"""`torchtrack ui`: the MLflow UI and TensorBoard side by side, on loopback by default."""
+"""`torchtrack ui`: the MLflow UI and TensorBoard side by side, on loopback by default.
+
+MLflow 3's UI opens every experiment on its GenAI overview (traces, token usage): the kind
+it shows comes from a `workflowType` query parameter, else a "GenAI / Model training" toggle
+kept in the browser's local storage (default GenAI), not from the experiment's
+`mlflow.experimentKind` tag. So the address printed here is the experiment's runs table with
+`workflowType=machine_learning`, which opens on the params and test metrics directly.
+"""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from torchtrack.config import TrackingConfig
-from torchtrack.tracking import repo_root, tracking_uri
+from torchtrack.errors import PipelineError
+from torchtrack.tracking import check_reachable, open_store, repo_root, tracking_uri
+
+RUNS_TABLE = "#/experiments/{id}/runs?workflowType=machine_learning"  # the UI's runs tab, model-training view
+
+
+def runs_table_url(base: str, experiment: str) -> str:
+    """The MLflow UI address of `experiment`'s runs table (the experiments list if it has no runs yet)."""
+    uri = tracking_uri()
+    check_reachable(uri)  # a server that does not answer: one line now, not minutes of retries
+    found = open_store(uri).get_experiment_by_name(experiment)
+    if found is None:
+        return f"{base}/#/experiments?workflowType=machine_learning"
+    return f"{base}/{RUNS_TABLE.format(id=found.experiment_id)}"
+
+
+def check_port_free(host: str, port: int, server: str, option: str) -> None:
+    """PipelineError naming the server, the port and the option to change it when something
+    already listens there (before the server starts, so the reason is not buried in its log)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do: TIME_WAIT is free
+        try:
+            probe.bind((host, port))
+        except OSError:
+            raise PipelineError(
+                f"port {port} on {host} is already in use, so the {server} cannot start: "
+                f"stop what listens there, or choose another port with {option}"
+            ) from None
 
 
 def serve(config: TrackingConfig, host: str, mlflow_port: int, tensorboard_port: int) -> int:
@@ -37,8 +72,11 @@ def serve(config: TrackingConfig, host: str, mlflow_port: int, tensorboard_port:
             str(tensorboard_port),
         ],
     }
+    check_port_free(host, mlflow_port, "MLflow UI", "--mlflow-port")
+    check_port_free(host, tensorboard_port, "TensorBoard", "--tensorboard-port")
+    runs = runs_table_url(f"http://{host}:{mlflow_port}", config.experiment)
     processes = {name: subprocess.Popen(cmd) for name, cmd in commands.items()}
-    print(f"MLflow UI:   http://{host}:{mlflow_port}", flush=True)
+    print(f"MLflow UI:   {runs}", flush=True)
     print(f"TensorBoard: http://{host}:{tensorboard_port}", flush=True)
     print("Ctrl-C stops both.", flush=True)
     try:

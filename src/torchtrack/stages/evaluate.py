@@ -7,6 +7,7 @@ least-squares fit's test MSE rides along as the linear reference.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from torchtrack.evaluation import least_squares_test_mse, predict, regression_me
 from torchtrack.figures import predictions_figure
 from torchtrack.files import read_json, write_atomic, write_json
 from torchtrack.models import load_checkpoint
+from torchtrack.recipe import directory_md5, output_tags
 from torchtrack.stages.train import RUN_FILE as TRAIN_RUN_FILE
 from torchtrack.tracking import Tracker
 
@@ -39,6 +41,9 @@ def run(
     model_run_id = read_json(run_file)["model_run_id"]
     params = config.flat("data")
     with Tracker(config.tracking, "evaluate", params=params, model_run=model_run_id) as tracker:
+        tracker.log_datasets(
+            {"test": test_set.data}, prepared_dir, directory_md5(prepared_dir), test_set.target
+        )
         y_true = test_set.y.numpy().reshape(-1).astype(np.float64)
         y_pred = predict(model, test_set.X)
         metrics = {f"test_{k}": v for k, v in regression_metrics(y_true, y_pred).items()}
@@ -53,6 +58,10 @@ def run(
         write_json(metrics_path, metrics)
         tracker.log_metrics(metrics)
         tracker.log_summary(metrics)
+        tracker.tag_model_run(output_tags([metrics_path]))
+        promotion = tracker.record_test_metrics(metrics)
+        if promotion is not None:
+            print(f"torchtrack evaluate: {promotion}", file=sys.stderr)
 
         shown = np.random.default_rng(config.seed).permutation(len(y_true))[:PLOT_ROWS]
         table = pd.DataFrame({"actual": y_true[shown], "predicted": y_pred[shown]})

@@ -24,6 +24,7 @@ from torchtrack.figures import loss_figure
 from torchtrack.files import read_json, write_atomic, write_json
 from torchtrack.models import Standardize, build_model, save_checkpoint
 from torchtrack.progress import TrainingProgress
+from torchtrack.recipe import DATA_TAG, MODEL_TAG, directory_md5, file_md5, output_tags, recipe_tags
 from torchtrack.stages.prepare import RUN_FILE as PREPARE_RUN_FILE
 from torchtrack.tracking import Tracker
 from torchtrack.training import (
@@ -64,13 +65,21 @@ def run(
     checkpoint = EpochCheckpoint(
         checkpoint_file, fingerprint(shaping_params, inputs), resume=config.train.resume
     )
-    tags = {"device": str(device)}
+    data_md5 = directory_md5(prepared_dir)  # as dvc.lock records it: the datasets' digest
+    tags = {"device": str(device), DATA_TAG: data_md5} | recipe_tags(Path.cwd())
     if Path(prepare_run_file).is_file():
         tags["torchtrack.prepare_run_id"] = read_json(prepare_run_file)["prepare_run_id"]
     steps_per_epoch = math.ceil(len(train_set) / config.train.batch_size)
     with Tracker(
-        config.tracking, "train", params=config.flat(*PARAM_SECTIONS), model_run="new", tags=tags
+        config.tracking,
+        "train",
+        params=config.flat(*PARAM_SECTIONS),
+        model_run="new",
+        tags=tags,
+        system_metrics=True,
     ) as tracker:
+        splits = {"train": train_set.data, "val": val_set.data}
+        tracker.log_datasets(splits, prepared_dir, data_md5, train_set.target)
         tracker.log_graph(model, train_set.X[:8])
         with TrainingProgress(config.train.epochs, steps_per_epoch) as progress:
             history = fit(
@@ -112,7 +121,11 @@ def run(
         write_json(metrics_path, final)
         served = nn.Sequential(Standardize(scaler.mean, scaler.std), model)  # takes raw features
         example = (train_set.X[:5].numpy() * scaler.std + scaler.mean).astype("float32")
-        model_uri = tracker.log_model(served, example)
+        model_uri = tracker.log_model(
+            served, example, {"features": train_set.features, "target": train_set.target}
+        )
+        tracker.tag_model_run({MODEL_TAG: file_md5(model_dir / "model.pt")} | output_tags([metrics_path]))
+        tracker.register_model(model_uri)
         write_json(
             run_file,
             {

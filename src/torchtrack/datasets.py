@@ -1,0 +1,67 @@
+"""The prepared splits as MLflow datasets: what the UI's Datasets column shows for a run.
+
+Each split is logged with its context (training / validation / testing), its schema and row
+count, and, as digest, the hash DVC records for `data/prepared` in dvc.lock: runs on the same
+data show the same dataset, runs on other data another. The source names that DVC output
+and its hash, which `dvc checkout` at the run's commit turns back into the rows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+SPLIT_CONTEXTS = {"train": "training", "val": "validation", "test": "testing"}  # MLflow's contexts
+SOURCE_TYPE = "dvc"
+
+
+def dvc_output_source(path: Path, md5: str) -> Any:
+    """An mlflow DatasetSource naming a DVC output (its path in the repo) and its content hash."""
+    from mlflow.data.dataset_source import DatasetSource
+
+    class DvcOutput(DatasetSource):
+        """Rows that DVC keeps: restore them with `dvc checkout` at the run's commit."""
+
+        @staticmethod
+        def _get_source_type() -> str:
+            return SOURCE_TYPE
+
+        def load(self, **kwargs: Any) -> Any:
+            raise NotImplementedError(f"restore {path} with `dvc checkout` at the run's commit")
+
+        @staticmethod
+        def _can_resolve(raw_source: Any) -> bool:
+            return False
+
+        @classmethod
+        def _resolve(cls, raw_source: Any) -> Any:
+            raise NotImplementedError
+
+        def to_dict(self) -> dict[str, Any]:
+            return {"path": Path(path).as_posix(), "md5": md5}
+
+        @classmethod
+        def from_dict(cls, source_dict: dict[str, Any]) -> Any:
+            return dvc_output_source(Path(source_dict["path"]), source_dict["md5"])
+
+    return DvcOutput()
+
+
+def split_inputs(splits: dict[str, pd.DataFrame], prepared_dir: Path, md5: str, target: str) -> list[Any]:
+    """One mlflow DatasetInput per split (name `prepared-<split>`), for `MlflowClient.log_inputs`;
+    `md5` is `prepared_dir`'s hash (recipe.directory_md5)."""
+    import mlflow.data
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    source = dvc_output_source(prepared_dir, md5)
+    inputs = []
+    for split, frame in splits.items():
+        dataset = mlflow.data.from_pandas(
+            frame, source=source, targets=target, name=f"prepared-{split}", digest=md5
+        )
+        context = InputTag(MLFLOW_DATASET_CONTEXT, SPLIT_CONTEXTS[split])
+        inputs.append(DatasetInput(dataset=dataset._to_mlflow_entity(), tags=[context]))
+    return inputs
