@@ -105,6 +105,7 @@ class TrainConfig:
     shuffle: bool = True  # reshuffle the training rows every epoch
     device: str = field(default="auto", metadata=_choice("auto", "cpu", "cuda"))
     num_threads: int = field(default=1, metadata=_range(0))  # CPU threads; 0 = one per core
+    processes: int = field(default=1, metadata=_range(1))  # ranks under torchrun (DDP); docs/scaling.md
     resume: bool = False  # continue an interrupted run from its last epoch checkpoint
 
 

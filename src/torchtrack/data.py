@@ -8,7 +8,7 @@ into a `TabularDataset`, the journal's Dataset subclass with `data`, `X` and `y`
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -236,7 +236,8 @@ class BatchIndexSampler(Sampler[torch.Tensor]):
     The same batches a bare loop gets from `randperm` and slicing, without one Python
     object per row; shuffling draws only from `generator`, a CPU generator, so the order is
     reproducible and the same on every device. The indices are put on `device` (the data's)
-    once per epoch.
+    once per epoch. With `shard`, the epoch's order is first cut down to this process's
+    share of it (`distributed.shard_rows`); `rows` is how many rows an epoch yields.
     """
 
     def __init__(
@@ -246,18 +247,23 @@ class BatchIndexSampler(Sampler[torch.Tensor]):
         shuffle: bool = True,
         generator: torch.Generator | None = None,
         device: torch.device | str = "cpu",
+        shard: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ):
         self.n_rows, self.batch_size, self.shuffle, self.generator = n_rows, batch_size, shuffle, generator
         self.device = torch.device(device)
+        self.shard = shard
+        self.rows = n_rows if shard is None else len(shard(torch.arange(n_rows)))
 
     def __len__(self) -> int:
-        return -(-self.n_rows // self.batch_size)
+        return -(-self.rows // self.batch_size)
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         if self.shuffle:
             order = torch.randperm(self.n_rows, generator=self.generator)
         else:
             order = torch.arange(self.n_rows)
+        if self.shard is not None:
+            order = self.shard(order)
         return iter(order.to(self.device).split(self.batch_size))
 
 

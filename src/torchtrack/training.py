@@ -10,15 +10,18 @@ import random
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from functools import partial
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from torchtrack import distributed
 from torchtrack.checkpoints import EpochCheckpoint
 from torchtrack.config import TrainConfig
 from torchtrack.data import BatchIndexSampler, BlockBatches
+from torchtrack.distributed import shard_rows
 from torchtrack.errors import ConfigError, TrainingError
 from torchtrack.losses import build_loss
 
@@ -150,10 +153,17 @@ BLOCK_ROWS = 65_536  # rows gathered per indexing operation: a few MB, however l
 
 
 def make_loader(
-    dataset: Dataset, batch_size: int, shuffle: bool, generator: torch.Generator | None = None
+    dataset: Dataset,
+    batch_size: int,
+    shuffle: bool,
+    generator: torch.Generator | None = None,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> BlockBatches:
     """Batches of `batch_size` rows from `dataset`; shuffling draws from `generator` for
-    reproducibility.
+    reproducibility. With `world_size` > 1, rank `rank`'s share of them: an equal slice of
+    every batch (`distributed.shard_rows`), `batch_size // world_size` rows.
 
     A DataLoader fetches blocks of whole batches (about `BLOCK_ROWS` rows): the sampler
     yields index tensors, on the dataset's `device` if it has one, `dataset[index_tensor]`
@@ -162,11 +172,15 @@ def make_loader(
     the order a bare `randperm` loop takes them. In-memory tensors need no worker processes,
     so none are started.
     """
-    block_rows = max(1, BLOCK_ROWS // batch_size) * batch_size
+    local = batch_size // world_size  # rows of each batch that this process takes
+    block_rows = max(1, BLOCK_ROWS // batch_size) * local
+    shard = None
+    if world_size > 1:
+        shard = partial(shard_rows, batch_size=local * world_size, rank=rank, world_size=world_size)
     device = getattr(dataset, "device", "cpu")
-    sampler = BatchIndexSampler(len(dataset), block_rows, shuffle, generator, device)
+    sampler = BatchIndexSampler(len(dataset), block_rows, shuffle, generator, device, shard)
     loader = DataLoader(dataset, sampler=sampler, batch_size=None, collate_fn=_as_is)
-    return BlockBatches(loader, batch_size, len(dataset))
+    return BlockBatches(loader, local, sampler.rows)
 
 
 def _as_is(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -295,13 +309,17 @@ def fit(
     these params and data) and saves the state after every epoch, before `on_epoch`.
     """
     model.to(device)
+    trained = distributed.wrap(model, device)  # DistributedDataParallel under torchrun, else `model`
     train_set, val_set = _resident(train_set, device), _resident(val_set, device)
     loss_fn = build_loss(config.loss, config.huber_delta)
     optimizer = make_optimizer(model.parameters(), config)
     schedule = make_lr_schedule(optimizer, config)
     stopper = EarlyStopping(config.early_stopping_patience) if config.early_stopping_patience else None
-    train_loader = make_loader(train_set, config.batch_size, config.shuffle, generator)
-    val_loader = make_loader(val_set, max(config.batch_size, 16384), False)  # forward only: big batches
+    share = {"rank": distributed.rank(), "world_size": distributed.world_size()}  # this process's rows
+    train_loader = make_loader(train_set, config.batch_size, config.shuffle, generator, **share)
+    val_loader = make_loader(
+        val_set, max(config.batch_size, 16384), False, **share
+    )  # forward only: big batches
     history = []
     # Everything the next epoch depends on; a checkpoint saves and restores all of it.
     stateful = {"model": model, "optimizer": optimizer, "schedule": schedule, "stopper": stopper}
@@ -315,7 +333,7 @@ def fit(
         for epoch in range(len(history) + 1, config.epochs + 1):
             lr = optimizer.param_groups[0]["lr"]
             train_loss = train_one_epoch(
-                model,
+                trained,
                 train_loader,
                 loss_fn,
                 optimizer,
@@ -324,13 +342,17 @@ def fit(
                 log_every=log_every,
                 on_step=on_step,
             )
-            result = EpochResult(epoch, train_loss, evaluate_loss(model, val_loader, loss_fn, device), lr)
+            # Over every process's rows: each rank logs, and early stopping decides, alike.
+            train_loss = distributed.mean_over_ranks(train_loss, train_loader.n_rows, device)
+            val_loss = evaluate_loss(model, val_loader, loss_fn, device)
+            val_loss = distributed.mean_over_ranks(val_loss, val_loader.n_rows, device)
+            result = EpochResult(epoch, train_loss, val_loss, lr)
             history.append(result)
             if schedule is not None:
                 schedule.step()
             if stopper is not None:
                 stopper.step(model, result.val_loss)
-            if checkpoint is not None:
+            if checkpoint is not None and distributed.is_leader():
                 checkpoint.save([asdict(r) for r in history], generator, **stateful)
             if on_epoch is not None:
                 on_epoch(result)

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
+import torch
 from torch import nn
 
-from torchtrack import activations, losses, models, training
+from torchtrack import activations, distributed, losses, models, training
 from torchtrack.activations import learned_activation_values
 from torchtrack.checkpoints import EpochCheckpoint, fingerprint
 from torchtrack.config import METRICS_DIR, MODEL_DIR, PLOTS_DIR, PREPARED_DIR, Config
@@ -51,19 +53,57 @@ def run(
     prepare_run_file: Path = PREPARE_RUN_FILE,
     checkpoint_file: Path = CHECKPOINT_FILE,
 ) -> dict[str, float]:
-    """Train, save the checkpoint, log everything; return the final losses."""
+    """Train, save the checkpoint, log everything; return the final losses.
+
+    With `train.processes` > 1 the stage starts that many ranks under torchrun, which write
+    to the default paths, and waits for them (torchtrack.distributed).
+    """
+    if distributed.needs_launch(config.train):
+        distributed.launch(config)
+        return read_json(METRICS_DIR / "train.json")
+    with distributed.process_group(resolve_device(config.train.device), config.train) as device:
+        return _train(
+            config,
+            device,
+            prepared_dir,
+            model_dir,
+            metrics_path,
+            plots_dir,
+            run_file,
+            prepare_run_file,
+            checkpoint_file,
+        )
+
+
+def _train(
+    config: Config,
+    device: torch.device,
+    prepared_dir: Path,
+    model_dir: Path,
+    metrics_path: Path,
+    plots_dir: Path,
+    run_file: Path,
+    prepare_run_file: Path,
+    checkpoint_file: Path,
+) -> dict[str, float]:
     train_set = TabularDataset(read_split(prepared_dir, "train"))
     val_set = TabularDataset(read_split(prepared_dir, "val"))
     scaler = Scaler.load(prepared_dir / "scaler.json")
     generator = seed_everything(config.seed)
     set_threads(config.train.num_threads)
-    device = resolve_device(config.train.device)
     model = build_model(config.model, in_features=len(train_set.features))
     shaping_params = {k: v for k, v in config.flat(*PARAM_SECTIONS).items() if k != "train.resume"}
     inputs = [Path(prepared_dir) / f"{name}.parquet" for name in ("train", "val")] + TRAINING_CODE
     checkpoint = EpochCheckpoint(
         checkpoint_file, fingerprint(shaping_params, inputs), resume=config.train.resume
     )
+    if not distributed.is_leader():  # the other ranks only train: rank 0 logs and writes outputs
+        started = time.perf_counter()
+        history = fit(
+            model, train_set, val_set, config.train, generator=generator, device=device, checkpoint=checkpoint
+        )
+        distributed.throughput(len(train_set) * (len(history) - checkpoint.resumed_epochs), started, device)
+        return {}
     tags = {"device": str(device)}
     if Path(prepare_run_file).is_file():
         tags["torchtrack.prepare_run_id"] = read_json(prepare_run_file)["prepare_run_id"]
@@ -86,6 +126,7 @@ def run(
                 log_epoch(result, learned_activation_values(model))
                 progress.epoch(result)
 
+            started = time.perf_counter()
             history = fit(
                 model,
                 train_set,
@@ -98,6 +139,8 @@ def run(
                 on_epoch=on_epoch,
                 checkpoint=checkpoint,
             )
+        trained_rows = len(train_set) * (len(history) - checkpoint.resumed_epochs)
+        tracker.log_metrics(distributed.throughput(trained_rows, started, device), len(history))
         for result in history[: checkpoint.resumed_epochs]:  # so a resumed run's curves are whole
             log_epoch(result, {})
         kept = final_epoch(history, config.train)  # the epoch whose weights the model holds
