@@ -143,6 +143,19 @@ class Config:
         return out
 
 
+def params_mapping(config: Config) -> dict[str, Any]:
+    """`config` as params.yaml nests it: sections of keys (lists where the file has lists)."""
+    params: dict[str, Any] = {}
+    for key, value in config.flat().items():
+        section, _, name = key.partition(".")
+        value = list(value) if isinstance(value, tuple) else value
+        if name:
+            params.setdefault(section, {})[name] = value
+        else:
+            params[key] = value
+    return params
+
+
 def load_config(path: str | Path = PARAMS_FILE) -> Config:
     """Read and validate params.yaml; raise ConfigError naming the first bad key."""
     import yaml

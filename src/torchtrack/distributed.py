@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from torchtrack.config import Config, TrainConfig
+from torchtrack.config import Config, TrainConfig, params_mapping
 from torchtrack.errors import ConfigError, TrainingError
 from torchtrack.files import write_json
 
@@ -80,16 +80,9 @@ def launch(config: Config) -> None:
     """
     processes = config.train.processes
     check_batch_split(config.train.batch_size, processes)
-    values: dict = {}  # params.yaml's nesting, back from the dotted keys
-    for key, value in config.flat().items():
-        section, _, name = key.partition(".")
-        if name:
-            values.setdefault(section, {})[name] = value
-        else:
-            values[key] = value
     with tempfile.TemporaryDirectory(prefix="torchtrack-ranks-") as folder:
         params = Path(folder) / "params.json"  # JSON is YAML: load_config reads it as params
-        write_json(params, values)
+        write_json(params, params_mapping(config))
         command = [
             sys.executable,
             "-m",

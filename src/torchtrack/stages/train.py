@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from torchtrack import activations, distributed, losses, models, training
+from torchtrack import activations, distributed, losses, models, training, trial
 from torchtrack.activations import learned_activation_values
 from torchtrack.checkpoints import EpochCheckpoint, fingerprint
 from torchtrack.config import METRICS_DIR, MODEL_DIR, PLOTS_DIR, PREPARED_DIR, Config
@@ -107,6 +107,9 @@ def _train(
     tags = {"device": str(device)}
     if Path(prepare_run_file).is_file():
         tags["torchtrack.prepare_run_id"] = read_json(prepare_run_file)["prepare_run_id"]
+    study_trial = trial.from_environment()  # set when `torchtrack tune` runs this experiment
+    if study_trial is not None:
+        tags |= study_trial.tags()
     steps_per_epoch = math.ceil(len(train_set) / config.train.batch_size)
     with Tracker(
         config.tracking, "train", params=config.flat(*PARAM_SECTIONS), model_run="new", tags=tags
@@ -125,6 +128,8 @@ def _train(
             def on_epoch(result: EpochResult) -> None:
                 log_epoch(result, learned_activation_values(model))
                 progress.epoch(result)
+                if study_trial is not None:
+                    study_trial.report(result.epoch, result.val_loss)
 
             started = time.perf_counter()
             history = fit(
