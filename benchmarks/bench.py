@@ -14,6 +14,7 @@ Measures, side by side in one run on this machine:
   7. fixed cost: `dvc repro -f` vs the same work as three plain Python processes
      (benchmarks/plain_pipeline.py), interleaved over rounds, and each stage's CPU time split
      into phases, from interpreter start to exit.
+  8. training in 2 processes (train.processes, torchrun) vs 1: samples/s on a wide MLP.
 Stages run in a `git clone` of this repository's HEAD, so commit before benchmarking.
 `--device cuda --only overhead optimizer` measures those two parts on a GPU (the CUDA figures).
 """
@@ -468,6 +469,39 @@ def scale(folder: Path, rows: int, features: int) -> dict:
     }
 
 
+def distributed_speedup(folder: Path, rows: int = 50_000, width: int = 1024) -> dict:
+    """Target 8: the train stage's samples/s at 1 and 2 processes (torchrun, gloo, one thread
+    each), on an MLP wide enough that the gradient all-reduce is not the whole step; the sum of
+    the ranks' `samples_per_second_rank*` metrics, read back from the clone's MLflow store."""
+    from mlflow import MlflowClient
+
+    repo = clone(folder)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["data"].update(n_samples=rows)
+    params["model"].update(kind="mlp", hidden_sizes=[width, width], activation="relu")
+    params["train"].update(epochs=2, batch_size=1024)
+    timed_run([sys.executable, "-m", "torchtrack", "prepare"], repo, stage_env(repo))
+    rates = {}
+    for processes in (1, 2):
+        params["train"]["processes"] = processes
+        (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        timed_run([sys.executable, "-m", "torchtrack", "train"], repo, stage_env(repo))
+        client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+        experiment_id = client.get_experiment_by_name("torchtrack").experiment_id
+        run = client.search_runs(
+            [experiment_id], "tags.`dvc.stage` = 'train'", order_by=["attributes.start_time DESC"]
+        )[0]
+        rates[processes] = sum(
+            v for k, v in run.data.metrics.items() if k.startswith("samples_per_second_rank")
+        )
+    return {
+        "rows": rows,
+        "hidden_sizes": [width, width],
+        "samples_per_s": {str(n): rate for n, rate in rates.items()},
+        "speedup": rates[2] / rates[1],
+    }
+
+
 def table(results: dict) -> str:
     """The targets measured, each with its figure, the ratio to target, and pass / falls short."""
     rows = []
@@ -529,6 +563,13 @@ def table(results: dict) -> str:
             f["ratio"] / 1.5,
             f["ratio"] <= 1.5,
         )
+    if d := results.get("distributed"):  # no target: the speed-up depends on free cores
+        add(
+            f"2 training processes vs 1 (torchrun), MLP {'x'.join(map(str, d['hidden_sizes']))}",
+            f"{d['samples_per_s']['2']:,.0f} vs {d['samples_per_s']['1']:,.0f} samples/s",
+            d["speedup"],
+            f"speed-up on {results['machine']['cpus']} cores",
+        )
     p = results.get("pipeline")
     if p:
         add(
@@ -573,7 +614,7 @@ def machine(device: torch.device) -> dict:
     return facts
 
 
-PARTS = ("overhead", "optimizer", "data", "pipeline", "fixed", "scale", "kernels")
+PARTS = ("overhead", "optimizer", "data", "pipeline", "fixed", "scale", "kernels", "distributed")
 
 
 def main() -> None:
@@ -611,6 +652,8 @@ def main() -> None:
             results["scale"] = scale(folder / "scale", args.rows, 16)
         if "kernels" in args.only:
             results["pinned_kernels"] = pinned_kernels(max(1, args.rounds // 3))
+        if "distributed" in args.only:
+            results["distributed"] = distributed_speedup(folder / "distributed")
     Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
     print(table(results))
     print(f"\nfigures written to {args.output}")
