@@ -469,10 +469,12 @@ def scale(folder: Path, rows: int, features: int) -> dict:
     }
 
 
-def distributed_speedup(folder: Path, rows: int = 50_000, width: int = 1024) -> dict:
+def distributed_speedup(folder: Path, rows: int = 50_000, width: int = 1024, rounds: int = 2) -> dict:
     """Target 8: the train stage's samples/s at 1 and 2 processes (torchrun, gloo, one thread
     each), on an MLP wide enough that the gradient all-reduce is not the whole step; the sum of
-    the ranks' `samples_per_second_rank*` metrics, read back from the clone's MLflow store."""
+    the ranks' `samples_per_second_rank*` metrics, read back from the clone's MLflow store.
+    The two alternate for `rounds` rounds and the best of each counts, so that a burst of
+    load from elsewhere does not land on one side only."""
     from mlflow import MlflowClient
 
     repo = clone(folder)
@@ -481,8 +483,8 @@ def distributed_speedup(folder: Path, rows: int = 50_000, width: int = 1024) -> 
     params["model"].update(kind="mlp", hidden_sizes=[width, width], activation="relu")
     params["train"].update(epochs=2, batch_size=1024)
     timed_run([sys.executable, "-m", "torchtrack", "prepare"], repo, stage_env(repo))
-    rates = {}
-    for processes in (1, 2):
+    rates: dict[int, float] = {1: 0.0, 2: 0.0}
+    for processes in [1, 2] * rounds:
         params["train"]["processes"] = processes
         (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         timed_run([sys.executable, "-m", "torchtrack", "train"], repo, stage_env(repo))
@@ -491,9 +493,8 @@ def distributed_speedup(folder: Path, rows: int = 50_000, width: int = 1024) -> 
         run = client.search_runs(
             [experiment_id], "tags.`dvc.stage` = 'train'", order_by=["attributes.start_time DESC"]
         )[0]
-        rates[processes] = sum(
-            v for k, v in run.data.metrics.items() if k.startswith("samples_per_second_rank")
-        )
+        rate = sum(v for k, v in run.data.metrics.items() if k.startswith("samples_per_second_rank"))
+        rates[processes] = max(rates[processes], rate)
     return {
         "rows": rows,
         "hidden_sizes": [width, width],

@@ -1,12 +1,16 @@
 """torchtrack tune: the search space file is checked against params.yaml; the train stage
 reports to its Optuna trial and is pruned when worse than the median; a study run with
 `--jobs 2` leaves one DVC experiment and one tagged MLflow model run per trial; two workers
-on one study share its trials, none run twice."""
+on one study share its trials, none run twice; a killed worker's trial is marked failed and
+another worker finishes the study."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -18,7 +22,7 @@ from torchtrack.cli import main
 from torchtrack.config import Config
 from torchtrack.errors import ConfigError
 from torchtrack.trial import PRUNED_ATTR, STUDY_TAG, TRIAL_TAG, StudyTrial, TrialPruned
-from torchtrack.tune import STATE_TAG, load_space, make_pruner, open_storage
+from torchtrack.tune import GRACE_S, STATE_TAG, load_space, make_pruner, open_storage
 
 # -- the search space ----------------------------------------------------------------------
 
@@ -193,3 +197,24 @@ def test_two_workers_on_one_study_share_its_trials_and_run_none_twice(small_proj
     runs = model_runs_of(repo, "shared")
     assert sorted(int(run.data.tags[TRIAL_TAG]) for run in runs) == list(range(6))  # each trial once
     assert sorted(experiments(repo)) == sorted(f"shared-{n}" for n in range(6))
+
+
+@pytest.mark.slow
+def test_a_killed_workers_trial_is_marked_failed_and_the_study_carries_on(small_project):
+    repo = small_project
+    doomed = subprocess.Popen(
+        [sys.executable, "-m", "torchtrack", "tune", "--study", "k", "--trials", "2"],
+        cwd=repo,
+        env=pipeline_env(repo),
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group: the kill takes its experiment too
+    )
+    assert doomed.stdout.readline().startswith("trial 0 (k-0)")
+    os.killpg(doomed.pid, signal.SIGKILL)
+    doomed.wait()
+    time.sleep(GRACE_S + 1)  # its trial's last heartbeat is now older than the grace period
+    out = finished(tune(repo, "--study", "k", "--trials", "2"))
+    study = optuna.load_study(study_name="k", storage=f"sqlite:///{repo / 'optuna.db'}")
+    states = [t.state for t in study.trials]
+    assert states == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE], out

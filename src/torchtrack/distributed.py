@@ -141,7 +141,13 @@ def process_group(device: torch.device, config: TrainConfig) -> Iterator[torch.d
         )
     check_batch_split(config.batch_size, size)
     if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        local_rank, gpus = int(os.environ["LOCAL_RANK"]), torch.cuda.device_count()
+        if local_rank >= gpus:
+            raise ConfigError(
+                f"train.processes: local rank {local_rank} needs a GPU of its own and this node has {gpus}; "
+                "start at most one process per GPU, or train on the CPU (train.device: cpu)"
+            )
+        device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo", device_id=_device_id(device))
     try:

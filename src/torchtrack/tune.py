@@ -25,7 +25,8 @@ import sys
 import tempfile
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -36,13 +37,13 @@ import yaml
 from torchtrack.compare import higher_is_better
 from torchtrack.config import Config, config_from_dict, load_config, params_mapping
 from torchtrack.errors import ConfigError, InputError, TrainingError
+from torchtrack.signals import Terminated
 from torchtrack.trial import PRUNED_ATTR, STUDY_TAG, TRIAL_ENV, TRIAL_TAG
 
 SPACE_FILE = Path("tune.yaml")
 STORAGE_FILE = "optuna.db"  # the default study storage, beside mlflow.db
 HEARTBEAT_S = 10  # a running trial's worker writes a heartbeat this often...
 GRACE_S = 60  # ...and a trial without one for this long is marked failed
-STOP_GRACE_S = 60  # after a stop signal, how long a running experiment gets before it is killed
 EXP_NAME_ATTR = "dvc.exp_name"  # the trial's DVC experiment, on the Optuna trial
 PARAMS_ATTR = "params"  # the values it set, as `-S` set them (Optuna keeps a list choice as text)
 STATE_TAG = "torchtrack.trial_state"  # COMPLETE, PRUNED or FAIL, on the trial's MLflow model run
@@ -213,7 +214,8 @@ class Sweep:
             "trial_id": trial._trial_id,  # the storage's id: what a Trial object is opened by
             "pruner": self.space.pruner,
         }
-        command = [sys.executable, "-m", "dvc", "exp", "run", "--temp", "-n", name]
+        # Experiments starting or finishing at once take turns at the repo's lock, not fail on it.
+        command = [sys.executable, "-m", "dvc", "--wait-for-lock", "exp", "run", "--temp", "-n", name]
         command += [f"--set-param={k}={_as_yaml(v)}" for k, v in values.items()]
         log = self.logs / f"{name}.log"
         code = self._run(command, {**os.environ, TRIAL_ENV: json.dumps(spec)}, log)
@@ -251,16 +253,40 @@ class Sweep:
                     self._running.discard(process)
 
     def stop_running(self) -> None:
-        """SIGTERM every running experiment (their runs end KILLED), SIGKILL those that hang."""
+        """SIGTERM every running experiment, its stages included (their runs end KILLED):
+        `dvc exp run` does not pass a SIGTERM on to the stage it runs."""
+        import psutil
+
         with self._lock:
             running = list(self._running)
         for process in running:
-            process.send_signal(signal.SIGTERM)
-        for process in running:
             try:
-                process.wait(timeout=STOP_GRACE_S)
-            except subprocess.TimeoutExpired:
-                process.kill()
+                dvc = psutil.Process(process.pid)
+                tree = [*dvc.children(recursive=True), dvc]
+            except psutil.NoSuchProcess:
+                continue
+            for member in tree:
+                with suppress(psutil.NoSuchProcess):
+                    member.terminate()
+
+    @contextmanager
+    def stopped_by_sigterm(self) -> Iterator[None]:
+        """Within the block, a SIGTERM stops the running experiments, then raises `Terminated`.
+
+        Without this, the signal would wait for them: Optuna's worker threads finish their
+        trials before the error leaves `optimize`. (Ctrl-C reaches them from the terminal.)
+        """
+        previous = signal.getsignal(signal.SIGTERM)
+
+        def stop(signum: int, frame: Any) -> None:
+            self.stop_running()
+            raise Terminated(f"signal {signum}")
+
+        signal.signal(signal.SIGTERM, stop)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
     def _user_attrs(self, number: int) -> dict[str, Any]:
         """The trial's user attributes as the storage has them now (the stage may have set some)."""
@@ -405,13 +431,10 @@ def tune(
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
     sweep = Sweep(study, space, config, storage, root)
     if len(done) < trials:
-        try:
+        with sweep.stopped_by_sigterm():
             study.optimize(
                 sweep.objective, n_trials=trials, n_jobs=jobs, catch=(TrialFailed,), callbacks=[until(trials)]
             )
-        except BaseException:
-            sweep.stop_running()
-            raise
     sweep.record_best()
     return report(study, space.metric)
 
