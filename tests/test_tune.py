@@ -218,3 +218,24 @@ def test_a_killed_workers_trial_is_marked_failed_and_the_study_carries_on(small_
     study = optuna.load_study(study_name="k", storage=f"sqlite:///{repo / 'optuna.db'}")
     states = [t.state for t in study.trials]
     assert states == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE], out
+
+
+@pytest.mark.slow
+def test_a_trial_clearly_worse_than_the_others_is_pruned_in_optuna_and_mlflow(small_project):
+    repo = small_project
+    write_space(
+        repo, "pruner: {startup_trials: 1, warmup_epochs: 0}\nspace:\n  train.lr: {low: 1.0e-6, high: 0.1}\n"
+    )
+    storage = f"sqlite:///{repo / 'optuna.db'}"
+    study = optuna.create_study(storage=storage, study_name="p")
+    study.enqueue_trial({"train.lr": 0.05})  # trial 0 learns; trial 1 barely moves, and is pruned
+    study.enqueue_trial({"train.lr": 1.0e-6})
+    out = finished(tune(repo, "--study", "p", "--trials", "2"))
+    assert "trial 1: pruned after epoch 1" in out
+    assert [t.state for t in optuna.load_study(study_name="p", storage=storage).trials] == [
+        TrialState.COMPLETE,
+        TrialState.PRUNED,
+    ]
+    pruned = next(run for run in model_runs_of(repo, "p") if run.data.tags[TRIAL_TAG] == "1")
+    assert pruned.data.tags[STATE_TAG] == "PRUNED" and pruned.info.status == "FAILED"
+    assert "epochs" not in pruned.data.metrics  # it stopped before the end of training

@@ -307,6 +307,8 @@ def fit(
     the model ends with the weights of its best validation epoch (see `final_epoch`).
     With a `checkpoint`, training resumes after its last saved epoch (if it has one for
     these params and data) and saves the state after every epoch, before `on_epoch`.
+    In a process group (torchrun), each process trains `model` in DistributedDataParallel
+    on its share of every batch, and the losses are the mean over every process's rows.
     """
     model.to(device)
     trained = distributed.wrap(model, device)  # DistributedDataParallel under torchrun, else `model`
