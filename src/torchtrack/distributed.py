@@ -74,9 +74,9 @@ def launch(config: Config) -> None:
     """Run the train stage in `train.processes` ranks under torchrun on this machine; wait for it.
 
     The ranks read `config` from a temporary params file, so they train on exactly what this
-    process was given. Raises
-    TrainingError when a rank fails; a stop signal here is passed on to torchrun, which stops
-    every rank (their runs end KILLED), and is raised again once they have ended.
+    process was given. Raises TrainingError when a rank fails; a stop signal here is passed on
+    to torchrun, which stops every rank (their runs end KILLED), and is raised again once they
+    have ended.
     """
     processes = config.train.processes
     check_batch_split(config.train.batch_size, processes)
@@ -96,11 +96,11 @@ def launch(config: Config) -> None:
             "--params",
             str(params),
         ]
-        # Its own session: a Ctrl-C at the terminal reaches only this process, which passes one
-        # SIGTERM to torchrun, which passes one to each rank (two would cut their cleanup short).
         # torchrun sets one OpenMP thread per rank unless told; train.num_threads 0 means the cores.
         threads = config.train.num_threads or max(1, (os.cpu_count() or 1) // processes)
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+        # Its own session: a Ctrl-C at the terminal reaches only this process, which passes one
+        # SIGTERM to torchrun, which passes one to each rank (two would cut their cleanup short).
         launcher = subprocess.Popen(command, env=env, start_new_session=True)
         try:
             code = launcher.wait()
