@@ -16,6 +16,7 @@ Measures, side by side in one run on this machine:
      into phases, from interpreter start to exit.
   8. system metrics (MLflow's CPU/memory sampler on train's run): the tracked fit with them on
      vs off, at 20x the default sampling rate, beside the spread of two runs with them off.
+  9. training in 2 processes (train.processes, torchrun) vs 1: samples/s on a wide MLP.
 Stages run in a `git clone` of this repository's HEAD, so commit before benchmarking.
 `--device cuda --only overhead optimizer` measures those two parts on a GPU (the CUDA figures).
 """
@@ -501,6 +502,40 @@ def scale(folder: Path, rows: int, features: int) -> dict:
     }
 
 
+def distributed_speedup(folder: Path, rows: int = 50_000, width: int = 1024, rounds: int = 2) -> dict:
+    """Target 8: the train stage's samples/s at 1 and 2 processes (torchrun, gloo, one thread
+    each), on an MLP wide enough that the gradient all-reduce is not the whole step; the sum of
+    the ranks' `samples_per_second_rank*` metrics, read back from the clone's MLflow store.
+    The two alternate for `rounds` rounds and the best of each counts, so that a burst of
+    load from elsewhere does not land on one side only."""
+    from mlflow import MlflowClient
+
+    repo = clone(folder)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["data"].update(n_samples=rows)
+    params["model"].update(kind="mlp", hidden_sizes=[width, width], activation="relu")
+    params["train"].update(epochs=2, batch_size=1024)
+    timed_run([sys.executable, "-m", "torchtrack", "prepare"], repo, stage_env(repo))
+    rates: dict[int, float] = {1: 0.0, 2: 0.0}
+    for processes in [1, 2] * rounds:
+        params["train"]["processes"] = processes
+        (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        timed_run([sys.executable, "-m", "torchtrack", "train"], repo, stage_env(repo))
+        client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+        experiment_id = client.get_experiment_by_name("torchtrack").experiment_id
+        run = client.search_runs(
+            [experiment_id], "tags.`dvc.stage` = 'train'", order_by=["attributes.start_time DESC"]
+        )[0]
+        rate = sum(v for k, v in run.data.metrics.items() if k.startswith("samples_per_second_rank"))
+        rates[processes] = max(rates[processes], rate)
+    return {
+        "rows": rows,
+        "hidden_sizes": [width, width],
+        "samples_per_s": {str(n): rate for n, rate in rates.items()},
+        "speedup": rates[2] / rates[1],
+    }
+
+
 def table(results: dict) -> str:
     """The targets measured, each with its figure, the ratio to target, and pass / falls short."""
     rows = []
@@ -570,6 +605,13 @@ def table(results: dict) -> str:
             f["ratio"] / 1.5,
             f["ratio"] <= 1.5,
         )
+    if d := results.get("distributed"):  # no target: the speed-up depends on free cores
+        add(
+            f"2 training processes vs 1 (torchrun), MLP {'x'.join(map(str, d['hidden_sizes']))}",
+            f"{d['samples_per_s']['2']:,.0f} vs {d['samples_per_s']['1']:,.0f} samples/s",
+            d["speedup"],
+            f"speed-up on {results['machine']['cpus']} cores",
+        )
     p = results.get("pipeline")
     if p:
         add(
@@ -614,7 +656,7 @@ def machine(device: torch.device) -> dict:
     return facts
 
 
-PARTS = ("overhead", "optimizer", "data", "pipeline", "fixed", "scale", "kernels", "system")
+PARTS = ("overhead", "optimizer", "data", "pipeline", "fixed", "scale", "kernels", "system", "distributed")
 
 
 def main() -> None:
@@ -654,6 +696,8 @@ def main() -> None:
             results["scale"] = scale(folder / "scale", args.rows, 16)
         if "kernels" in args.only:
             results["pinned_kernels"] = pinned_kernels(max(1, args.rounds // 3))
+        if "distributed" in args.only:
+            results["distributed"] = distributed_speedup(folder / "distributed")
     Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
     print(table(results))
     print(f"\nfigures written to {args.output}")

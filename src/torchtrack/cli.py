@@ -10,6 +10,7 @@ the results.
     torchtrack ui [--host 127.0.0.1] [--mlflow-port 5000] [--tensorboard-port 6006]
     torchtrack server --backend-store-uri postgresql://... --artifacts-destination s3://... [--auth]
     torchtrack push-runs [--to http://server:5000] [--experiment NAME]
+    torchtrack tune [--space tune.yaml] [--trials 20] [--jobs 1] [--metric test_mse] [--storage URL]
 
 Heavy libraries (torch, mlflow) are imported inside the subcommands, so --help is instant.
 Exit codes: see EXIT_MEANINGS (also printed by --help).
@@ -140,6 +141,14 @@ def run_push_runs(args: argparse.Namespace) -> int:
     from torchtrack.push_runs import push_runs
 
     print(push_runs(args.source, args.target, args.experiment).summary(), file=sys.stderr)
+    return 0
+
+
+def run_tune(args: argparse.Namespace) -> int:
+    """Run trials of the study until it has --trials of them; print the best."""
+    from torchtrack.tune import tune
+
+    print(tune(args.params, args.space, args.trials, args.jobs, args.metric, args.study, args.storage))
     return 0
 
 
@@ -320,6 +329,36 @@ def build_parser() -> argparse.ArgumentParser:
         "--experiment", action="append", help="copy only this experiment (repeatable; default: all)"
     )
     push.set_defaults(handler=run_push_runs)
+
+    tune = add(
+        "tune",
+        "search hyperparameters with Optuna, each trial a DVC experiment",
+        "Search the space in --space (ranges and choices over params keys) with Optuna. Each "
+        "trial runs `dvc exp run --temp -S key=value ...` and is scored by its model run's "
+        "--metric; its MLflow model run is tagged with the study and trial number. Workers "
+        "(this command, run again, here or on other machines) that name the same --study and "
+        "--storage share its trials. See docs/scaling.md.",
+    )
+    tune.add_argument("--space", default="tune.yaml", help="search space file (default: %(default)s)")
+    tune.add_argument(
+        "--trials", type=positive_int, default=20, help="trials the study should have (default: %(default)s)"
+    )
+    tune.add_argument(
+        "--jobs",
+        type=positive_int,
+        default=1,
+        help="trials run at once by this worker (default: %(default)s)",
+    )
+    tune.add_argument(
+        "--metric", help="model-run metric to optimise (default: the space file's, or test_mse)"
+    )
+    tune.add_argument("--study", help="study name (default: the space file's, or tune)")
+    tune.add_argument(
+        "--storage",
+        help="Optuna storage URL, e.g. postgresql://... (default: sqlite optuna.db beside mlflow.db)",
+    )
+    add_params(tune)
+    tune.set_defaults(handler=run_tune)
     return parser
 
 

@@ -106,6 +106,7 @@ class TrainConfig:
     shuffle: Bool = True  # reshuffle the training rows every epoch
     device: Device = "auto"
     num_threads: Int = Field(default=1, ge=0)  # CPU threads; 0 = one per core
+    processes: Int = Field(default=1, ge=1)  # ranks under torchrun (DDP); docs/scaling.md
     resume: Bool = False  # continue an interrupted run from its last epoch checkpoint
 
 
@@ -142,6 +143,19 @@ class Config:
             elif not sections or f.name in sections:
                 out.update({f"{f.name}.{k}": v for k, v in dataclasses.asdict(value).items()})
         return out
+
+
+def params_mapping(config: Config) -> dict[str, Any]:
+    """`config` as params.yaml nests it: sections of keys (lists where the file has lists)."""
+    params: dict[str, Any] = {}
+    for key, value in config.flat().items():
+        section, _, name = key.partition(".")
+        value = list(value) if isinstance(value, tuple) else value
+        if name:
+            params.setdefault(section, {})[name] = value
+        else:
+            params[key] = value
+    return params
 
 
 def load_config(path: str | Path = PARAMS_FILE) -> Config:

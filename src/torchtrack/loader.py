@@ -7,10 +7,13 @@ gathered a block of many batches at a time, not row by row.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from functools import partial
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
+
+from torchtrack.distributed import shard_rows
 
 # Rows gathered per indexing operation (and per chunk wherever a split is processed in pieces):
 # a few MB, however large the split.
@@ -18,10 +21,17 @@ BLOCK_ROWS = 65_536
 
 
 def make_loader(
-    dataset: Dataset, batch_size: int, shuffle: bool, generator: torch.Generator | None = None
+    dataset: Dataset,
+    batch_size: int,
+    shuffle: bool,
+    generator: torch.Generator | None = None,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> BlockBatches:
     """Batches of `batch_size` rows from `dataset`; shuffling draws from `generator` for
-    reproducibility.
+    reproducibility. With `world_size` > 1, rank `rank`'s share of them: an equal slice of
+    every batch (`distributed.shard_rows`), `batch_size // world_size` rows.
 
     A DataLoader fetches blocks of whole batches (about `BLOCK_ROWS` rows): the sampler
     yields index tensors, on the dataset's `device` if it has one, `dataset[index_tensor]`
@@ -30,11 +40,15 @@ def make_loader(
     the order a bare `randperm` loop takes them. In-memory tensors need no worker processes,
     so none are started.
     """
-    block_rows = max(1, BLOCK_ROWS // batch_size) * batch_size
+    local = batch_size // world_size  # rows of each batch that this process takes
+    block_rows = max(1, BLOCK_ROWS // batch_size) * local
+    shard = None
+    if world_size > 1:
+        shard = partial(shard_rows, batch_size=local * world_size, rank=rank, world_size=world_size)
     device = getattr(dataset, "device", "cpu")
-    sampler = BatchIndexSampler(len(dataset), block_rows, shuffle, generator, device)
+    sampler = BatchIndexSampler(len(dataset), block_rows, shuffle, generator, device, shard)
     loader = DataLoader(dataset, sampler=sampler, batch_size=None, collate_fn=_as_is)
-    return BlockBatches(loader, batch_size, len(dataset))
+    return BlockBatches(loader, local, sampler.rows)
 
 
 def _as_is(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,7 +69,8 @@ class BatchIndexSampler(Sampler[torch.Tensor]):
     The same batches a bare loop gets from `randperm` and slicing, without one Python
     object per row; shuffling draws only from `generator`, a CPU generator, so the order is
     reproducible and the same on every device. The indices are put on `device` (the data's)
-    once per epoch.
+    once per epoch. With `shard`, the epoch's order is first cut down to this process's
+    share of it (`distributed.shard_rows`); `rows` is how many rows an epoch yields.
     """
 
     def __init__(
@@ -65,18 +80,23 @@ class BatchIndexSampler(Sampler[torch.Tensor]):
         shuffle: bool = True,
         generator: torch.Generator | None = None,
         device: torch.device | str = "cpu",
+        shard: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ):
         self.n_rows, self.batch_size, self.shuffle, self.generator = n_rows, batch_size, shuffle, generator
         self.device = torch.device(device)
+        self.shard = shard
+        self.rows = n_rows if shard is None else len(shard(torch.arange(n_rows)))
 
     def __len__(self) -> int:
-        return -(-self.n_rows // self.batch_size)
+        return -(-self.rows // self.batch_size)
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         if self.shuffle:
             order = torch.randperm(self.n_rows, generator=self.generator)
         else:
             order = torch.arange(self.n_rows)
+        if self.shard is not None:
+            order = self.shard(order)
         return iter(order.to(self.device).split(self.batch_size))
 
 

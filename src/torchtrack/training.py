@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from torchtrack import distributed
 from torchtrack.activations import learned_activation_values
 from torchtrack.checkpoints import EpochCheckpoint
 from torchtrack.choices import LrSchedule, Optimizer, unknown
@@ -286,19 +287,25 @@ def fit(
     the model ends with the weights of its best validation epoch (see `final_epoch`).
     With a `checkpoint`, training resumes after its last saved epoch (if it has one for
     these params and data) and saves the state after every epoch, before logging it; the
-    restored epochs are not logged again.
+    restored epochs are not logged again. In a process group (torchrun), each process trains
+    `model` in DistributedDataParallel on its share of every batch, and the losses are the
+    mean over every process's rows.
 
     While it trains, `fit` defers the interpreter's full garbage collections (see
     `_no_full_collections`) and restores the collector's thresholds when it returns or raises.
     """
     model.to(device)
+    trained = distributed.wrap(model, device)  # DistributedDataParallel under torchrun, else `model`
     train_set, val_set = resident(train_set, device), resident(val_set, device)
     loss_fn = build_loss(config.loss, config.huber_delta)
     optimizer = make_optimizer(model.parameters(), config)
     schedule = make_lr_schedule(optimizer, config)
     stopper = EarlyStopping(config.early_stopping_patience) if config.early_stopping_patience else None
-    train_loader = make_loader(train_set, config.batch_size, config.shuffle, generator)
-    val_loader = make_loader(val_set, max(config.batch_size, 16384), False)  # forward only: big batches
+    share = {"rank": distributed.rank(), "world_size": distributed.world_size()}  # this process's rows
+    train_loader = make_loader(train_set, config.batch_size, config.shuffle, generator, **share)
+    val_loader = make_loader(
+        val_set, max(config.batch_size, 16384), False, **share
+    )  # forward only: big batches
     history = []
     # Everything the next epoch depends on; a checkpoint saves and restores all of it.
     stateful = {"model": model, "optimizer": optimizer, "schedule": schedule, "stopper": stopper}
@@ -312,7 +319,7 @@ def fit(
         for epoch in range(len(history) + 1, config.epochs + 1):
             lr = optimizer.param_groups[0]["lr"]
             train_loss = train_one_epoch(
-                model,
+                trained,
                 train_loader,
                 loss_fn,
                 optimizer,
@@ -321,13 +328,17 @@ def fit(
                 log_every=log_every,
                 loggers=loggers,
             )
-            result = EpochResult(epoch, train_loss, evaluate_loss(model, val_loader, loss_fn, device), lr)
+            # Over every process's rows: each rank logs, and early stopping decides, alike.
+            train_loss = distributed.mean_over_ranks(train_loss, train_loader.n_rows, device)
+            val_loss = evaluate_loss(model, val_loader, loss_fn, device)
+            val_loss = distributed.mean_over_ranks(val_loss, val_loader.n_rows, device)
+            result = EpochResult(epoch, train_loss, val_loss, lr)
             history.append(result)
             if schedule is not None:
                 schedule.step()
             if stopper is not None:
                 stopper.step(model, result.val_loss)
-            if checkpoint is not None:
+            if checkpoint is not None and distributed.is_leader():
                 checkpoint.save([asdict(r) for r in history], generator, **stateful)
             _log(loggers, epoch_metrics(result) | learned_activation_values(model), epoch)
             if stopper is not None and stopper.stopped:

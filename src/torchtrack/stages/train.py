@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
+import torch
 from torch import nn
 
-from torchtrack import activations, loader, losses, models, training
+from torchtrack import activations, distributed, loader, losses, models, training, trial
 from torchtrack.activations import learned_activation_values
 from torchtrack.checkpoints import EpochCheckpoint, fingerprint
 from torchtrack.config import METRICS_DIR, MODEL_DIR, PLOTS_DIR, PREPARED_DIR, Config
@@ -39,7 +41,9 @@ from torchtrack.training import (
 PARAM_SECTIONS = ("seed", "data", "model", "train")  # everything that shapes the model
 RUN_FILE = MODEL_DIR / "mlflow_run.json"  # which MLflow model run holds this model
 CHECKPOINT_FILE = MODEL_DIR / "checkpoint.pt"  # state after the last epoch; removed once the model is saved
-TRAINING_CODE = [Path(m.__file__) for m in (activations, loader, losses, models, training)] + [Path(__file__)]
+TRAINING_CODE = [Path(m.__file__) for m in (activations, distributed, loader, losses, models, training)] + [
+    Path(__file__)
+]
 
 
 def run(
@@ -52,23 +56,64 @@ def run(
     prepare_run_file: Path = PREPARE_RUN_FILE,
     checkpoint_file: Path = CHECKPOINT_FILE,
 ) -> dict[str, float]:
-    """Train, save the checkpoint, log everything; return the final losses."""
+    """Train, save the checkpoint, log everything; return the final losses.
+
+    With `train.processes` > 1 the stage starts that many ranks under torchrun, which write
+    to the default paths, and waits for them (torchtrack.distributed).
+    """
+    if distributed.needs_launch(config.train):
+        distributed.launch(config)
+        return read_json(METRICS_DIR / "train.json")
+    with distributed.process_group(resolve_device(config.train.device), config.train) as device:
+        return _train(
+            config,
+            device,
+            prepared_dir,
+            model_dir,
+            metrics_path,
+            plots_dir,
+            run_file,
+            prepare_run_file,
+            checkpoint_file,
+        )
+
+
+def _train(
+    config: Config,
+    device: torch.device,
+    prepared_dir: Path,
+    model_dir: Path,
+    metrics_path: Path,
+    plots_dir: Path,
+    run_file: Path,
+    prepare_run_file: Path,
+    checkpoint_file: Path,
+) -> dict[str, float]:
     train_set = TabularDataset(read_split(prepared_dir, "train"))
     val_set = TabularDataset(read_split(prepared_dir, "val"))
     scaler = Scaler.load(prepared_dir / "scaler.json")
     generator = seed_everything(config.seed)
     set_threads(config.train.num_threads)
-    device = resolve_device(config.train.device)
     model = build_model(config.model, in_features=len(train_set.features))
     shaping_params = {k: v for k, v in config.flat(*PARAM_SECTIONS).items() if k != "train.resume"}
     inputs = [Path(prepared_dir) / f"{name}.parquet" for name in ("train", "val")] + TRAINING_CODE
     checkpoint = EpochCheckpoint(
         checkpoint_file, fingerprint(shaping_params, inputs), resume=config.train.resume
     )
+    if not distributed.is_leader():  # the other ranks only train: rank 0 logs and writes outputs
+        started = time.perf_counter()
+        history = fit(
+            model, train_set, val_set, config.train, generator=generator, device=device, checkpoint=checkpoint
+        )
+        distributed.throughput(len(train_set) * (len(history) - checkpoint.resumed_epochs), started, device)
+        return {}
     data_md5 = directory_md5(prepared_dir)  # as dvc.lock records it: the datasets' digest
     tags = {"device": str(device), DATA_TAG: data_md5} | recipe_tags(Path.cwd())
     if Path(prepare_run_file).is_file():
         tags["torchtrack.prepare_run_id"] = read_json(prepare_run_file)["prepare_run_id"]
+    study_trial = trial.from_environment()  # set when `torchtrack tune` runs this experiment
+    if study_trial is not None:
+        tags |= study_trial.tags()
     steps_per_epoch = math.ceil(len(train_set) / config.train.batch_size)
     with Tracker(
         config.tracking,
@@ -82,6 +127,7 @@ def run(
         tracker.log_datasets(splits, prepared_dir, data_md5, train_set.target)
         tracker.log_graph(model, train_set.X[:8])
         with TrainingProgress(config.train.epochs, steps_per_epoch) as progress:
+            started = time.perf_counter()
             history = fit(
                 model,
                 train_set,
@@ -89,10 +135,12 @@ def run(
                 config.train,
                 generator=generator,
                 device=device,
-                loggers=(tracker, progress),
+                loggers=(tracker, progress) if study_trial is None else (tracker, progress, study_trial),
                 log_every=config.tracking.log_every_n_steps,
                 checkpoint=checkpoint,
             )
+        trained_rows = len(train_set) * (len(history) - checkpoint.resumed_epochs)
+        tracker.log_metrics(distributed.throughput(trained_rows, started, device), len(history))
         for result in history[: checkpoint.resumed_epochs]:  # so a resumed run's curves are whole
             tracker.log_metrics(epoch_metrics(result), result.epoch)
         kept = final_epoch(history, config.train)  # the epoch whose weights the model holds
