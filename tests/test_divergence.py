@@ -16,7 +16,7 @@ from torchtrack.cli import main
 from torchtrack.config import TrainConfig
 from torchtrack.data import Scaler, TabularDataset, make_synthetic
 from torchtrack.models import RegressionModel
-from torchtrack.tracking import tracking_uri
+from torchtrack.store import tracking_uri
 from torchtrack.training import (
     NonFiniteLossError,
     make_loader,

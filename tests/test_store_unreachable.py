@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from torchtrack.errors import TrackingStoreError
-from torchtrack.tracking import check_reachable
+from torchtrack.store import check_reachable
 
 
 def closed_port() -> int:

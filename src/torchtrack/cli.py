@@ -3,7 +3,7 @@ the results.
 
     torchtrack prepare|train|evaluate [--params params.yaml]
     torchtrack predict --input new.csv --output predictions.csv [--model models/model.pt]
-    torchtrack serve [--host 127.0.0.1] [--port 5001]
+    torchtrack serve [--host 127.0.0.1] [--port 5001] [--model models/model.pt]
     torchtrack compare [--experiment NAME] [--metric test_mse] [--limit 20]
     torchtrack ui [--host 127.0.0.1] [--mlflow-port 5000] [--tensorboard-port 6006]
     torchtrack server --backend-store-uri postgresql://... --artifacts-destination s3://... [--auth]
@@ -21,6 +21,7 @@ import os
 import sys
 import time
 
+from torchtrack import __version__
 from torchtrack.signals import Terminated, stop_signals_raise
 
 STAGES = {
@@ -28,6 +29,10 @@ STAGES = {
     "train": "train the model on the train split; save it and log it to MLflow",
     "evaluate": "score the model on the test split; write metrics and plots",
 }
+STAGE_NOTE = (
+    "`dvc repro` normally runs this stage, and only when its code, params or inputs changed "
+    "(dvc.yaml); run it directly to debug it."
+)
 STAGE_PHASE = {"prepare": "data", "train": "training", "evaluate": "evaluation"}  # for profiling
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 EXIT_TERMINATED = 143  # 128 + SIGTERM
@@ -71,7 +76,7 @@ def run_serve(args: argparse.Namespace) -> int:
     """Serve the logged model over HTTP (replaces this process)."""
     from torchtrack.serve import serve_model
 
-    serve_model(args.host, args.port, args.run_file)
+    serve_model(args.host, args.port, args.model)
     return 0  # not reached: serve_model execs the server
 
 
@@ -137,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, text: str, description: str | None = None) -> argparse.ArgumentParser:
@@ -146,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
 
     for name, text in STAGES.items():
-        stage = add(name, text)
+        stage = add(name, text, f"{text[0].upper()}{text[1:]}. {STAGE_NOTE}")
         add_params(stage)
         stage.set_defaults(handler=run_stage)
 
@@ -174,9 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
     serve.add_argument("--port", type=int, default=5001, help="port to listen on (default: %(default)s)")
     serve.add_argument(
-        "--run-file",
-        default="models/mlflow_run.json",
-        help="train's record of the logged model (default: %(default)s)",
+        "--model",
+        default="models/model.pt",
+        help="serve the model that the MLflow run behind this checkpoint logged (default: %(default)s)",
     )
     serve.set_defaults(handler=run_serve)
 
@@ -201,8 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
         "Start the MLflow UI and TensorBoard until Ctrl-C.",
     )
     ui.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
-    ui.add_argument("--mlflow-port", type=int, default=5000, help="(default: %(default)s)")
-    ui.add_argument("--tensorboard-port", type=int, default=6006, help="(default: %(default)s)")
+    ui.add_argument("--mlflow-port", type=int, default=5000, help="MLflow UI port (default: %(default)s)")
+    ui.add_argument(
+        "--tensorboard-port", type=int, default=6006, help="TensorBoard port (default: %(default)s)"
+    )
     add_params(ui)
     ui.set_defaults(handler=run_ui)
 

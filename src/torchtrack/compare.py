@@ -13,11 +13,14 @@ from typing import Any
 import pandas as pd
 
 from torchtrack.errors import InputError
+from torchtrack.lineage import RELOG
 
 KEY_PARAMS = ("model.activation", "train.optimizer", "train.lr", "train.epochs", "train.batch_size")
 KEY_METRICS = ("test_mse", "test_mae", "test_r2", "val_loss")
 MODEL_RUNS = "tags.`torchtrack.kind` = 'model'"
 MISSING = "-"  # a param or metric the run did not log
+# DVC may restore every output from its cache and so run nothing, logging nothing.
+FIRST_RUNS = f"run dvc repro; `{RELOG}` if it has nothing to do"
 
 
 def higher_is_better(metric: str) -> bool:
@@ -27,19 +30,16 @@ def higher_is_better(metric: str) -> bool:
 
 def find_model_runs(experiment: str, tracking_uri: str | None = None) -> list[Any]:
     """Every model run (mlflow.entities.Run) in `experiment`; InputError if there is no such experiment."""
-    from mlflow import MlflowClient
+    from torchtrack import store
 
-    from torchtrack import tracking
-
-    uri = tracking_uri or tracking.tracking_uri()
-    tracking.check_reachable(uri)  # a server that is down, or refuses the login: one line
-    client = MlflowClient(uri)
+    uri = tracking_uri or store.tracking_uri()
+    client = store.connect(uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
         names = sorted(e.name for e in client.search_experiments())
         raise InputError(
             f"no MLflow experiment named {experiment!r} in {uri}; "
-            f"experiments: {', '.join(names) or 'none yet (run dvc repro)'}"
+            f"experiments: {', '.join(names) or f'none yet ({FIRST_RUNS})'}"
         )
     runs, token = [], None
     while True:
@@ -91,7 +91,7 @@ def comparison_report(
     """The text `torchtrack compare` prints: a heading line and an aligned table, best run first."""
     runs = rank_runs(find_model_runs(experiment, tracking_uri), metric)
     if not runs:
-        return f"experiment {experiment!r} has no model runs yet (run dvc repro)"
+        return f"experiment {experiment!r} has no model runs yet ({FIRST_RUNS})"
     order = "higher" if higher_is_better(metric) else "lower"
     shown = runs[:limit]
     heading = f"experiment {experiment!r}: {len(runs)} model run(s), best {metric} first ({order} is better)"

@@ -15,14 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from torchtrack.errors import ConfigError
-
-PARAMS_FILE = Path("params.yaml")
-
-# Where the stages read and write, relative to the repository root (mirrors dvc.yaml).
-PREPARED_DIR = Path("data/prepared")  # train/val/test splits and the fitted scaler
-MODEL_DIR = Path("models")  # the trained model and the MLflow run it belongs to
-METRICS_DIR = Path("metrics")  # small JSON metrics, committed to git
-PLOTS_DIR = Path("plots")  # CSV data and PNG figures for `dvc plots show`
+from torchtrack.paths import PARAMS_FILE
 
 # model.activation's allowed values; torchtrack.activations.ACTIVATIONS builds each one.
 ACTIVATION_NAMES = (
@@ -62,7 +55,7 @@ class DataConfig:
             "tanh_plus_x", "line", "linear", "nonlinear", "outliers", "scaled_tanh"
         ),
     )
-    path: str | None = None  # CSV file, when source is csv
+    path: str | None = "data/raw/example.csv"  # CSV file, when source is csv (a dependency of prepare)
     target: str | None = None  # CSV target column; None means the last column
     n_samples: int = field(default=50000, metadata=_range(10))  # synthetic rows
     n_features: int = field(default=8, metadata=_range(1))  # synthetic feature columns (line: always 1)

@@ -1,5 +1,6 @@
 """The one door to tracking: every stage logs through `Tracker`, which fans out to
-TensorBoard (one log directory per stage execution) and MLflow.
+TensorBoard (one log directory per stage execution) and MLflow. Where the store is, opening
+it and keeping it tidy is store.py's; which run made a file is lineage.py's.
 
 MLflow layout: each trained model is one top-level run in the experiment (all params that
 shaped it, final train/val metrics, test metrics from evaluate, the logged model); the
@@ -10,107 +11,36 @@ at least every `flush_every_seconds`, so a hard kill loses only the last few sec
 
 Nothing is left RUNNING: a stage that raises ends its runs FAILED (KILLED on Ctrl-C or
 SIGTERM, which never cut a logging call in half), and each run records its process, so
-the next stage marks KILLED the runs whose process died without a word (SIGKILL). An HTTP
-tracking server that does not answer stops the stage within seconds, naming its address.
+the next stage marks KILLED the runs whose process died without a word (SIGKILL).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any
 
 from torchtrack.config import TrackingConfig
-from torchtrack.errors import TrackingStoreError
-from torchtrack.files import write_atomic
-from torchtrack.login import check_login
-from torchtrack.processes import HOST_TAG, ProcessIdentity
+from torchtrack.processes import ProcessIdentity
 from torchtrack.profiling import timed
 from torchtrack.signals import uninterrupted
+from torchtrack.store import (
+    connect,
+    end_runs_of_gone_processes,
+    experiment_id,
+    git_commit,
+    repo_root,
+    tracking_uri,
+)
 
-if TYPE_CHECKING:
-    from mlflow import MlflowClient
-
-STORE_FILE = "mlflow.db"  # default SQLite store at the repository root
-ARTIFACT_DIR = "mlartifacts"  # default artifact root beside it
 MAX_BATCH = 1000  # MLflow's limit on metrics per log_batch call
 # The logged model is exported (pt2) on the CPU, and a pt2 export loads only on the device it
 # was exported on; MLflow's pyfunc loader picks CUDA whenever one is present unless this says
 # otherwise. Set while logging (MLflow checks the input example) and for `torchtrack serve`.
 PREDICTION_DEVICE = {"MLFLOW_DEFAULT_PREDICTION_DEVICE": "cpu"}
-
-
-def repo_root() -> Path:
-    """The repository the pipeline belongs to.
-
-    DVC sets DVC_ROOT to the parent repo even when a queued experiment runs in a temporary
-    copy, so every run lands in the same store; otherwise the nearest folder holding dvc.yaml.
-    """
-    if os.environ.get("DVC_ROOT"):
-        return Path(os.environ["DVC_ROOT"]).resolve()
-    here = Path.cwd().resolve()
-    for folder in (here, *here.parents):
-        if (folder / "dvc.yaml").is_file():
-            return folder
-    return here
-
-
-def tracking_uri() -> str:
-    """MLFLOW_TRACKING_URI if set, else the SQLite store at the repository root."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / STORE_FILE}"
-
-
-def open_store(uri: str) -> MlflowClient:
-    """An MlflowClient for `uri`; a SQLite store is opened (and created) under a file lock.
-
-    MLflow creates a new SQLite store's tables without a lock across processes, so two
-    stages starting at once on a new store (queued experiments run in parallel) can fail
-    with "duplicate column name". Once the tables exist, MLflow's busy timeout handles
-    concurrent writers.
-    """
-    from filelock import FileLock
-    from mlflow import MlflowClient
-
-    if not uri.startswith("sqlite:///"):
-        return MlflowClient(uri)
-    database = Path(uri.removeprefix("sqlite:///")).resolve()
-    lock_name = f"torchtrack-store-{hashlib.sha256(str(database).encode()).hexdigest()[:16]}.lock"
-    with FileLock(Path(tempfile.gettempdir()) / lock_name):
-        return MlflowClient(uri)  # builds the store, cached for this process
-
-
-def check_reachable(uri: str, timeout: float = 5.0) -> None:
-    """Raise TrackingStoreError naming the address when an HTTP tracking server does not answer.
-
-    MLflow's client retries a refused connection with growing back-off for minutes; this
-    probe gives up within seconds. Any answer (an error status, a TLS failure) counts as
-    reachable: MLflow's own requests report what is wrong with it, except a refused login
-    (`login.check_login`), which ends the stage in one line before it creates a run.
-    """
-    if not uri.startswith(("http://", "https://")):
-        return
-    import requests
-
-    parts = urlsplit(uri)
-    address = urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))  # no secrets
-    try:
-        requests.get(address, timeout=(timeout, 2 * timeout), allow_redirects=False)
-    except requests.exceptions.SSLError:
-        return
-    except (requests.ConnectionError, requests.Timeout) as exc:
-        raise TrackingStoreError(
-            f"cannot reach the MLflow tracking server at {address} (MLFLOW_TRACKING_URI): "
-            f"{type(exc).__name__}; start the server, or unset MLFLOW_TRACKING_URI to use the local store"
-        ) from None
-    check_login(address, timeout)
 
 
 @contextmanager
@@ -128,22 +58,33 @@ def environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
+@contextmanager
+def fluent_tracking_uri(uri: str) -> Iterator[None]:
+    """`uri` as MLflow's fluent tracking URI for the duration, then the process's own again.
+
+    `mlflow.pytorch.log_model` knows only the fluent URI. MLFLOW_TRACKING_URI gives it `uri`
+    when the process set none of its own; one it did set (`mlflow.set_tracking_uri`, say in a
+    notebook) is replaced for the duration and then put back, so nothing outlives the call.
+    """
+    import mlflow
+
+    with environment({"MLFLOW_TRACKING_URI": uri}):
+        own = mlflow.get_tracking_uri()  # the process's own URI when it set one, else `uri`
+        if own == uri:
+            yield
+            return
+        mlflow.set_tracking_uri(uri)
+        try:
+            yield
+        finally:
+            mlflow.set_tracking_uri(own)
+
+
 def run_status(exc_type: type[BaseException] | None) -> str:
     """The MLflow status of a stage that ended by raising `exc_type` (None: it did not)."""
     if exc_type is None:
         return "FINISHED"
     return "KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED"
-
-
-def git_commit(root: Path) -> str | None:
-    """HEAD's commit hash, or None outside a git work tree."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
 
 
 class Tracker:
@@ -170,17 +111,15 @@ class Tracker:
         self.config = config
         self.stage = stage
         self.root = repo_root()
-        uri = tracking_uri()
-        check_reachable(uri)
-        self.client = open_store(uri)
+        self.client = connect()
         # (key, value, step, wall time) waiting for `flush`: this stage's scalars, for both
         # backends, and the model run's summary, for MLflow only.
         self._metrics: list[tuple[str, float, int, float]] = []
         self._summary: list[tuple[str, float, int, float]] = []
         experiment = config.experiment if model_run else f"{config.experiment}-prepare"
-        self.experiment_id = self._experiment_id(experiment)
+        self.experiment_id = experiment_id(self.client, experiment)
         owner = ProcessIdentity.current()
-        self._end_runs_of_gone_processes(owner.host)
+        end_runs_of_gone_processes(self.client, self.experiment_id, owner.host, f"torchtrack {stage}")
         base_tags = self._context_tags() | owner.as_tags() | (tags or {})
         self.model_run_id: str | None = None
         self.run_id: str | None = None
@@ -217,34 +156,6 @@ class Tracker:
         self._last_flush = time.monotonic()
 
     # -- set-up ---------------------------------------------------------------------------
-    def _experiment_id(self, name: str) -> str:
-        from mlflow.exceptions import MlflowException
-
-        found = self.client.get_experiment_by_name(name)
-        if found is not None:
-            return found.experiment_id
-        location = None
-        if not os.environ.get("MLFLOW_TRACKING_URI"):
-            location = (self.root / ARTIFACT_DIR).as_uri()
-        try:
-            return self.client.create_experiment(name, artifact_location=location)
-        except MlflowException:  # created meanwhile by a concurrent stage
-            return self.client.get_experiment_by_name(name).experiment_id
-
-    def _end_runs_of_gone_processes(self, host: str) -> None:
-        runs = self.client.search_runs(
-            [self.experiment_id], f"attributes.status = 'RUNNING' AND tags.`{HOST_TAG}` = '{host}'"
-        )
-        for run in runs:
-            owner = ProcessIdentity.from_tags(run.data.tags)
-            if owner is not None and owner.is_gone():
-                self.client.set_terminated(run.info.run_id, "KILLED")
-                print(
-                    f"torchtrack {self.stage}: run {run.info.run_id} ({run.info.run_name}) was left RUNNING "
-                    f"by process {owner.pid}, which is gone; marked KILLED",
-                    file=sys.stderr,
-                )
-
     def _context_tags(self) -> dict[str, str]:
         tags = {"dvc.stage": self.stage, "mlflow.source.name": f"torchtrack {self.stage}"}
         commit = git_commit(self.root)
@@ -304,12 +215,19 @@ class Tracker:
     @timed("tracking")
     @uninterrupted()
     def log_figure(self, figure: Any, path: Path) -> None:
-        """Save a matplotlib figure to `path` (a stage output, atomically) and log it to both backends."""
-        write_atomic(path, lambda tmp: figure.savefig(tmp, dpi=100, format=path.suffix.lstrip(".")))
+        """A matplotlib figure to both backends; `path` is where the stage saved it."""
         self.writer.add_figure(path.stem, figure, close=False)
         self.client.log_artifact(self.run_id, str(path), "figures")
         if self.model_run_id:
             self.client.log_artifact(self.model_run_id, str(path), "figures")
+
+    @timed("tracking")
+    @uninterrupted()
+    def set_tags(self, tags: dict[str, str]) -> None:
+        """Tags on this stage's run and on the model run, if there is one."""
+        for run_id in filter(None, (self.run_id, self.model_run_id)):
+            for key, value in tags.items():
+                self.client.set_tag(run_id, key, value)
 
     @timed("tracking")
     @uninterrupted()
@@ -324,6 +242,8 @@ class Tracker:
 
         `input_example` is a float32 NumPy array (rows, features): pt2 traces the model on it.
         """
+        from importlib.metadata import version
+
         import mlflow
         import mlflow.pytorch
         import torch
@@ -332,12 +252,8 @@ class Tracker:
         model.eval()
         with torch.no_grad():
             output = model(torch.as_tensor(input_example)).numpy()
-        from mlflow.tracking._tracking_service.utils import _use_tracking_uri
-
-        # The fluent API needs a global tracking URI; set it only for this call, so that a
-        # notebook or test process keeps the one it had (and its MLFLOW_TRACKING_URI).
         with (
-            _use_tracking_uri(tracking_uri()),
+            fluent_tracking_uri(tracking_uri()),
             environment(PREDICTION_DEVICE),
             mlflow.start_run(run_id=self.model_run_id),
         ):
@@ -349,7 +265,7 @@ class Tracker:
                 serialization_format="pt2",
                 pip_requirements=[
                     f"torch=={torch.__version__.split('+')[0]}",
-                    f"mlflow=={mlflow.__version__}",
+                    f"mlflow=={version('mlflow')}",
                 ],
             )
         return info.model_uri

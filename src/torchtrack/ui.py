@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from torchtrack.config import TrackingConfig
-from torchtrack.tracking import repo_root, tracking_uri
+from torchtrack.store import repo_root, tracking_uri
 
 
 def serve(config: TrackingConfig, host: str, mlflow_port: int, tensorboard_port: int) -> int:
