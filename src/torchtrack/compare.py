@@ -38,8 +38,8 @@ def find_model_runs(experiment: str, tracking_uri: str | None = None) -> list[An
     if found is None:
         names = sorted(e.name for e in client.search_experiments())
         raise InputError(
-            f"no MLflow experiment named {experiment!r} in {uri}; "
-            f"experiments: {', '.join(names) or f'none yet ({FIRST_RUNS})'}"
+            f"no MLflow experiment named {experiment!r} in {uri} "
+            f"(experiments: {', '.join(names) or 'none'}); {FIRST_RUNS}"
         )
     runs, token = [], None
     while True:
