@@ -58,7 +58,7 @@ def test_repro_runs_every_stage_and_writes_outputs_and_lock(repo):
         assert (repo / path).is_file(), path
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
     assert set(lock) == {"prepare", "train", "evaluate"}
-    assert lock["train"]["params"]["params.yaml"]["train"]["lr"] == 0.01
+    assert lock["train"]["params"]["params.yaml"]["train.lr"] == 0.01
     assert {out["path"] for out in lock["train"]["outs"]} >= {"models/model.pt", "metrics/train.json"}
 
 
