@@ -29,6 +29,7 @@ CANNOT_CHANGE_OUTPUTS = {
     "torchtrack.profiling": "times phases for `make bench`",
     "torchtrack.progress": "the progress bar on the terminal",
     "torchtrack.signals": "when Ctrl-C and SIGTERM take effect; an interrupted stage writes no output",
+    "torchtrack.stages": "the stages' package: a docstring",
     "torchtrack.store": "opens the MLflow store; records only",
     "torchtrack.tracking": "logs to TensorBoard and MLflow; records only, the stages write the outputs",
 }
@@ -39,11 +40,17 @@ def module_file(module: str) -> Path:
     return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
 
 
+def with_packages(module: str) -> list[str]:
+    """`module` and the packages Python runs first to import it: a.b.c -> a, a.b, a.b.c."""
+    parts = module.split(".")
+    return [".".join(parts[:end]) for end in range(1, len(parts) + 1)]
+
+
 def torchtrack_imports(module: str) -> set[str]:
-    """Every torchtrack module `module` imports, directly or through others (any import statement,
-    in functions too), read from the source without running it."""
+    """Every torchtrack module (and package) that importing `module` runs, directly or through
+    others (any import statement, in functions too), read from the source without running it."""
     seen: set[str] = set()
-    todo = [module]
+    todo = with_packages(module)
     while todo:
         current = todo.pop()
         if current in seen:
@@ -57,16 +64,23 @@ def torchtrack_imports(module: str) -> set[str]:
                 names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
             else:
                 continue
-            todo.extend(
-                name for name in names if name.startswith("torchtrack.") and module_file(name).is_file()
-            )
-    return seen - {"torchtrack"}
+            for name in names:
+                if name.split(".")[0] == "torchtrack" and module_file(name).is_file():
+                    todo.extend(with_packages(name))
+    return seen
 
 
 def code_deps(stage: str) -> set[str]:
     """The torchtrack modules that are `stage`'s deps in dvc.yaml."""
-    deps = [Path(dep) for dep in STAGES[stage]["deps"]]
-    return {".".join(dep.relative_to("src").with_suffix("").parts) for dep in deps if dep.parts[0] == "src"}
+    return {
+        module_name(Path(dep).relative_to("src")) for dep in STAGES[stage]["deps"] if dep.startswith("src/")
+    }
+
+
+def module_name(path: Path) -> str:
+    """torchtrack/data.py -> torchtrack.data; torchtrack/__init__.py -> torchtrack."""
+    parts = path.with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
 @pytest.mark.parametrize("stage", list(STAGES))
@@ -79,9 +93,10 @@ def test_each_stage_depends_on_every_module_that_shapes_its_outputs(stage):
 
 
 def test_the_import_graph_sees_modules_imported_as_names_and_inside_functions():
-    """The derivation itself: train reaches losses only through training, store only inside tracking."""
+    """The derivation itself: train reaches losses only through training, store only inside tracking,
+    and the package's __init__ (which pins the CPU kernels) because Python runs it first."""
     imported = torchtrack_imports("torchtrack.stages.train")
-    assert {"torchtrack.losses", "torchtrack.data", "torchtrack.store", "torchtrack.synthetic"} <= imported
+    assert {"torchtrack.losses", "torchtrack.store", "torchtrack", "torchtrack.cpu_kernels"} <= imported
     assert "torchtrack.stages.prepare" not in imported and "torchtrack.cli" not in imported
 
 
@@ -90,7 +105,7 @@ def test_every_module_allowed_to_be_no_dependency_exists():
 
 
 def test_trains_resume_fingerprint_covers_the_code_dvc_watches():
-    fingerprinted = {".".join(path.relative_to(SOURCES).with_suffix("").parts) for path in TRAINING_CODE}
+    fingerprinted = {module_name(path.relative_to(SOURCES)) for path in TRAINING_CODE}
     assert fingerprinted == code_deps("train")
 
 

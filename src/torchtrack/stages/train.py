@@ -59,10 +59,12 @@ UNSHAPING_PARAMS = ("train.resume",)  # resuming gives the same model (tests/tes
 # are checked against each other and the import graph by tests/test_dvc_graph.py), and so
 # part of the resume fingerprint too.
 TRAINING_CODE = [Path(__file__)] + [
-    Path(import_module(f"torchtrack.{name}").__file__)
+    Path(import_module(name).__file__)
     for name in (
-        "activations", "checkpoints", "config", "data", "figures", "files",
-        "losses", "models", "synthetic", "training",
+        "torchtrack", "torchtrack.activations", "torchtrack.checkpoints", "torchtrack.config",
+        "torchtrack.cpu_kernels", "torchtrack.data", "torchtrack.figures", "torchtrack.files",
+        "torchtrack.losses", "torchtrack.models", "torchtrack.portable", "torchtrack.synthetic",
+        "torchtrack.training",
     )
 ]  # fmt: skip
 
