@@ -24,6 +24,7 @@ STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 CANNOT_CHANGE_OUTPUTS = {
     "torchtrack.errors": "messages and exit codes of failures; a failed stage writes no output",
     "torchtrack.lineage": "finds runs by content hash and tags them; writes no output",
+    "torchtrack.login": "checks that the tracking server accepts the login; records only",
     "torchtrack.paths": "names the files; dvc.yaml names the same ones (test below)",
     "torchtrack.processes": "which process owns a run, for the tracking store",
     "torchtrack.profiling": "times phases for `make bench`",
