@@ -9,7 +9,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from helpers import isolate_env
 from torchtrack.config import Config, DataConfig, ModelConfig, TrainConfig
-from torchtrack.files import read_json
+from torchtrack.lineage import find_model_run
+from torchtrack.paths import MODEL_FILE
 from torchtrack.stages import evaluate, prepare, train
 
 EPOCHS = 3
@@ -24,27 +25,12 @@ def workdir(tmp_path, monkeypatch):
     return tmp_path
 
 
-def run_pipeline(workdir, config):
-    paths = {
-        "prepared_dir": workdir / "prepared",
-        "model_dir": workdir / "models",
-        "plots_dir": workdir / "plots",
-    }
-    prepare.run(
-        config,
-        out_dir=paths["prepared_dir"],
-        metrics_path=workdir / "prepare.json",
-        run_file=workdir / "prepare_run.json",
-    )
-    final = train.run(
-        config,
-        **paths,
-        metrics_path=workdir / "train.json",
-        run_file=workdir / "run.json",
-        prepare_run_file=workdir / "prepare_run.json",
-    )
-    evaluate.run(config, **paths, metrics_path=workdir / "evaluate.json", run_file=workdir / "run.json")
-    return final, read_json(workdir / "run.json")
+def run_pipeline(config):
+    """prepare, train and evaluate in the working folder; the final losses and the model run."""
+    prepare.run(config)
+    final = train.run(config)
+    evaluate.run(config)
+    return final, find_model_run(MODEL_FILE, MlflowClient())
 
 
 @pytest.mark.slow
@@ -55,14 +41,18 @@ def test_learnable_activation_values_are_logged_per_epoch_to_both_trackers(workd
         model=ModelConfig(activation="manual_grad_tanh_plus_x"),
         train=TrainConfig(epochs=EPOCHS, batch_size=64, device="cpu"),
     )
-    final, runs = run_pipeline(workdir, config)
+    final, model = run_pipeline(config)
 
     client = MlflowClient()
+    (train_run,) = client.search_runs(
+        [model.info.experiment_id],
+        f"tags.`mlflow.parentRunId` = '{model.info.run_id}' AND tags.`dvc.stage` = 'train'",
+    )
     for name in ("activation.a", "activation.b"):
-        history = client.get_metric_history(runs["train_run_id"], name)
+        history = client.get_metric_history(train_run.info.run_id, name)
         assert sorted(m.step for m in history) == list(range(1, EPOCHS + 1))
         assert history[-1].value == pytest.approx(final[name])
-    model_run = client.get_run(runs["model_run_id"]).data
+    model_run = model.data
     assert model_run.metrics["activation.a"] == pytest.approx(final["activation.a"])
     assert "test_mse" in model_run.metrics
     assert model_run.params["model.activation"] == "manual_grad_tanh_plus_x"
@@ -91,7 +81,7 @@ def test_mlp_with_huber_and_early_stopping_runs_end_to_end(workdir):
             device="cpu",
         ),
     )
-    final, runs = run_pipeline(workdir, config)
+    final, model = run_pipeline(config)
     assert final["epochs"] <= EPOCHS
-    logged = MlflowClient().search_logged_models(experiment_ids=[runs["experiment_id"]])
+    logged = MlflowClient().search_logged_models(experiment_ids=[model.info.experiment_id])
     assert len(logged) == 1  # the pt2 export of the MLP succeeded

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -50,6 +52,25 @@ def test_help_lists_every_subcommand_without_importing_torch_or_mlflow(tmp_path)
     )
     imported = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert imported.stdout.strip() == "[]"
+
+
+def test_version_is_the_installed_packages(tmp_path):
+    result = run_cli("--version", cwd=tmp_path)
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"torchtrack {importlib.metadata.version('torchtrack')}"
+
+
+SUBCOMMANDS = ("prepare", "train", "evaluate", "predict", "serve", "compare", "ui")
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_every_option_says_what_it_is_for(tmp_path, command):
+    """No option's help is only its default."""
+    text = run_cli(command, "--help", cwd=tmp_path).stdout
+    bare = [line for line in text.splitlines() if re.match(r"\s+(-\S+( [A-Z_]+)?\s+)?\(default: ", line)]
+    assert bare == [], text
+    if command in ("prepare", "train", "evaluate"):
+        assert "`dvc repro` normally runs this stage" in " ".join(text.split())
 
 
 @pytest.mark.parametrize(

@@ -124,7 +124,7 @@ def test_cli_unknown_experiment_exits_2(store, monkeypatch, capsys):
 @pytest.fixture(scope="module")
 def mixed_store(tmp_path_factory) -> str:
     """Model runs on two datasets (DVC hashes of data/prepared), one of them FAILED."""
-    from torchtrack.recipe import DATA_TAG
+    from torchtrack.lineage import PREPARED_TAG
 
     root = tmp_path_factory.mktemp("mixed")
     config = TrackingConfig(experiment=EXPERIMENT)
@@ -142,7 +142,7 @@ def mixed_store(tmp_path_factory) -> str:
             patch.setenv("DVC_EXP_NAME", name)
             try:
                 with Tracker(
-                    config, "train", params=BASE_PARAMS, model_run="new", tags={DATA_TAG: data}
+                    config, "train", params=BASE_PARAMS, model_run="new", tags={PREPARED_TAG: data}
                 ) as tracker:
                     tracker.log_summary({"test_mse": mse})
                     if error:

@@ -75,7 +75,7 @@ def test_csv_source_with_path_is_accepted():
             ["data.val_fraction + data.test_fraction", "< 0.9"],
             id="fractions-too-large",
         ),
-        pytest.param({"data": {"source": "csv"}}, ["data.path", "csv"], id="csv-without-path"),
+        pytest.param({"data": {"source": "csv", "path": None}}, ["data.path", "csv"], id="csv-without-path"),
         pytest.param({"train": 5}, ["train must be a mapping", "int"], id="section-not-mapping"),
         pytest.param({"train": None}, ["train must be a mapping"], id="empty-section"),
         pytest.param([1, 2], ["top level must be a mapping", "list"], id="top-level-not-mapping"),

@@ -1,11 +1,16 @@
 """Data sources that params select: synthetic families, any CSV, scikit-learn's diabetes table;
-bad CSVs fail with a message naming the column."""
+bad CSVs fail with a message naming the column; the CSV is a dependency of the pipeline."""
+
+import json
+import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 
+from pipeline_copy import copy_repo, dvc, stages_run, update_params
 from torchtrack.config import DataConfig
 from torchtrack.data import Scaler, TabularDataset, load_diabetes, load_source, read_truth, write_splits
 from torchtrack.errors import DataError
@@ -86,3 +91,21 @@ def test_diabetes_features_scale_like_any_table():
     frame, target = load_diabetes()
     scaled = Scaler.fit(frame, target).transform(frame)
     np.testing.assert_allclose(scaled.drop(columns=target).std(ddof=0), 1.0, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_editing_the_csv_that_data_path_names_reruns_prepare_train_and_evaluate(tmp_path):
+    repo = copy_repo(tmp_path)
+    csv = repo / "data" / "raw" / "mine.csv"
+    shutil.copy(repo / "data" / "raw" / "example.csv", csv)
+    update_params(repo, data={"source": "csv", "path": "data/raw/mine.csv"}, train={"epochs": 2})
+    assert stages_run(dvc(repo, "repro")) == ["prepare", "train", "evaluate"]
+    before = json.loads((repo / "metrics" / "prepare.json").read_text())
+    rows = pd.read_csv(csv)
+    rows[rows.columns[-1]] *= 10  # the target, ten times larger
+    rows.to_csv(csv, index=False)
+    status = yaml.safe_load(dvc(repo, "status", "--json"))
+    assert status["prepare"] == [{"changed deps": {"data/raw/mine.csv": "modified"}}], status
+    assert stages_run(dvc(repo, "repro")) == ["prepare", "train", "evaluate"]
+    after = json.loads((repo / "metrics" / "prepare.json").read_text())
+    assert after["target_std_train"] == pytest.approx(10 * before["target_std_train"], rel=1e-3)

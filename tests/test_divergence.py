@@ -17,7 +17,7 @@ from torchtrack.config import TrainConfig
 from torchtrack.data import Scaler, TabularDataset, make_synthetic
 from torchtrack.loader import make_loader
 from torchtrack.models import RegressionModel
-from torchtrack.tracking import tracking_uri
+from torchtrack.store import tracking_uri
 from torchtrack.training import (
     NonFiniteLossError,
     make_optimizer,

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from torchtrack.figures import loss_figure, predictions_figure
-from torchtrack.files import read_json
 
 pytest_plugins = ["trained_project"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -36,7 +35,7 @@ def test_each_figure_is_a_png_in_plots_and_logged_to_mlflow_and_tensorboard(trai
     png = trained_project.root / "plots" / f"{name}.png"
     assert png.read_bytes().startswith(PNG_SIGNATURE)
 
-    model_run = read_json(trained_project.run_file)["model_run_id"]
+    model_run = trained_project.model_run().info.run_id
     logged = MlflowClient(trained_project.tracking_uri).list_artifacts(model_run, "figures")
     assert f"figures/{name}.png" in [artifact.path for artifact in logged]
 

@@ -30,7 +30,8 @@ from pipeline_copy import (
     update_params,
 )
 from torchtrack.config import TrackingConfig
-from torchtrack.tracking import Tracker, tracking_uri
+from torchtrack.store import tracking_uri
+from torchtrack.tracking import Tracker
 
 FLUSH_EVERY_SECONDS = 1
 # A few seconds per epoch on a small CPU (well past FLUSH_EVERY_SECONDS), so a signal sent after

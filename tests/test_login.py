@@ -11,7 +11,7 @@ import pytest
 
 from torchtrack.errors import TrackingLoginError, TrackingStoreError
 from torchtrack.login import check_login
-from torchtrack.tracking import check_reachable
+from torchtrack.store import check_reachable
 
 PASSWORD = "correct-horse-battery"
 

@@ -13,6 +13,8 @@ from mlflow import MlflowClient
 
 from helpers import read_scalars
 from pipeline_copy import copy_repo, dvc, pipeline_env, stages_run, update_params
+from torchtrack.config import Config
+from torchtrack.lineage import find_model_run
 
 pytestmark = pytest.mark.slow
 
@@ -56,7 +58,7 @@ def test_repro_runs_every_stage_and_writes_outputs_and_lock(repo):
         assert (repo / path).is_file(), path
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
     assert set(lock) == {"prepare", "train", "evaluate"}
-    assert lock["train"]["params"]["params.yaml"]["train"]["lr"] == 0.01
+    assert lock["train"]["params"]["params.yaml"]["train.lr"] == 0.01
     assert {out["path"] for out in lock["train"]["outs"]} >= {"models/model.pt", "metrics/train.json"}
 
 
@@ -94,13 +96,25 @@ def test_mlflow_holds_one_model_run_with_nested_stage_runs(repo, mlflow):
     epochs = mlflow.get_metric_history(train.info.run_id, "val_loss")
     assert [m.step for m in epochs] == list(range(1, 21))
     assert {a.path for a in mlflow.list_artifacts(train.info.run_id)} >= {"tensorboard", "figures"}
-    assert json.loads((repo / "models/mlflow_run.json").read_text())["model_run_id"] == model.info.run_id
     (logged,) = mlflow.search_logged_models(experiment_ids=[model.info.experiment_id])
     assert logged.source_run_id == model.info.run_id
+    assert model.data.tags["torchtrack.model_uri"] == f"models:/{logged.model_id}"
     prepare_experiment = mlflow.get_experiment_by_name("torchtrack-prepare")
     (prepare,) = mlflow.search_runs([prepare_experiment.experiment_id])
     assert model.data.tags["torchtrack.prepare_run_id"] == prepare.info.run_id
     assert prepare.data.metrics["noise_variance"] == pytest.approx(0.09)
+
+
+def test_runs_carry_the_hashes_dvc_records_for_what_they_made(repo, mlflow):
+    """The link from an output to its run is the output's hash in dvc.lock, never a run id in a file."""
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    recorded = {out["path"]: out["md5"] for stage in lock.values() for out in stage["outs"]}
+    (model,) = model_runs(mlflow)
+    assert model.data.tags["torchtrack.model_md5"] == recorded["models/model.pt"]
+    assert model.data.tags["torchtrack.prepared_md5"] == recorded["data/prepared"]
+    prepare = mlflow.get_run(model.data.tags["torchtrack.prepare_run_id"])
+    assert prepare.data.tags["torchtrack.prepared_md5"] == recorded["data/prepared"]
+    assert find_model_run(repo / "models/model.pt", mlflow).info.run_id == model.info.run_id
 
 
 def test_tensorboard_has_one_log_directory_per_stage_execution(repo):
@@ -129,6 +143,48 @@ def test_a_second_repro_runs_nothing(repo):
     output = dvc(repo, "repro")
     assert stages_run(output) == []
     assert "Data and pipelines are up to date" in output
+
+
+def test_changing_any_tracking_setting_runs_no_stage(repo):
+    """Where records go does not change what the stages make."""
+    saved = (repo / "params.yaml").read_text()
+    changed = {
+        "experiment": "elsewhere",
+        "tensorboard_dir": "elsewhere",
+        "log_every_n_steps": 7,
+        "flush_every_n_metrics": 3,
+        "flush_every_seconds": 1,
+    }
+    assert set(changed) == {key.split(".")[1] for key in Config().flat("tracking")}
+    update_params(repo, tracking=changed)
+    try:
+        output = dvc(repo, "repro")
+        assert stages_run(output) == [] and "Data and pipelines are up to date" in output
+    finally:
+        (repo / "params.yaml").write_text(saved)
+
+
+def test_a_forced_prepare_that_makes_the_same_splits_retrains_nothing(repo, mlflow):
+    """prepare's outputs are byte-identical on a rerun; its new run id is in no output."""
+    lock_before = (repo / "dvc.lock").read_text()
+    assert stages_run(dvc(repo, "repro", "-f", "prepare")) == ["prepare"]
+    assert (repo / "dvc.lock").read_text() == lock_before
+    assert stages_run(dvc(repo, "repro")) == []
+    prepare_runs = mlflow.search_runs([mlflow.get_experiment_by_name("torchtrack-prepare").experiment_id])
+    assert len({run.data.tags["torchtrack.prepared_md5"] for run in prepare_runs}) == 1 < len(prepare_runs)
+
+
+@pytest.mark.parametrize("module", ["data.py", "training.py", "models.py", "losses.py", "checkpoints.py"])
+def test_touching_code_that_shapes_the_model_makes_train_changed(repo, module):
+    source = repo / "src" / "torchtrack" / module
+    saved = source.read_text()
+    source.write_text(saved + "# touched\n")
+    try:
+        status = yaml.safe_load(dvc(repo, "status", "--json"))
+        assert "train" in status, status
+    finally:
+        source.write_text(saved)
+    assert yaml.safe_load(dvc(repo, "status", "--json")) == {}
 
 
 def test_changing_lr_reruns_only_train_and_evaluate(repo):

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from pipeline_copy import BIN, GIT_IDENTITY
+from torchtrack.lineage import directory_md5
 from torchtrack.recipe import (
     CODE_TAG,
     COMMIT_TAG,
@@ -16,7 +17,6 @@ from torchtrack.recipe import (
     EXP_BASELINE_TAG,
     EXP_NAME_TAG,
     NOTE_TAG,
-    directory_md5,
     recipe_tags,
 )
 

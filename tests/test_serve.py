@@ -22,21 +22,25 @@ import pytest
 from helpers import isolated_env
 from torchtrack.cli import main
 from torchtrack.errors import DataError
+from torchtrack.lineage import logged_model_uri
 from torchtrack.predict import PREDICTION_COLUMN, Predictor
-from torchtrack.serve import logged_model_uri, serve_command
+from torchtrack.serve import serve_command
 
 pytest_plugins = ["trained_project"]
 
 SERVER_START_TIMEOUT_S = 180  # a cold start on a busy 2-core machine takes tens of seconds
 
 
-def test_train_records_the_logged_model_uri(trained_project):
-    assert logged_model_uri(trained_project.run_file).startswith("models:/m-")
+def test_the_checkpoint_leads_to_the_model_its_run_logged(trained_project, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", trained_project.tracking_uri)
+    uri = logged_model_uri(trained_project.model_path)
+    assert uri.startswith("models:/m-")
+    assert uri == trained_project.model_run().data.tags["torchtrack.model_uri"]
 
 
-def test_without_a_train_record_the_error_says_to_train(tmp_path):
+def test_without_a_checkpoint_the_error_says_to_train(tmp_path):
     with pytest.raises(DataError, match="run the train stage first"):
-        logged_model_uri(tmp_path / "mlflow_run.json")
+        logged_model_uri(tmp_path / "model.pt")
 
 
 def test_the_server_loads_the_model_on_the_cpu_unless_told_otherwise(monkeypatch):
@@ -60,7 +64,7 @@ def test_logged_model_loads_with_pyfunc_and_takes_raw_rows(trained_project, monk
     import mlflow.pyfunc
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", trained_project.tracking_uri)
-    model = mlflow.pyfunc.load_model(logged_model_uri(trained_project.run_file))
+    model = mlflow.pyfunc.load_model(logged_model_uri(trained_project.model_path))
     predictor = Predictor.load(trained_project.model_path)
     rows = trained_project.raw_rows(20)
     served = model.predict(rows[predictor.features].to_numpy(np.float32, copy=True))

@@ -12,7 +12,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from helpers import read_scalars
 from torchtrack.models import RegressionModel
-from torchtrack.tracking import Tracker, repo_root, tracking_uri
+from torchtrack.store import repo_root, tracking_uri
+from torchtrack.tracking import Tracker, fluent_tracking_uri
 
 
 def client() -> MlflowClient:
@@ -137,9 +138,7 @@ def test_logged_model_loads_with_pyfunc_and_predicts_like_the_module(workdir, tr
         uri = tracker.log_model(model, example)
     with torch.no_grad():
         expected = model(torch.from_numpy(example)).numpy().reshape(-1)
-    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
-
-    with _use_tracking_uri(tracking_uri()):
+    with fluent_tracking_uri(tracking_uri()):
         # The export is the CPU's: on a machine with CUDA, pyfunc must be told so (see README).
         loaded = mlflow.pyfunc.load_model(uri, model_config={"device": "cpu"})
         got = np.asarray(loaded.predict(example)).reshape(-1)

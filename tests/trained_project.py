@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import pytest
@@ -16,6 +17,10 @@ import yaml
 
 from helpers import isolate_env
 from torchtrack.cli import main
+from torchtrack.lineage import find_model_run
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
 
 TINY_PARAMS = {
     "data": {"n_samples": 400, "n_features": 3},
@@ -35,12 +40,14 @@ class TrainedProject:
         return self.root / "models" / "model.pt"
 
     @property
-    def run_file(self) -> Path:
-        return self.root / "models" / "mlflow_run.json"
-
-    @property
     def tracking_uri(self) -> str:
         return f"sqlite:///{self.root / 'mlflow.db'}"
+
+    def model_run(self) -> Run:
+        """The MLflow model run that made the checkpoint, found as every command finds it."""
+        from mlflow import MlflowClient
+
+        return find_model_run(self.model_path, MlflowClient(self.tracking_uri))
 
     def raw_rows(self, n: int, seed: int = 7) -> pd.DataFrame:
         """`n` new rows as a user would have them: raw features and the target, in file order."""

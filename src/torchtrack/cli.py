@@ -3,7 +3,7 @@ the results.
 
     torchtrack prepare|train|evaluate [--params params.yaml]
     torchtrack predict --input new.csv --output predictions.csv [--model models/model.pt | MODEL_URI]
-    torchtrack serve [--host 127.0.0.1] [--port 5001] [--model models:/torchtrack@champion]
+    torchtrack serve [--host 127.0.0.1] [--port 5001] [--model models/model.pt | MODEL_URI]
     torchtrack compare [--experiment NAME] [--metric test_mse] [--limit 20] [--all] [--dataset MD5]
     torchtrack promote [--metric test_mse]
     torchtrack reproduce RUN_ID
@@ -24,6 +24,7 @@ import os
 import sys
 import time
 
+from torchtrack import __version__
 from torchtrack.signals import Terminated, stop_signals_raise
 
 STAGES = {
@@ -31,6 +32,10 @@ STAGES = {
     "train": "train the model on the train split; save it and log it to MLflow",
     "evaluate": "score the model on the test split; write metrics and plots",
 }
+STAGE_NOTE = (
+    "`dvc repro` normally runs this stage, and only when its code, params or inputs changed "
+    "(dvc.yaml); run it directly to debug it."
+)
 STAGE_PHASE = {"prepare": "data", "train": "training", "evaluate": "evaluation"}  # for profiling
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 EXIT_TERMINATED = 143  # 128 + SIGTERM
@@ -74,7 +79,7 @@ def run_serve(args: argparse.Namespace) -> int:
     """Serve the logged model over HTTP (replaces this process)."""
     from torchtrack.serve import serve_model
 
-    serve_model(args.host, args.port, args.run_file, args.model)
+    serve_model(args.host, args.port, args.model)
     return 0  # not reached: serve_model execs the server
 
 
@@ -95,10 +100,10 @@ def run_promote(args: argparse.Namespace) -> int:
     """Move the alias champion onto the best registered version; say which it replaced."""
     from torchtrack import registry
     from torchtrack.config import load_config
-    from torchtrack.tracking import open_store, tracking_uri
+    from torchtrack.store import connect
 
     name = load_config(args.params).tracking.experiment
-    print(registry.promote(open_store(tracking_uri()), name, args.metric))
+    print(registry.promote(connect(), name, args.metric))
     return 0
 
 
@@ -168,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, text: str, description: str | None = None) -> argparse.ArgumentParser:
@@ -177,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
 
     for name, text in STAGES.items():
-        stage = add(name, text)
+        stage = add(name, text, f"{text[0].upper()}{text[1:]}. {STAGE_NOTE}")
         add_params(stage)
         stage.set_defaults(handler=run_stage)
 
@@ -210,13 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
     serve.add_argument("--port", type=int, default=5001, help="port to listen on (default: %(default)s)")
     serve.add_argument(
-        "--run-file",
-        default="models/mlflow_run.json",
-        help="train's record of the logged model (default: %(default)s)",
-    )
-    serve.add_argument(
         "--model",
-        help="a model in MLflow, e.g. models:/torchtrack@champion (default: the one --run-file names)",
+        default="models/model.pt",
+        help="an MLflow model URI (e.g. models:/torchtrack@champion), or a checkpoint whose run's "
+        "logged model is served (default: %(default)s)",
     )
     serve.set_defaults(handler=run_serve)
 
@@ -272,8 +275,10 @@ def build_parser() -> argparse.ArgumentParser:
         "Start the MLflow UI and TensorBoard until Ctrl-C.",
     )
     ui.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
-    ui.add_argument("--mlflow-port", type=int, default=5000, help="(default: %(default)s)")
-    ui.add_argument("--tensorboard-port", type=int, default=6006, help="(default: %(default)s)")
+    ui.add_argument("--mlflow-port", type=int, default=5000, help="MLflow UI port (default: %(default)s)")
+    ui.add_argument(
+        "--tensorboard-port", type=int, default=6006, help="TensorBoard port (default: %(default)s)"
+    )
     add_params(ui)
     ui.set_defaults(handler=run_ui)
 

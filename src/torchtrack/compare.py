@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from torchtrack.errors import InputError
-from torchtrack.recipe import DATA_TAG
+from torchtrack.lineage import PREPARED_TAG, RELOG
 
 KEY_PARAMS = ("model.activation", "train.optimizer", "train.lr", "train.epochs", "train.batch_size")
 KEY_METRICS = ("test_mse", "test_mae", "test_r2", "val_loss")
@@ -24,6 +24,8 @@ FINISHED = "attributes.status = 'FINISHED'"
 MISSING = "-"  # a param or metric the run did not log
 UNKNOWN_DATA = "unknown"  # runs logged before the data hash was recorded
 HASH_SHOWN = 12  # characters of a data hash in headings
+# DVC may restore every output from its cache and so run nothing, logging nothing.
+FIRST_RUNS = f"run dvc repro; `{RELOG}` if it has nothing to do"
 
 
 def higher_is_better(metric: str) -> bool:
@@ -37,25 +39,22 @@ def find_model_runs(
     """The model runs (mlflow.entities.Run) in `experiment`: all, or only FINISHED ones, and only
     those on data whose DVC hash starts with `dataset` if given; InputError if there is no such
     experiment."""
-    from mlflow import MlflowClient
+    from torchtrack import store
 
-    from torchtrack import tracking
-
-    uri = tracking_uri or tracking.tracking_uri()
-    tracking.check_reachable(uri)  # a server that is down, or refuses the login: one line
-    client = MlflowClient(uri)
+    uri = tracking_uri or store.tracking_uri()
+    client = store.connect(uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
         names = sorted(e.name for e in client.search_experiments())
         raise InputError(
-            f"no MLflow experiment named {experiment!r} in {uri}; "
-            f"experiments: {', '.join(names) or 'none yet (run dvc repro)'}"
+            f"no MLflow experiment named {experiment!r} in {uri} "
+            f"(experiments: {', '.join(names) or 'none'}); {FIRST_RUNS}"
         )
     query = MODEL_RUNS if everything else f"{MODEL_RUNS} AND {FINISHED}"
     if dataset is not None:
         if not dataset or any(c not in "0123456789abcdef." for c in dataset):
             raise InputError(f"--dataset must be (a prefix of) a DVC md5 hash, got {dataset!r}")
-        query += f" AND tags.`{DATA_TAG}` LIKE '{dataset}%'"
+        query += f" AND tags.`{PREPARED_TAG}` LIKE '{dataset}%'"
     runs, token = [], None
     while True:
         page = client.search_runs([found.experiment_id], query, max_results=1000, page_token=token)
@@ -106,7 +105,7 @@ def by_dataset(runs: list[Any]) -> dict[str, list[Any]]:
     """`runs` grouped by the DVC hash of the data they were trained on, the newest data first."""
     groups: dict[str, list[Any]] = {}
     for run in sorted(runs, key=lambda run: -run.info.start_time):
-        groups.setdefault(run.data.tags.get(DATA_TAG, UNKNOWN_DATA), []).append(run)
+        groups.setdefault(run.data.tags.get(PREPARED_TAG, UNKNOWN_DATA), []).append(run)
     return groups
 
 
@@ -124,7 +123,7 @@ def comparison_report(
     runs = find_model_runs(experiment, tracking_uri, everything=everything, dataset=dataset)
     if not runs:
         which = "" if everything else " (finished ones; --all for the rest)"
-        return f"experiment {experiment!r} has no model runs yet{which}: run dvc repro"
+        return f"experiment {experiment!r} has no model runs yet{which} ({FIRST_RUNS})"
     groups = {data: rank_runs(group, metric) for data, group in by_dataset(runs).items()}
     order = "higher" if higher_is_better(metric) else "lower"
     heading = f"experiment {experiment!r}: {len(runs)} model run(s), best {metric} first ({order} is better)"

@@ -27,14 +27,7 @@ from torchtrack.choices import (
     names,
 )
 from torchtrack.errors import ConfigError
-
-PARAMS_FILE = Path("params.yaml")
-
-# Where the stages read and write, relative to the repository root (mirrors dvc.yaml).
-PREPARED_DIR = Path("data/prepared")  # train/val/test splits and the fitted scaler
-MODEL_DIR = Path("models")  # the trained model and the MLflow run it belongs to
-METRICS_DIR = Path("metrics")  # small JSON metrics, committed to git
-PLOTS_DIR = Path("plots")  # CSV data and PNG figures for `dvc plots show`
+from torchtrack.paths import PARAMS_FILE
 
 
 def _yaml_number(value: Any) -> Any:
@@ -62,7 +55,7 @@ class DataConfig:
 
     source: Source = "synthetic"
     family: Family = "tanh_plus_x"  # synthetic target rule
-    path: Text | None = None  # CSV file, when source is csv
+    path: Text | None = "data/raw/example.csv"  # CSV file, when source is csv (a dependency of prepare)
     target: Text | None = None  # CSV target column; None means the last column
     n_samples: Int = Field(default=50000, ge=10)  # synthetic rows
     n_features: Int = Field(default=8, ge=1)  # synthetic feature columns (line: always 1)

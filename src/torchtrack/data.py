@@ -21,12 +21,12 @@ from torchtrack.choices import Source, unknown
 from torchtrack.config import DataConfig
 from torchtrack.errors import DataError
 from torchtrack.files import read_json, write_atomic, write_json
+from torchtrack.paths import SCALER_FILE, TRUTH_FILE, split_file
 from torchtrack.profiling import timed
 from torchtrack.synthetic import TARGET as SYNTHETIC_TARGET
 from torchtrack.synthetic import SyntheticTruth, make_synthetic
 
 SPLITS = ("train", "val", "test")
-TRUTH_FILE = "truth.json"  # beside the splits when they are synthetic
 
 
 @dataclass(frozen=True)
@@ -155,8 +155,8 @@ def write_splits(
 ) -> None:
     """Write each split as Parquet, the scaler as JSON and the synthetic truth if any, each atomically."""
     for name, frame in splits.items():
-        write_atomic(out_dir / f"{name}.parquet", lambda tmp, f=frame: f.to_parquet(tmp, index=False))
-    scaler.save(out_dir / "scaler.json")
+        write_atomic(split_file(out_dir, name), lambda tmp, f=frame: f.to_parquet(tmp, index=False))
+    scaler.save(out_dir / SCALER_FILE)
     if truth is not None:
         truth.save(out_dir / TRUTH_FILE)
     else:  # splits from a CSV must not be read with an earlier synthetic run's truth
@@ -172,7 +172,7 @@ def read_truth(prepared_dir: Path) -> SyntheticTruth | None:
 @timed("data")
 def read_split(prepared_dir: Path, name: str) -> pd.DataFrame:
     """One split written by `write_splits`."""
-    path = Path(prepared_dir) / f"{name}.parquet"
+    path = split_file(prepared_dir, name)
     if not path.is_file():
         raise DataError(f"{path} not found: run the prepare stage first (dvc repro prepare)")
     return pd.read_parquet(path)

@@ -31,3 +31,7 @@ class TrackingStoreError(PipelineError):
 
 class TrackingLoginError(TrackingStoreError):
     """The MLflow tracking server refuses this login (wrong or missing username or password)."""
+
+
+class RunNotFoundError(PipelineError):
+    """The tracking store has no run for a file the pipeline made (from DVC's cache, or a cleaned store)."""

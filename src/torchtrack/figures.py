@@ -1,14 +1,18 @@
 """Figures for humans: loss curves (train) and predicted-vs-actual with residuals (evaluate).
 
-Each returns a matplotlib Figure built without pyplot, so no display and no global state.
+Each returns a matplotlib Figure built without pyplot, so no display and no global state;
+`save_figure` writes one as a stage output.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from torchtrack.files import write_atomic
 from torchtrack.profiling import timed
 
 
@@ -45,3 +49,10 @@ def loss_figure(epochs: list[int], train_loss: list[float], val_loss: list[float
     ax.legend()
     fig.tight_layout()
     return fig
+
+
+@timed("figures")
+def save_figure(figure: Figure, path: Path) -> None:
+    """Write `figure` to `path` atomically, in the format its suffix names."""
+    path = Path(path)
+    write_atomic(path, lambda tmp: figure.savefig(tmp, dpi=100, format=path.suffix.lstrip(".")))

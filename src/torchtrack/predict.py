@@ -105,7 +105,8 @@ class LoggedPredictor:
         import mlflow.pyfunc
         from mlflow.exceptions import MlflowException
 
-        from torchtrack.tracking import PREDICTION_DEVICE, environment, fluent_tracking_uri, tracking_uri
+        from torchtrack.store import tracking_uri
+        from torchtrack.tracking import PREDICTION_DEVICE, environment, fluent_tracking_uri
 
         try:
             with fluent_tracking_uri(tracking_uri()), environment(PREDICTION_DEVICE):

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from torchtrack.errors import ConfigError, InputError
-from torchtrack.tracking import MAX_BATCH, STORE_FILE, check_reachable, environment, open_store, repo_root
+from torchtrack.store import STORE_FILE, check_reachable, open_store, repo_root
+from torchtrack.tracking import MAX_BATCH, environment
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

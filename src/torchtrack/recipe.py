@@ -8,15 +8,14 @@ hashes DVC records in dvc.lock for the data it was trained on and the files it w
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import platform
 import subprocess
 from importlib import metadata
 from pathlib import Path
 
-from torchtrack.tracking import git_commit
+from torchtrack.lineage import file_md5
+from torchtrack.store import git_commit
 
 # Tags on the model run (the ones MLflow itself defines keep their mlflow.* names).
 COMMIT_TAG = "mlflow.source.git.commit"
@@ -26,38 +25,11 @@ CODE_TAG = "torchtrack.code_tree"  # git tree hash of src/ at the commit
 EXP_NAME_TAG = "dvc.exp_name"
 EXP_BASELINE_TAG = "dvc.exp_baseline"
 PLATFORM_TAG = "torchtrack.platform"
-DATA_TAG = "torchtrack.prepared_md5"  # DVC's hash of data/prepared
-MODEL_TAG = "torchtrack.model_md5"  # models/model.pt's md5
 OUTPUT_TAG_PREFIX = "torchtrack.md5."  # + an output's path: its md5, as dvc.lock records it
 CODE_DIR = "src"
 # Not a sign of a dirty recipe: the params are recorded in full on the run, DVC writes dvc.lock
 # and the .gitignore files beside its outputs, and the stages write dvc.yaml's outputs.
 NOT_RECIPE = (":(exclude)params.yaml", ":(exclude)dvc.lock", ":(exclude,glob)**/.gitignore")  # git pathspecs
-
-
-def file_md5(path: Path) -> str:
-    """The md5 of a file's bytes, as DVC 3 records it (`hash: md5`)."""
-    digest = hashlib.md5()
-    with open(path, "rb") as file:
-        for chunk in iter(lambda: file.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def directory_md5(path: Path) -> str:
-    """The hash DVC records for a directory: `<md5>.dir`.
-
-    It is the md5 of the JSON list of its files' {md5, relpath}, sorted by relpath, as
-    dvc_data's Tree.as_bytes writes it: the same value `dvc repro` writes to dvc.lock.
-    """
-    path = Path(path)
-    entries = [
-        {"md5": file_md5(file), "relpath": file.relative_to(path).as_posix()}
-        for file in path.rglob("*")
-        if file.is_file()
-    ]
-    entries.sort(key=lambda entry: entry["relpath"])
-    return hashlib.md5(json.dumps(entries, sort_keys=True).encode("utf-8")).hexdigest() + ".dir"
 
 
 def output_tags(paths: list[Path]) -> dict[str, str]:

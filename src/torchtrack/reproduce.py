@@ -25,21 +25,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from torchtrack.errors import InputError, PipelineError
+from torchtrack.lineage import MODEL_TAG, PREPARED_TAG, directory_md5, file_md5
 from torchtrack.recipe import (
     CODE_TAG,
     COMMIT_TAG,
-    DATA_TAG,
     DIRTY_TAG,
     EXP_BASELINE_TAG,
     EXP_NAME_TAG,
-    MODEL_TAG,
     PLATFORM_TAG,
     code_tree,
-    directory_md5,
-    file_md5,
     platform_description,
 )
-from torchtrack.tracking import open_store, repo_root, tracking_uri
+from torchtrack.store import open_store, repo_root, tracking_uri
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -190,8 +187,8 @@ def differences(run: Run, clone: Path, rev: str, new_run: Run | None) -> list[st
             f"code differs: src/ at {rev[:12]} is git tree {tree}, the run's code was tree {tags[CODE_TAG]}"
         )
     data = directory_md5(clone / PREPARED_DIR) if (clone / PREPARED_DIR).is_dir() else None
-    if tags.get(DATA_TAG) and data != tags[DATA_TAG]:
-        found.append(f"data differs: data/prepared is {data}, the run's was {tags[DATA_TAG]}")
+    if tags.get(PREPARED_TAG) and data != tags[PREPARED_TAG]:
+        found.append(f"data differs: data/prepared is {data}, the run's was {tags[PREPARED_TAG]}")
     here = platform_description()
     if tags.get(PLATFORM_TAG) and here != tags[PLATFORM_TAG]:
         found.append(f"platform differs: {here} here, the run had {tags[PLATFORM_TAG]}")

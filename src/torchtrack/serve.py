@@ -2,7 +2,8 @@
 
 The logged model is Standardize + the network, so it takes raw feature rows in training
 order and answers POST /invocations with {"predictions": [[y], ...]}; GET /ping is its
-health check. It binds to loopback unless told otherwise.
+health check. It binds to loopback unless told otherwise. The model served is the one that
+the run behind models/model.pt logged (found by the file's content hash, lineage.py).
 """
 
 from __future__ import annotations
@@ -11,21 +12,10 @@ import os
 import sys
 from pathlib import Path
 
-from torchtrack.errors import DataError
-from torchtrack.files import read_json
-from torchtrack.stages.train import RUN_FILE
-from torchtrack.tracking import PREDICTION_DEVICE, tracking_uri
-
-
-def logged_model_uri(run_file: str | Path = RUN_FILE) -> str:
-    """The `models:/<model id>` URI of the model the last train stage logged."""
-    run_file = Path(run_file)
-    if not run_file.is_file():
-        raise DataError(f"{run_file} not found: run the train stage first (dvc repro train)")
-    run = read_json(run_file)
-    if "model_uri" not in run:
-        raise DataError(f"{run_file} names no logged model: run the train stage again (dvc repro train)")
-    return run["model_uri"]
+from torchtrack.lineage import logged_model_uri
+from torchtrack.paths import MODEL_FILE
+from torchtrack.store import tracking_uri
+from torchtrack.tracking import PREDICTION_DEVICE
 
 
 def serve_command(model_uri: str, host: str = "127.0.0.1", port: int = 5001) -> list[str]:
@@ -52,10 +42,11 @@ def serve_environment() -> dict[str, str]:
     )
 
 
-def serve_model(host: str, port: int, run_file: str | Path = RUN_FILE, model_uri: str | None = None) -> None:
-    """Replace this process with the model server for `model_uri` (default: the model the last
-    train logged); it runs until Ctrl-C."""
-    model_uri = model_uri or logged_model_uri(run_file)
+def serve_model(host: str, port: int, model: str | Path = MODEL_FILE) -> None:
+    """Replace this process with the model server; it runs until Ctrl-C. `model` is an MLflow
+    model URI (`models:/torchtrack@champion`) or a checkpoint file, whose run's logged model
+    is served."""
+    model_uri = str(model) if ":/" in str(model) else logged_model_uri(Path(model))
     print(f"Serving {model_uri} at http://{host}:{port}/invocations (Ctrl-C stops it)", flush=True)
     command = serve_command(model_uri, host, port)
     os.execve(command[0], command, serve_environment())

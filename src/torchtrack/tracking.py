@@ -1,5 +1,6 @@
 """The one door to tracking: every stage logs through `Tracker`, which fans out to
-TensorBoard (one log directory per stage execution) and MLflow.
+TensorBoard (one log directory per stage execution) and MLflow. Where the store is, opening
+it and keeping it tidy is store.py's; which run made a file is lineage.py's.
 
 MLflow layout: each trained model is one top-level run in the experiment (all params that
 shaped it, final train/val metrics, test metrics from evaluate, the logged model); the
@@ -10,40 +11,33 @@ at least every `flush_every_seconds`, so a hard kill loses only the last few sec
 
 Nothing is left RUNNING: a stage that raises ends its runs FAILED (KILLED on Ctrl-C or
 SIGTERM, which never cut a logging call in half), and each run records its process, so
-the next stage marks KILLED the runs whose process died without a word (SIGKILL). An HTTP
-tracking server that does not answer stops the stage within seconds, naming its address.
+the next stage marks KILLED the runs whose process died without a word (SIGKILL).
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
 import os
 import struct
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any
 
 from torchtrack.config import TrackingConfig
-from torchtrack.errors import TrackingStoreError
-from torchtrack.files import write_atomic
-from torchtrack.login import check_login
-from torchtrack.processes import HOST_TAG, ProcessIdentity
+from torchtrack.processes import ProcessIdentity
 from torchtrack.profiling import timed
 from torchtrack.signals import uninterrupted
+from torchtrack.store import (
+    connect,
+    end_runs_of_gone_processes,
+    experiment_id,
+    git_commit,
+    repo_root,
+    tracking_uri,
+)
 from torchtrack.tensorboard_layout import run_dir_name, scalar_tag
 
-if TYPE_CHECKING:
-    from mlflow import MlflowClient
-
-STORE_FILE = "mlflow.db"  # default SQLite store at the repository root
-ARTIFACT_DIR = "mlartifacts"  # default artifact root beside it
 MAX_BATCH = 1000  # MLflow's limit on metrics per log_batch call
 # The logged model is exported (pt2) on the CPU, and a pt2 export loads only on the device it
 # was exported on; MLflow's pyfunc loader picks CUDA whenever one is present unless this says
@@ -53,73 +47,6 @@ PREDICTION_DEVICE = {"MLFLOW_DEFAULT_PREDICTION_DEVICE": "cpu"}
 # read and one small write each, off the training thread. MLflow's
 # MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL overrides it.
 SYSTEM_METRICS_EVERY_S = 10
-
-
-def repo_root() -> Path:
-    """The repository the pipeline belongs to.
-
-    DVC sets DVC_ROOT to the parent repo even when a queued experiment runs in a temporary
-    copy, so every run lands in the same store; otherwise the nearest folder holding dvc.yaml.
-    """
-    if os.environ.get("DVC_ROOT"):
-        return Path(os.environ["DVC_ROOT"]).resolve()
-    here = Path.cwd().resolve()
-    for folder in (here, *here.parents):
-        if (folder / "dvc.yaml").is_file():
-            return folder
-    return here
-
-
-def tracking_uri() -> str:
-    """MLFLOW_TRACKING_URI if set, else the SQLite store at the repository root."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / STORE_FILE}"
-
-
-@timed("store open")
-def open_store(uri: str) -> MlflowClient:
-    """An MlflowClient for `uri`; a SQLite store is opened (and created) under a file lock.
-
-    MLflow creates a new SQLite store's tables without a lock across processes, so two
-    stages starting at once on a new store (queued experiments run in parallel) can fail
-    with "duplicate column name". Once the tables exist, MLflow's busy timeout handles
-    concurrent writers.
-    """
-    from filelock import FileLock
-    from mlflow import MlflowClient
-
-    if not uri.startswith("sqlite:///"):
-        return MlflowClient(uri)
-    database = Path(uri.removeprefix("sqlite:///")).resolve()
-    lock_name = f"torchtrack-store-{hashlib.sha256(str(database).encode()).hexdigest()[:16]}.lock"
-    with FileLock(Path(tempfile.gettempdir()) / lock_name):
-        return MlflowClient(uri)  # builds the store, cached for this process
-
-
-@timed("store open")
-def check_reachable(uri: str, timeout: float = 5.0) -> None:
-    """Raise TrackingStoreError naming the address when an HTTP tracking server does not answer.
-
-    MLflow's client retries a refused connection with growing back-off for minutes; this
-    probe gives up within seconds. Any answer (an error status, a TLS failure) counts as
-    reachable: MLflow's own requests report what is wrong with it, except a refused login
-    (`login.check_login`), which ends the stage in one line before it creates a run.
-    """
-    if not uri.startswith(("http://", "https://")):
-        return
-    import requests
-
-    parts = urlsplit(uri)
-    address = urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))  # no secrets
-    try:
-        requests.get(address, timeout=(timeout, 2 * timeout), allow_redirects=False)
-    except requests.exceptions.SSLError:
-        return
-    except (requests.ConnectionError, requests.Timeout) as exc:
-        raise TrackingStoreError(
-            f"cannot reach the MLflow tracking server at {address} (MLFLOW_TRACKING_URI): "
-            f"{type(exc).__name__}; start the server, or unset MLFLOW_TRACKING_URI to use the local store"
-        ) from None
-    check_login(address, timeout)
 
 
 @contextmanager
@@ -139,16 +66,24 @@ def environment(values: dict[str, str]) -> Iterator[None]:
 
 @contextmanager
 def fluent_tracking_uri(uri: str) -> Iterator[None]:
-    """`uri` as MLflow's fluent (global) tracking URI for the duration, then the process's own.
+    """`uri` as MLflow's fluent tracking URI for the duration, then the process's own again.
 
-    Some MLflow calls know only the global URI (`mlflow.pytorch.log_model`, the registry's
-    check of a `models:/` source). Its `set_tracking_uri` also sets MLFLOW_TRACKING_URI and
-    unsets it on the way back, so the variable is saved and put back around it.
+    `mlflow.pytorch.log_model` knows only the fluent URI. MLFLOW_TRACKING_URI gives it `uri`
+    when the process set none of its own; one it did set (`mlflow.set_tracking_uri`, say in a
+    notebook) is replaced for the duration and then put back, so nothing outlives the call.
     """
-    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+    import mlflow
 
-    with environment({"MLFLOW_TRACKING_URI": uri}), _use_tracking_uri(uri):
-        yield
+    with environment({"MLFLOW_TRACKING_URI": uri}):
+        own = mlflow.get_tracking_uri()  # the process's own URI when it set one, else `uri`
+        if own == uri:
+            yield
+            return
+        mlflow.set_tracking_uri(uri)
+        try:
+            yield
+        finally:
+            mlflow.set_tracking_uri(own)
 
 
 def run_status(exc_type: type[BaseException] | None) -> str:
@@ -156,17 +91,6 @@ def run_status(exc_type: type[BaseException] | None) -> str:
     if exc_type is None:
         return "FINISHED"
     return "KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED"
-
-
-def git_commit(root: Path) -> str | None:
-    """HEAD's commit hash, or None outside a git work tree."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
 
 
 class Tracker:
@@ -195,17 +119,15 @@ class Tracker:
         self.config = config
         self.stage = stage
         self.root = repo_root()
-        uri = tracking_uri()
-        check_reachable(uri)
-        self.client = open_store(uri)
+        self.client = connect()
         # (key, value, step, wall time) waiting for `flush`: this stage's scalars, for both
         # backends, and the model run's summary, for MLflow only.
         self._metrics: list[tuple[str, float, int, float]] = []
         self._summary: list[tuple[str, float, int, float]] = []
         experiment = config.experiment if model_run else f"{config.experiment}-prepare"
-        self.experiment_id = self._experiment_id(experiment)
+        self.experiment_id = experiment_id(self.client, experiment)
         owner = ProcessIdentity.current()
-        self._end_runs_of_gone_processes(owner.host)
+        end_runs_of_gone_processes(self.client, self.experiment_id, owner.host, f"torchtrack {stage}")
         base_tags = self._context_tags() | owner.as_tags() | (tags or {})
         self.model_run_id: str | None = None
         self.run_id: str | None = None
@@ -236,43 +158,13 @@ class Tracker:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(log_dir=str(self.log_dir))
-            self._monitor = self._system_monitor(uri) if system_metrics else None
+            self._monitor = self._system_monitor(tracking_uri()) if system_metrics else None
         except BaseException as exc:  # a half-made Tracker never reaches __exit__
             self._end_runs(run_status(type(exc)))
             raise
         self._last_flush = time.monotonic()
 
     # -- set-up ---------------------------------------------------------------------------
-    @timed("store open")
-    def _experiment_id(self, name: str) -> str:
-        from mlflow.exceptions import MlflowException
-
-        found = self.client.get_experiment_by_name(name)
-        if found is not None:
-            return found.experiment_id
-        location = None
-        if not os.environ.get("MLFLOW_TRACKING_URI"):
-            location = (self.root / ARTIFACT_DIR).as_uri()
-        try:
-            return self.client.create_experiment(name, artifact_location=location)
-        except MlflowException:  # created meanwhile by a concurrent stage
-            return self.client.get_experiment_by_name(name).experiment_id
-
-    @timed("stale-run search")
-    def _end_runs_of_gone_processes(self, host: str) -> None:
-        runs = self.client.search_runs(
-            [self.experiment_id], f"attributes.status = 'RUNNING' AND tags.`{HOST_TAG}` = '{host}'"
-        )
-        for run in runs:
-            owner = ProcessIdentity.from_tags(run.data.tags)
-            if owner is not None and owner.is_gone():
-                self.client.set_terminated(run.info.run_id, "KILLED")
-                print(
-                    f"torchtrack {self.stage}: run {run.info.run_id} ({run.info.run_name}) was left RUNNING "
-                    f"by process {owner.pid}, which is gone; marked KILLED",
-                    file=sys.stderr,
-                )
-
     def _context_tags(self) -> dict[str, str]:
         tags = {"dvc.stage": self.stage, "mlflow.source.name": f"torchtrack {self.stage}"}
         commit = git_commit(self.root)
@@ -343,24 +235,31 @@ class Tracker:
 
     @timed("figures")
     @uninterrupted()
-    def log_figure(self, figure: Any, path: Path) -> None:
-        """Save a matplotlib figure to `path`, a PNG stage output (atomically), and log it to both backends.
+    def log_figure(self, path: Path) -> None:
+        """A figure that the stage saved as the PNG `path`, to both backends.
 
-        Drawn once: TensorBoard gets the saved PNG itself, where `add_figure` would draw it again.
+        TensorBoard gets the saved file's bytes, so the figure is drawn once (`add_figure`
+        would draw it again).
         """
         from tensorboard.compat.proto.summary_pb2 import Summary
 
-        png = io.BytesIO()
-        figure.savefig(png, dpi=100, format="png")
-        write_atomic(path, lambda tmp: tmp.write_bytes(png.getvalue()))
-        width, height = struct.unpack(">II", png.getvalue()[16:24])  # the PNG header's IHDR chunk
-        image = Summary.Image(height=height, width=width, colorspace=4, encoded_image_string=png.getvalue())
+        png = Path(path).read_bytes()
+        width, height = struct.unpack(">II", png[16:24])  # the PNG header's IHDR chunk
+        image = Summary.Image(height=height, width=width, colorspace=4, encoded_image_string=png)
         self.writer.file_writer.add_summary(Summary(value=[Summary.Value(tag=path.stem, image=image)]))
         self.client.log_artifact(self.run_id, str(path), "figures")
         if self.model_run_id:
             self.client.log_artifact(self.model_run_id, str(path), "figures")
 
     @timed("artifacts")
+    @uninterrupted()
+    def set_tags(self, tags: dict[str, str]) -> None:
+        """Tags on this stage's run and on the model run, if there is one."""
+        for run_id in filter(None, (self.run_id, self.model_run_id)):
+            for key, value in tags.items():
+                self.client.set_tag(run_id, key, value)
+
+    @timed("tracking")
     @uninterrupted()
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         """A file for this stage's MLflow run."""
@@ -374,6 +273,8 @@ class Tracker:
         `input_example` is a float32 NumPy array (rows, features): pt2 traces the model on it.
         `metadata` goes into the MLmodel file (the feature names, for `torchtrack predict`).
         """
+        from importlib.metadata import version
+
         import mlflow
         import mlflow.pytorch
         import torch
@@ -382,8 +283,6 @@ class Tracker:
         model.eval()
         with torch.no_grad():
             output = model(torch.as_tensor(input_example)).numpy()
-        # The fluent API needs a global tracking URI; set it only for this call, so that a
-        # notebook or test process keeps the one it had (and its MLFLOW_TRACKING_URI).
         with (
             fluent_tracking_uri(tracking_uri()),
             environment(PREDICTION_DEVICE),
@@ -398,7 +297,7 @@ class Tracker:
                 metadata=metadata,
                 pip_requirements=[
                     f"torch=={torch.__version__.split('+')[0]}",
-                    f"mlflow=={mlflow.__version__}",
+                    f"mlflow=={version('mlflow')}",
                 ],
             )
         return info.model_uri

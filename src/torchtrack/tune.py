@@ -295,9 +295,9 @@ class Sweep:
     # -- MLflow ---------------------------------------------------------------------------
     @cached_property
     def client(self) -> Any:
-        from torchtrack.tracking import open_store, tracking_uri
+        from torchtrack.store import connect
 
-        return open_store(tracking_uri())
+        return connect()
 
     def _model_run(self, number: int) -> Any:
         """The trial's MLflow model run (the newest, should a study name be reused), or None."""
@@ -407,7 +407,7 @@ def tune(
     import optuna
     from optuna.trial import TrialState
 
-    from torchtrack.tracking import repo_root
+    from torchtrack.store import repo_root
 
     config = load_config(params)
     space = load_space(space_file, config)

@@ -17,16 +17,14 @@ from pathlib import Path
 
 from torchtrack.config import TrackingConfig
 from torchtrack.errors import PipelineError
-from torchtrack.tracking import check_reachable, open_store, repo_root, tracking_uri
+from torchtrack.store import connect, repo_root, tracking_uri
 
 RUNS_TABLE = "#/experiments/{id}/runs?workflowType=machine_learning"  # the UI's runs tab, model-training view
 
 
 def runs_table_url(base: str, experiment: str) -> str:
     """The MLflow UI address of `experiment`'s runs table (the experiments list if it has no runs yet)."""
-    uri = tracking_uri()
-    check_reachable(uri)  # a server that does not answer: one line now, not minutes of retries
-    found = open_store(uri).get_experiment_by_name(experiment)
+    found = connect().get_experiment_by_name(experiment)  # a server that does not answer: one line
     if found is None:
         return f"{base}/#/experiments?workflowType=machine_learning"
     return f"{base}/{RUNS_TABLE.format(id=found.experiment_id)}"

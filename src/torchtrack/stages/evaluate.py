@@ -2,47 +2,41 @@
 
 Run by `dvc repro` as `python -m torchtrack evaluate`. Adds the test metrics to the model's
 MLflow run, so its row in the MLflow UI holds train, val and test figures together; the
-least-squares fit's test MSE rides along as the linear reference.
+least-squares fit's test MSE rides along as the linear reference. The model run is the one
+tagged with models/model.pt's content hash (lineage.find_model_run).
 """
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from torchtrack.config import METRICS_DIR, MODEL_DIR, PLOTS_DIR, PREPARED_DIR, Config
+from torchtrack.config import Config
 from torchtrack.data import TabularDataset, read_split, read_truth
 from torchtrack.evaluation import least_squares_test_mse, predict, regression_metrics
-from torchtrack.figures import predictions_figure
-from torchtrack.files import read_json, write_atomic, write_json
+from torchtrack.figures import predictions_figure, save_figure
+from torchtrack.files import write_atomic, write_json
+from torchtrack.lineage import directory_md5, find_model_run
 from torchtrack.models import load_checkpoint
-from torchtrack.recipe import directory_md5, output_tags
-from torchtrack.stages.train import RUN_FILE as TRAIN_RUN_FILE
+from torchtrack.paths import EVALUATE_METRICS, MODEL_FILE, PREDICTIONS_CSV, PREDICTIONS_FIGURE, PREPARED_DIR
+from torchtrack.recipe import output_tags
 from torchtrack.tracking import Tracker
 
 PLOT_ROWS = 2000  # rows of predictions.csv: enough for a scatter, small enough for dvc plots
 
 
-def run(
-    config: Config,
-    prepared_dir: Path = PREPARED_DIR,
-    model_dir: Path = MODEL_DIR,
-    metrics_path: Path = METRICS_DIR / "evaluate.json",
-    plots_dir: Path = PLOTS_DIR,
-    run_file: Path = TRAIN_RUN_FILE,
-) -> dict[str, float]:
+def run(config: Config) -> dict[str, float]:
     """Score the model on the test split; return the test metrics."""
-    train = read_split(prepared_dir, "train")  # only for the least-squares reference
-    test_set = TabularDataset(read_split(prepared_dir, "test"))
-    model, _ = load_checkpoint(model_dir / "model.pt")
-    model_run_id = read_json(run_file)["model_run_id"]
+    train = read_split(PREPARED_DIR, "train")  # only for the least-squares reference
+    test_set = TabularDataset(read_split(PREPARED_DIR, "test"))
+    model, _ = load_checkpoint(MODEL_FILE)
+    model_run_id = find_model_run(MODEL_FILE).info.run_id
     params = config.flat("data")
     with Tracker(config.tracking, "evaluate", params=params, model_run=model_run_id) as tracker:
         tracker.log_datasets(
-            {"test": test_set.data}, prepared_dir, directory_md5(prepared_dir), test_set.target
+            {"test": test_set.data}, PREPARED_DIR, directory_md5(PREPARED_DIR), test_set.target
         )
         y_true = test_set.y.numpy().reshape(-1).astype(np.float64)
         y_pred = predict(model, test_set.X)
@@ -51,20 +45,22 @@ def run(
         metrics["test_mse_least_squares"] = least_squares_test_mse(
             train[test_set.features].to_numpy(), train[test_set.target].to_numpy(), test_set.X.numpy(), y_true
         )
-        truth = read_truth(prepared_dir)
+        truth = read_truth(PREPARED_DIR)
         if truth is not None and truth.noise_variance > 0:
             # The noise variance is the best MSE any model can reach on this data.
             metrics["test_mse_over_noise_variance"] = metrics["test_mse"] / truth.noise_variance
-        write_json(metrics_path, metrics)
+        write_json(EVALUATE_METRICS, metrics)
         tracker.log_metrics(metrics)
         tracker.log_summary(metrics)
-        tracker.tag_model_run(output_tags([metrics_path]))
+        tracker.tag_model_run(output_tags([EVALUATE_METRICS]))
         promotion = tracker.record_test_metrics(metrics)
         if promotion is not None:
             print(f"torchtrack evaluate: {promotion}", file=sys.stderr)
 
         shown = np.random.default_rng(config.seed).permutation(len(y_true))[:PLOT_ROWS]
         table = pd.DataFrame({"actual": y_true[shown], "predicted": y_pred[shown]})
-        write_atomic(plots_dir / "predictions.csv", lambda tmp: table.to_csv(tmp, index=False))
-        tracker.log_figure(predictions_figure(y_true, y_pred), plots_dir / "predictions.png")
+        write_atomic(PREDICTIONS_CSV, lambda tmp: table.to_csv(tmp, index=False))
+        figure = predictions_figure(y_true, y_pred)
+        save_figure(figure, PREDICTIONS_FIGURE)
+        tracker.log_figure(PREDICTIONS_FIGURE)
     return metrics

@@ -1,0 +1,161 @@
+"""The MLflow tracking store: where it is, opening and probing it, and keeping it tidy.
+
+`connect()` is how every command reaches the store: MLFLOW_TRACKING_URI if set, else the
+SQLite file at the repository root. `Tracker` (tracking.py) only logs through the client
+this returns; finding runs, the git commit and the cleanup of runs left RUNNING by dead
+processes live here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
+
+from torchtrack.errors import TrackingStoreError
+from torchtrack.login import check_login
+from torchtrack.processes import HOST_TAG, ProcessIdentity
+from torchtrack.profiling import timed
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+STORE_FILE = "mlflow.db"  # default SQLite store at the repository root
+ARTIFACT_DIR = "mlartifacts"  # default artifact root beside it
+
+
+def repo_root() -> Path:
+    """The repository the pipeline belongs to.
+
+    DVC sets DVC_ROOT to the parent repo even when a queued experiment runs in a temporary
+    copy, so every run lands in the same store; otherwise the nearest folder holding dvc.yaml.
+    """
+    if os.environ.get("DVC_ROOT"):
+        return Path(os.environ["DVC_ROOT"]).resolve()
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / "dvc.yaml").is_file():
+            return folder
+    return here
+
+
+def tracking_uri() -> str:
+    """MLFLOW_TRACKING_URI if set, else the SQLite store at the repository root."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / STORE_FILE}"
+
+
+def connect(uri: str | None = None) -> MlflowClient:
+    """A client for `uri` (default: `tracking_uri()`), after checking that a server answers."""
+    uri = uri or tracking_uri()
+    check_reachable(uri)
+    return open_store(uri)
+
+
+@timed("store open")
+def open_store(uri: str) -> MlflowClient:
+    """An MlflowClient for `uri`; a SQLite store is opened (and created) under a file lock.
+
+    MLflow creates a new SQLite store's tables without a lock across processes, so two
+    stages starting at once on a new store (queued experiments run in parallel) can fail
+    with "duplicate column name". Once the tables exist, MLflow's busy timeout handles
+    concurrent writers.
+    """
+    from filelock import FileLock
+    from mlflow import MlflowClient
+
+    if not uri.startswith("sqlite:///"):
+        return MlflowClient(uri)
+    database = Path(uri.removeprefix("sqlite:///")).resolve()
+    lock_name = f"torchtrack-store-{hashlib.sha256(str(database).encode()).hexdigest()[:16]}.lock"
+    with FileLock(Path(tempfile.gettempdir()) / lock_name):
+        return MlflowClient(uri)  # builds the store, cached for this process
+
+
+@timed("store open")
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Raise TrackingStoreError naming the address when an HTTP tracking server does not answer.
+
+    MLflow's client retries a refused connection with growing back-off for minutes; this
+    probe gives up within seconds. Any answer (an error status, a TLS failure) counts as
+    reachable: MLflow's own requests report what is wrong with it, except a refused login
+    (`login.check_login`), which ends the stage in one line before it creates a run.
+    """
+    if not uri.startswith(("http://", "https://")):
+        return
+    import requests
+
+    parts = urlsplit(uri)
+    address = urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))  # no secrets
+    try:
+        requests.get(address, timeout=(timeout, 2 * timeout), allow_redirects=False)
+    except requests.exceptions.SSLError:
+        return
+    except (requests.ConnectionError, requests.Timeout) as exc:
+        raise TrackingStoreError(
+            f"cannot reach the MLflow tracking server at {address} (MLFLOW_TRACKING_URI): "
+            f"{type(exc).__name__}; start the server, or unset MLFLOW_TRACKING_URI to use the local store"
+        ) from None
+    check_login(address, timeout)
+
+
+@timed("store open")
+def experiment_id(client: MlflowClient, name: str) -> str:
+    """The id of experiment `name`, created (artifacts beside the default store) if it is new."""
+    from mlflow.exceptions import MlflowException
+
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = None
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        location = (repo_root() / ARTIFACT_DIR).as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException:  # created meanwhile by a concurrent stage
+        return client.get_experiment_by_name(name).experiment_id
+
+
+def every_experiment(client: MlflowClient) -> list[str]:
+    """The ids of every active experiment in the store."""
+    ids, token = [], None
+    while True:
+        page = client.search_experiments(max_results=1000, page_token=token)
+        ids.extend(e.experiment_id for e in page)
+        token = page.token
+        if not token:
+            return ids
+
+
+@timed("stale-run search")
+def end_runs_of_gone_processes(client: MlflowClient, experiment: str, host: str, who: str) -> None:
+    """Mark KILLED the runs of `experiment` that a process of `host` left RUNNING and that is gone.
+
+    A SIGKILLed stage cannot end its own runs; the next stage on the same host does, and
+    says so on stderr as `who`.
+    """
+    runs = client.search_runs([experiment], f"attributes.status = 'RUNNING' AND tags.`{HOST_TAG}` = '{host}'")
+    for run in runs:
+        owner = ProcessIdentity.from_tags(run.data.tags)
+        if owner is not None and owner.is_gone():
+            client.set_terminated(run.info.run_id, "KILLED")
+            print(
+                f"{who}: run {run.info.run_id} ({run.info.run_name}) was left RUNNING "
+                f"by process {owner.pid}, which is gone; marked KILLED",
+                file=sys.stderr,
+            )
+
+
+def git_commit(root: Path) -> str | None:
+    """HEAD's commit hash, or None outside a git work tree."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None

@@ -1,0 +1,67 @@
+"""The package's layout: no stage imports another, the tools that use a trained model load no
+training code, and nothing reaches into MLflow's private API."""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SOURCES = Path(__file__).resolve().parents[1] / "src" / "torchtrack"
+
+
+def imported_names(path: Path) -> set[str]:
+    """The module names every import statement in `path` names (`from a import b`: a and a.b)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+    return names
+
+
+@pytest.mark.parametrize("stage", sorted(p.stem for p in (SOURCES / "stages").glob("[!_]*.py")))
+def test_no_stage_imports_another_stage(stage):
+    others = {f"torchtrack.stages.{p.stem}" for p in (SOURCES / "stages").glob("[!_]*.py")} - {
+        f"torchtrack.stages.{stage}"
+    }
+    assert imported_names(SOURCES / "stages" / f"{stage}.py") & others == set()
+
+
+def modules_loaded_by(module: str) -> list[str]:
+    """Every module that importing `module` loads, as `python -X importtime` reports them."""
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", f"import {module}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return [
+        line.rsplit("|", 1)[1].strip()
+        for line in result.stderr.splitlines()
+        if line.startswith("import time:")
+    ]
+
+
+@pytest.mark.parametrize("module", ["torchtrack.serve", "torchtrack.predict", "torchtrack.compare"])
+def test_tools_that_use_a_trained_model_load_no_training_code(module):
+    loaded = modules_loaded_by(module)
+    assert module in loaded  # the report is read right
+    assert [name for name in loaded if name.startswith(("torchtrack.training", "torchtrack.stages"))] == []
+
+
+def test_no_private_mlflow_api():
+    """`mlflow.x._private` changes without notice between MLflow releases."""
+    private = re.compile(r"mlflow.*\._")
+    found = [
+        f"{path.relative_to(SOURCES)}:{number}: {line.strip()}"
+        for path in sorted(SOURCES.rglob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), start=1)
+        if private.search(line)
+    ]
+    assert found == []
