@@ -214,6 +214,39 @@ def test_fit_keeps_set_up_objects_out_of_garbage_collection_only_while_it_trains
     assert gc.get_freeze_count() == 0
 
 
+FIT_IN_A_NEW_INTERPRETER = """
+import gc
+import torch
+from torchtrack.config import TrainConfig
+from torchtrack.data import TabularDataset, make_synthetic
+from torchtrack.models import RegressionModel
+from torchtrack.training import fit, seed_everything
+
+start, counts = gc.get_freeze_count(), []
+frame, _ = make_synthetic(600, 3, 0.3, seed=0)
+data = TabularDataset(frame)
+fit(
+    RegressionModel(in_features=3), data, data, TrainConfig(epochs=2, batch_size=64),
+    generator=seed_everything(0), device=torch.device("cpu"),
+    on_epoch=lambda result: counts.append(gc.get_freeze_count()),
+)
+print(start, min(counts), gc.get_freeze_count())
+"""
+
+
+def test_fit_freezes_the_heap_from_the_state_the_interpreter_starts_in():
+    """Python 3.12 starts with objects frozen already; that is not someone else's freeze."""
+    import subprocess
+    import sys
+
+    output = subprocess.run(
+        [sys.executable, "-c", FIT_IN_A_NEW_INTERPRETER], capture_output=True, text=True, check=True
+    ).stdout
+    start, during, after = map(int, output.split())
+    assert during > start  # fit froze the heap while it trained
+    assert after <= start  # and froze nothing that outlives it
+
+
 def test_fit_leaves_a_heap_that_someone_else_froze_as_it_was(splits):
     import gc
 

@@ -339,6 +339,11 @@ def fit(
     return _finish(history, stopper, model)
 
 
+# Objects frozen before anyone could freeze any: Python 3.12's interpreter starts with a few
+# hundred, 3.11 and 3.13 with none. Only more than these means someone else froze the heap.
+_FROZEN_AT_START = gc.get_freeze_count()
+
+
 @contextmanager
 def _frozen_heap() -> Iterator[None]:
     """Leave the objects that exist when training starts (the libraries' and the tracking
@@ -348,12 +353,10 @@ def _frozen_heap() -> Iterator[None]:
     Creating a tracking client leaves many new long-lived objects, which soon trigger a full
     collection over all of them: a fraction of a second that can land in the first epochs,
     as gc.callbacks showed in the tracked benchmark loop. The training loop's own garbage is
-    still collected. Nothing changes for the program's logic: all is collectable afterwards.
+    still collected. Nothing changes for the program's logic: all is collectable afterwards,
+    the interpreter's own start-up objects included (gc can only unfreeze everything).
     """
-    # Objects frozen already are someone else's to manage, so leave the heap alone. (Python
-    # 3.12's interpreter starts with a few hundred frozen objects, so there this does nothing;
-    # the project runs on 3.11, and 3.13 starts with none.)
-    if gc.get_freeze_count():
+    if gc.get_freeze_count() > _FROZEN_AT_START:  # someone else froze the heap: theirs to manage
         yield
         return
     gc.freeze()
