@@ -45,14 +45,15 @@ test: setup
 test-quick: setup
 	pytest -q -m "not slow"
 
-sweep: setup
-	python -m torchtrack.lessons
+sweep: setup  # prints the lessons table and writes it into docs/lessons.md
+	python -m torchtrack.lessons | python scripts/docs_tables.py lessons
 
 ui: setup
 	torchtrack ui
 
-bench: setup  # benchmarks the committed HEAD: prints the targets table, writes benchmarks/results.json
+bench: setup  # benchmarks the committed HEAD: writes benchmarks/results.json, then docs/performance.md
 	python benchmarks/bench.py
+	python scripts/docs_tables.py performance
 
 lint: setup
 	ruff check .
