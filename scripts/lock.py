@@ -7,6 +7,8 @@ Pins already in the lock are kept where pyproject.toml still allows them (they c
 resolve); --upgrade resolves everything afresh. A local version label (`torch==2.13.0+cpu`, the
 build a machine happens to have on disk) is dropped: the public index has no such file, and
 `torch==2.13.0` matches that build where it exists and the standard wheel everywhere else.
+It resolves with the CPU build of torch (PyTorch's CPU index, see the README): the CUDA build
+installs Linux-only libraries that the lock would then pin for every platform, so it stops there.
 """
 
 from __future__ import annotations
@@ -20,17 +22,34 @@ import tomllib
 import venv
 from pathlib import Path
 
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
 from torchtrack.files import write_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCK = ROOT / "requirements.lock"
 HEADER = "# Exact versions of every package, transitive ones included; regenerate with `make lock`.\n"
 LOCAL_LABEL = re.compile(r"^([^=\s]+==[^+\s]+)\+\S+$")  # name==version+label
+PLATFORM_MARKERS = ("platform_system", "sys_platform", "platform_machine")
+# The new environment's torch requirements, printed by its own Python.
+TORCH_REQUIRES = "import importlib.metadata as m; print('\\n'.join(m.requires('torch') or []))"
 
 
 def public(line: str) -> str:
     """A pin without its local version label: `torch==2.13.0+cpu` -> `torch==2.13.0`."""
     return LOCAL_LABEL.sub(r"\1", line.strip())
+
+
+def platform_only(torch_requires: list[str], pins: list[str]) -> list[str]:
+    """The pins of packages that torch requires on some platforms only (the CUDA build's
+    nvidia-* and triton on Linux)."""
+    conditional = {
+        canonicalize_name(requirement.name)
+        for requirement in map(Requirement, torch_requires)
+        if any(name in str(requirement.marker or "") for name in PLATFORM_MARKERS)
+    }
+    return [pin for pin in pins if canonicalize_name(pin.split("==")[0]) in conditional]
 
 
 def extras() -> list[str]:
@@ -51,7 +70,17 @@ def resolve(upgrade: bool) -> list[str]:
         frozen = subprocess.run(
             [*pip, "freeze", "--exclude-editable"], check=True, capture_output=True, text=True
         ).stdout
-    return [public(line) for line in frozen.splitlines() if line.strip() and not line.startswith("#")]
+        torch_requires = subprocess.run(
+            [python, "-c", TORCH_REQUIRES], check=True, capture_output=True, text=True
+        ).stdout.split("\n")
+    pins = [public(line) for line in frozen.splitlines() if line.strip() and not line.startswith("#")]
+    if conditional := platform_only([r for r in torch_requires if r.strip()], pins):
+        raise SystemExit(
+            f"make lock: torch here is a CUDA build ({', '.join(conditional[:3])}, ...), whose libraries "
+            "exist on Linux only; the lock was left as it was. Rerun with "
+            "PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu"
+        )
+    return pins
 
 
 def main() -> int:

@@ -59,6 +59,14 @@ def test_make_lock_drops_local_version_labels():
     assert public("certifi==2026.10.19.post1") == "certifi==2026.10.19.post1"
 
 
+def test_make_lock_refuses_the_libraries_a_cuda_build_of_torch_installs_on_linux_only():
+    platform_only = script("lock").platform_only
+    torch_requires = ["nvidia-cublas==13.1.1.3; platform_system == 'Linux'", "sympy>=1.13", "filelock"]
+    pins = ["filelock==4.3.1", "nvidia-cublas==13.1.1.3", "sympy==1.14.0"]
+    assert platform_only(torch_requires, pins) == ["nvidia-cublas==13.1.1.3"]
+    assert platform_only(torch_requires, ["filelock==4.3.1", "sympy==1.14.0"]) == []
+
+
 def test_the_lock_pins_every_requirement_of_the_package_and_of_every_extra_within_its_range():
     pinned = pins()
     extras = PROJECT.get("optional-dependencies", {})
