@@ -1,21 +1,40 @@
 # make run: set up .venv, then run the pipeline (dvc repro) on params.yaml's defaults.
 # make test: set up .venv, then run the whole test suite (make test-quick skips the slow ones).
-# make ui: MLflow UI + TensorBoard on 127.0.0.1; make bench: the performance table.
-# make sweep: run every lesson as a DVC experiment and print the results table (see README).
-PYTHON ?= python3.11
+# make ui: MLflow UI + TensorBoard on 127.0.0.1; make bench: the performance tables (docs/performance.md).
+# make sweep: run every lesson as a DVC experiment and print the results table (docs/lessons.md).
+# make lock: re-pin requirements.lock; make check-lock: does it resolve on the public index?
+SUPPORTED_PYTHONS := 3.13 3.12 3.11
+# Exits 0 only under a supported interpreter.
+IS_SUPPORTED := -c 'import sys; sys.exit("%d.%d" % sys.version_info[:2] not in "$(SUPPORTED_PYTHONS)".split())'
+# Your own python3 when it is a supported one, else the newest supported interpreter on PATH;
+# PYTHON=/path/to/python3.X picks another. Each candidate is run, not only looked up: a pyenv
+# shim exists even where its version is not installed or active.
+ifeq ($(origin PYTHON),undefined)
+PYTHON := $(firstword $(foreach p,python3 $(addprefix python,$(SUPPORTED_PYTHONS)),\
+  $(shell $(p) $(IS_SUPPORTED) >/dev/null 2>&1 && echo $(p))))
+endif
+comma := ,
+space := $() $()
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
+# Every optional extra of pyproject.toml (dev, and any added later), read when the recipe runs: all are
+# installed, and `make lock` pins them all.
+EXTRAS = $$($(BIN)/python -c 'import tomllib; \
+  print(",".join(tomllib.load(open("pyproject.toml", "rb"))["project"].get("optional-dependencies", {})))')
 
-.PHONY: setup run test test-quick sweep ui bench lint format lock clean
+.PHONY: setup run test test-quick sweep ui bench lint format lock check-lock clean
 
 setup: $(STAMP)
 
 $(STAMP): requirements.lock pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) $(IS_SUPPORTED) 2>/dev/null || { \
+	echo "make: torchtrack needs Python $(subst $(space),$(comma) ,$(SUPPORTED_PYTHONS)): $(if $(PYTHON),$(PYTHON) \
+	is none of them,none of them is on PATH as python3.X or python3). Install one, or name it: \
+	make PYTHON=/path/to/python3.12" >&2; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock -e ".[$(EXTRAS)]"
 	touch $@
 
 run: setup
@@ -27,14 +46,15 @@ test: setup
 test-quick: setup
 	pytest -q -m "not slow"
 
-sweep: setup
-	python scripts/lessons.py
+sweep: setup  # prints the lessons table and writes it into docs/lessons.md
+	python scripts/lessons.py | python scripts/docs_tables.py lessons
 
 ui: setup
 	torchtrack ui
 
-bench: setup  # benchmarks the committed HEAD: prints the targets table, writes benchmarks/results.json
+bench: setup  # benchmarks the committed HEAD: writes benchmarks/results.json, then docs/performance.md
 	python benchmarks/bench.py
+	python scripts/docs_tables.py performance
 
 lint: setup
 	ruff check .
@@ -44,9 +64,11 @@ format: setup
 	ruff check --fix .
 	ruff format .
 
-lock: setup
-	{ echo "# Exact versions of every package, transitive ones included; regenerate with \`make lock\`."; \
-	  $(BIN)/python -m pip freeze --exclude-editable | grep -v '^torchtrack'; } > requirements.lock
+lock: setup  # a fresh resolve of pyproject.toml (base and every extra), public versions only
+	python scripts/lock.py
+
+check-lock: setup  # every line of requirements.lock resolves on the public index, for each supported Python
+	python scripts/check_lock.py $(SUPPORTED_PYTHONS)
 
 clean:
 	rm -rf $(VENV) runs mlflow.db mlartifacts .pytest_cache

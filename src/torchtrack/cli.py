@@ -13,7 +13,7 @@ the results.
     torchtrack tune [--space tune.yaml] [--trials 20] [--jobs 1] [--metric test_mse] [--storage URL]
 
 Heavy libraries (torch, mlflow) are imported inside the subcommands, so --help is instant.
-Exit codes: see EXIT_MEANINGS (also printed by --help).
+Exit codes: errors.EXIT_MEANINGS (also printed by --help).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import sys
 import time
 
 from torchtrack import __version__
+from torchtrack.errors import EXIT_INTERRUPTED, EXIT_MEANINGS, EXIT_TERMINATED
 from torchtrack.signals import Terminated, stop_signals_raise
 
 STAGES = {
@@ -37,15 +38,6 @@ STAGE_NOTE = (
     "(dvc.yaml); run it directly to debug it."
 )
 STAGE_PHASE = {"prepare": "data", "train": "training", "evaluate": "evaluation"}  # for profiling
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
-EXIT_TERMINATED = 143  # 128 + SIGTERM
-EXIT_MEANINGS = {  # one table for --help and every subcommand's help
-    0: "success",
-    1: "the command failed (e.g. training diverged, tracking server unreachable)",
-    2: "bad params, input data or command line",
-    EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
-    EXIT_TERMINATED: "terminated (SIGTERM)",
-}
 EXIT_CODES = "exit codes:\n" + "\n".join(f"  {code:<4} {text}" for code, text in EXIT_MEANINGS.items())
 EXIT_CODES_LINE = "exit codes: " + ", ".join(
     f"{code} {text.split(' (')[0]}" for code, text in EXIT_MEANINGS.items()

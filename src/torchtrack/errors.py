@@ -1,4 +1,5 @@
-"""Errors with a message meant for the user, and the exit code the CLI returns for each."""
+"""Errors with a message meant for the user, and the exit code the CLI returns for each: the one
+list of every exit code (EXIT_MEANINGS), which --help prints and the README's table repeats."""
 
 
 class PipelineError(Exception):
@@ -35,3 +36,14 @@ class TrackingLoginError(TrackingStoreError):
 
 class RunNotFoundError(PipelineError):
     """The tracking store has no run for a file the pipeline made (from DVC's cache, or a cleaned store)."""
+
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+EXIT_TERMINATED = 143  # 128 + SIGTERM
+EXIT_MEANINGS = {
+    0: "success",
+    PipelineError.exit_code: "the command failed (e.g. training diverged, tracking server unreachable)",
+    InputError.exit_code: "bad params, input data or command line",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
+    EXIT_TERMINATED: "terminated (SIGTERM)",
+}

@@ -65,10 +65,11 @@ UNSHAPING_PARAMS = ("train.resume",)  # resuming gives the same model (tests/tes
 TRAINING_CODE = [Path(__file__)] + [
     Path(import_module(name).__file__)
     for name in (
-        "torchtrack", "torchtrack.activations", "torchtrack.checkpoints", "torchtrack.choices", "torchtrack.config",
-        "torchtrack.cpu_kernels", "torchtrack.data", "torchtrack.distributed", "torchtrack.figures",
-        "torchtrack.files", "torchtrack.loader", "torchtrack.losses", "torchtrack.models",
-        "torchtrack.portable", "torchtrack.synthetic", "torchtrack.training", "torchtrack.trial",
+        "torchtrack", "torchtrack.activations", "torchtrack.checkpoints", "torchtrack.choices",
+        "torchtrack.config", "torchtrack.cpu_kernels", "torchtrack.data", "torchtrack.distributed",
+        "torchtrack.figures", "torchtrack.files", "torchtrack.loader", "torchtrack.losses",
+        "torchtrack.models", "torchtrack.portable", "torchtrack.synthetic", "torchtrack.training",
+        "torchtrack.trial",
     )
 ]  # fmt: skip
 
