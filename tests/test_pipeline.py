@@ -154,6 +154,7 @@ def test_changing_any_tracking_setting_runs_no_stage(repo):
         "log_every_n_steps": 7,
         "flush_every_n_metrics": 3,
         "flush_every_seconds": 1,
+        "promote": "best_test_mse",
     }
     assert set(changed) == {key.split(".")[1] for key in Config().flat("tracking")}
     update_params(repo, tracking=changed)
