@@ -49,7 +49,9 @@ def directory_md5(path: Path) -> str:
 
 def find_prepare_run(prepared_md5: str, client: MlflowClient | None = None) -> str | None:
     """The id of the newest prepare run that made splits with this hash, or None."""
-    runs = _newest_first(client or connect(), f"tags.`{PREPARED_TAG}` = '{prepared_md5}'")
+    # The train and model runs carry the same tag (the data they read): only prepare's run made them.
+    query = f"tags.`{PREPARED_TAG}` = '{prepared_md5}' AND tags.`dvc.stage` = 'prepare'"
+    runs = _newest_first(client or connect(), query)
     return runs[0].info.run_id if runs else None
 
 

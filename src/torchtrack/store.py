@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
@@ -65,15 +66,26 @@ def open_store(uri: str) -> MlflowClient:
     with "duplicate column name". Once the tables exist, MLflow's busy timeout handles
     concurrent writers.
     """
-    from filelock import FileLock
     from mlflow import MlflowClient
 
+    with sqlite_creation_lock(uri):
+        return MlflowClient(uri)  # builds the store, cached for this process
+
+
+def sqlite_creation_lock(uri: str) -> AbstractContextManager:
+    """A lock across processes on the SQLite database `uri` names (a no-op for other URIs).
+
+    SQLAlchemy-based stores (MLflow's, Optuna's) create a new database's tables without one,
+    so two processes opening the same new file at once fail ("duplicate column name", "table
+    studies already exists"); opened under this lock, the second finds the tables made.
+    """
+    from filelock import FileLock
+
     if not uri.startswith("sqlite:///"):
-        return MlflowClient(uri)
+        return nullcontext()
     database = Path(uri.removeprefix("sqlite:///")).resolve()
     lock_name = f"torchtrack-store-{hashlib.sha256(str(database).encode()).hexdigest()[:16]}.lock"
-    with FileLock(Path(tempfile.gettempdir()) / lock_name):
-        return MlflowClient(uri)  # builds the store, cached for this process
+    return FileLock(Path(tempfile.gettempdir()) / lock_name)
 
 
 @timed("store open")

@@ -162,12 +162,12 @@ def open_storage(url: str, heartbeat: bool = True) -> Any:
     one without a heartbeat for GRACE_S seconds is marked failed by the next trial to start."""
     import optuna
 
+    from torchtrack.store import sqlite_creation_lock
+
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None  # wait out writers
-    if not heartbeat:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine)
-    return optuna.storages.RDBStorage(
-        url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S
-    )
+    beats = {"heartbeat_interval": HEARTBEAT_S, "grace_period": GRACE_S} if heartbeat else {}
+    with sqlite_creation_lock(url):  # two workers starting on a new study file: one creates the tables
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine, **beats)
 
 
 def make_pruner(settings: dict[str, int]) -> Any:
