@@ -11,6 +11,18 @@ import pytest
 # inherited from a developer's shell or from `dvc exp run`, each would send a test's runs elsewhere.
 ISOLATED_ENV = ("MLFLOW_TRACKING_URI", "DVC_ROOT", "DVC_EXP_NAME")
 
+# Every output but the figures: bytes that depend only on code, params and data (no output
+# holds a run id, see lineage.py).
+DETERMINISTIC_OUTPUTS = (
+    "data/prepared",
+    "metrics/prepare.json",
+    "models/model.pt",
+    "metrics/train.json",
+    "plots/loss.csv",
+    "metrics/evaluate.json",
+    "plots/predictions.csv",
+)
+
 
 def isolate_env(patch: pytest.MonkeyPatch) -> None:
     """Unset ISOLATED_ENV for this test (or MonkeyPatch context)."""

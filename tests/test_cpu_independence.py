@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import DETERMINISTIC_OUTPUTS
 from pipeline_copy import LIMIT_S, copy_repo, pipeline_env, update_params
-from test_determinism import DETERMINISTIC_OUTPUTS
 from torchtrack.cpu_kernels import NATIVE_ENV
 
 SMALL = {"data": {"n_samples": 4000}, "train": {"epochs": 2, "device": "cpu"}}

@@ -12,20 +12,9 @@ import torch
 import yaml
 from torch.utils.data import DataLoader, Dataset
 
+from helpers import DETERMINISTIC_OUTPUTS
 from pipeline_copy import copy_repo, dvc, update_params
 from torchtrack.training import seed_everything
-
-# Every output but the figures: bytes that depend only on code, params and data (no output
-# holds a run id, see lineage.py).
-DETERMINISTIC_OUTPUTS = (
-    "data/prepared",
-    "metrics/prepare.json",
-    "models/model.pt",
-    "metrics/train.json",
-    "plots/loss.csv",
-    "metrics/evaluate.json",
-    "plots/predictions.csv",
-)
 
 
 def output_hashes(repo) -> dict[str, str]:
