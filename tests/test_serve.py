@@ -67,7 +67,7 @@ def test_logged_model_loads_with_pyfunc_and_takes_raw_rows(trained_project, monk
     model = mlflow.pyfunc.load_model(logged_model_uri(trained_project.model_path))
     predictor = Predictor.load(trained_project.model_path)
     rows = trained_project.raw_rows(20)
-    served = model.predict(rows[predictor.features].to_numpy(np.float32, copy=True))
+    served = model.predict(rows.assign(id=range(len(rows))))  # raw rows by name; an extra column is let be
     np.testing.assert_allclose(np.asarray(served).reshape(-1), predictor(rows), rtol=1e-5, atol=1e-5)
 
 
@@ -107,8 +107,8 @@ def test_served_model_answers_like_predict(trained_project, tmp_path, model):
     argv = ["predict", "--input", str(tmp_path / "new.csv"), "--output", str(tmp_path / "out.csv")]
     assert main([*argv, "--model", str(trained_project.model_path)]) == 0
     expected = pd.read_csv(tmp_path / "out.csv")[PREDICTION_COLUMN].to_numpy()
-    features = Predictor.load(trained_project.model_path).features  # the served model takes this order
-    values = rows[features].to_numpy().tolist()
+    columns = [*rows.columns[::-1], "id"]  # by name, in any order, an extra column let be
+    values = rows.assign(id=range(len(rows)))[columns].to_numpy().tolist()
 
     port = free_port()
     log = tmp_path / "server.log"
@@ -123,8 +123,8 @@ def test_served_model_answers_like_predict(trained_project, tmp_path, model):
         url = f"http://127.0.0.1:{port}"
         wait_for_ping(f"{url}/ping", server, log)
         for payload in (
-            {"dataframe_split": {"columns": features, "data": values}},
-            {"inputs": values},
+            {"dataframe_split": {"columns": columns, "data": values}},
+            {"dataframe_records": [dict(zip(columns, row, strict=True)) for row in values]},
         ):
             answer = post_json(f"{url}/invocations", payload)
             served = np.asarray(answer["predictions"], dtype=np.float64).reshape(-1)
