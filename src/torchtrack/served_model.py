@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import mlflow.models
 import mlflow.pyfunc
+import numpy as np
+import pandas as pd
 
 from torchtrack.tracking import CHECKPOINT_ARTIFACT
 
@@ -20,8 +22,8 @@ class RawRowsModel(mlflow.pyfunc.PythonModel):
 
         self.predictor = Predictor.load(context.artifacts[CHECKPOINT_ARTIFACT])
 
-    def predict(self, context, model_input, params=None):  # noqa: ANN001 (MLflow's own signature)
-        """One prediction per row."""
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> np.ndarray:  # noqa: ANN001
+        """One prediction per row, in the target's units."""
         return self.predictor(model_input)
 
 
