@@ -20,13 +20,15 @@ import pandas as pd
 import pytest
 
 from helpers import isolated_env
+from pipeline_copy import pipeline_env
 from torchtrack.cli import main
 from torchtrack.errors import DataError
 from torchtrack.lineage import logged_model_uri
 from torchtrack.predict import PREDICTION_COLUMN, Predictor
 from torchtrack.serve import serve_command
+from torchtrack.tables import read_csv
 
-pytest_plugins = ["trained_project"]
+pytest_plugins = ["trained_project", "table_projects"]
 
 SERVER_START_TIMEOUT_S = 180  # a cold start on a busy 2-core machine takes tens of seconds
 
@@ -143,3 +145,38 @@ def stop_process_group(leader: subprocess.Popen) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(leader.pid, signal.SIGKILL)
         leader.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_predict_and_the_served_model_agree_on_raw_rows_with_text_gaps_and_an_unseen_category(
+    table_project, tmp_path
+):
+    project = table_project("houses")
+    rows = read_csv(project.table).drop(columns=project.target).head(20)
+    rows.loc[0, "neighbourhood"] = "atlantis"  # never seen in training
+    rows.loc[1, "area_m2"] = None
+    rows.loc[2, "sold_on"] = None
+    rows.loc[3, "garage"] = None
+    rows.to_csv(tmp_path / "new.csv", index=False)
+    argv = ["predict", "--input", str(tmp_path / "new.csv"), "--output", str(tmp_path / "out.csv")]
+    assert main([*argv, "--model", str(project.root / "models" / "model.pt")]) == 0
+    expected = pd.read_csv(tmp_path / "out.csv")[PREDICTION_COLUMN].to_numpy()
+    assert np.isfinite(expected).all()
+
+    port = free_port()
+    log = tmp_path / "server.log"
+    with log.open("w") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "torchtrack", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=project.root, env=pipeline_env(project.root), stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for_ping(f"{url}/ping", server, log)
+        values = rows.astype(object).where(rows.notna(), None)  # gaps as JSON null
+        payload = {"dataframe_split": {"columns": list(rows.columns), "data": values.to_numpy().tolist()}}
+        served = np.asarray(post_json(f"{url}/invocations", payload)["predictions"], np.float64).reshape(-1)
+        np.testing.assert_allclose(served, expected, rtol=1e-5, atol=1e-5)
+    finally:
+        stop_process_group(server)
