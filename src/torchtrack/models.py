@@ -69,18 +69,6 @@ class MLP(nn.Module):
         return self.layers(x)  # (B, 1)
 
 
-class Standardize(nn.Module):
-    """(x - mean) / std with the training split's statistics, so a model takes raw features."""
-
-    def __init__(self, mean: list[float], std: list[float]):
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
-
-
 def build_model(config: ModelConfig, in_features: int) -> nn.Module:
     """The model that `config` describes, for `in_features` inputs."""
     if config.kind == "linear":
