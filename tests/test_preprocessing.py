@@ -190,3 +190,10 @@ def test_a_table_with_no_usable_feature_left_is_named():
         DataError, match=r"no usable feature column left \(name: an identifier.*empty: no values"
     ):
         Preprocessor.fit(frame, "y", CSV)
+
+
+def test_a_column_without_values_in_train_is_dropped_even_when_named():
+    frame = table().assign(empty=np.nan)
+    fitted = Preprocessor.fit(frame, "y", DataConfig(source="csv", numeric=("empty",)))
+    assert roles(fitted)["empty"] == "dropped"
+    assert np.isfinite(fitted.transform(frame.assign(empty=1.0)).to_numpy()).all()

@@ -230,14 +230,16 @@ def _fit_column(series: pd.Series, name: str, config: DataConfig) -> Column:
 
 def _infer_role(series: pd.Series, name: str, config: DataConfig) -> tuple[str, str]:
     """(role, why) for one train-split column."""
-    for key, role in (("drop", "dropped"), ("categorical", "categorical"), ("numeric", "numeric")):
+    if name in config.drop:
+        return "dropped", "data.drop"
+    values = series.dropna()
+    if len(values) == 0:  # nothing to fill its gaps with, whatever params.yaml calls it
+        return "dropped", "no values in the train split"
+    for key, role in (("categorical", "categorical"), ("numeric", "numeric")):
         if name in getattr(config, key):
             return role, f"data.{key}"
     if name in config.dates:
         return _date_role(config, "data.dates")
-    values = series.dropna()
-    if len(values) == 0:
-        return "dropped", "no values in the train split"
     if pd.api.types.is_bool_dtype(values) or all(isinstance(v, (bool, np.bool_)) for v in values):
         return "categorical", "true/false values"
     if pd.api.types.is_numeric_dtype(values):
