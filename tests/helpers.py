@@ -56,3 +56,22 @@ class RecordingLogger:
     def steps_of(self, key: str) -> list[int]:
         """The steps at which `key` was logged."""
         return [step for step, metrics in self.logged if key in metrics]
+
+
+def save_model(path, model, features: list[str], target: str = "y"):
+    """`model` saved as train saves it, with a preprocessing that reads `features` as numbers
+    and changes nothing (no scaling, no gaps), so a logged model's answers are `model`'s own.
+    Returns that preprocessing, what `Tracker.log_model` takes with the file."""
+    import numpy as np
+    import pandas as pd
+
+    from torchtrack.config import DataConfig, ModelConfig
+    from torchtrack.models import save_checkpoint
+    from torchtrack.preprocessing import Preprocessor
+
+    rows = np.arange(2.0 * len(features)).reshape(2, -1)  # (2, F): distinct values, so no column is constant
+    frame = pd.DataFrame(rows, columns=features).assign(**{target: 0.0})
+    preprocessor = Preprocessor.fit(frame, target, DataConfig(source="synthetic", scale=False))
+    extra = {"features": features, "target": target, "preprocessing": preprocessor.to_dict()}
+    save_checkpoint(path, model, ModelConfig(), extra)
+    return preprocessor

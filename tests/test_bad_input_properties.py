@@ -14,9 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from torchtrack.cli import main
-from torchtrack.config import Config, config_from_dict, load_config
+from torchtrack.config import Config, DataConfig, config_from_dict, load_config
 from torchtrack.data import load_csv
 from torchtrack.errors import ConfigError, DataError
+from torchtrack.preprocessing import Preprocessor, drop_missing_target
 
 SETTINGS = settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -136,7 +137,9 @@ def csv_texts(draw):
     content=csv_texts() | st.binary(max_size=64),
     target=st.one_of(st.none(), names),
 )
-def test_the_csv_loader_accepts_numeric_rows_or_names_the_problem_in_one_line(tmp_path, content, target):
+def test_the_csv_reader_and_preprocessing_make_finite_features_or_name_the_problem_in_one_line(
+    tmp_path, content, target
+):
     path = tmp_path / "input.csv"
     if isinstance(content, bytes):
         path.write_bytes(content)
@@ -144,23 +147,27 @@ def test_the_csv_loader_accepts_numeric_rows_or_names_the_problem_in_one_line(tm
         path.write_text(content)
     try:
         frame, chosen = load_csv(path, target)
+        frame, _ = drop_missing_target(frame, chosen)
+        prepared = Preprocessor.fit(frame, chosen, DataConfig(source="csv")).transform(frame)
     except DataError as error:
-        assert_one_clear_line(str(error), str(path))
+        assert_one_clear_line(str(error), str(path), "column")
     else:
         assert chosen in frame.columns and frame.shape[1] >= 2 and len(frame) >= 1
-        assert np.isfinite(frame.to_numpy(np.float64)).all()
+        assert np.isfinite(prepared.to_numpy(np.float64)).all()
 
 
 @pytest.mark.parametrize(
     ("content", "named"),
     [
-        ("a,b,y\n1,2,3\n4,,6\n7,8,9\n", "column 'b' has 1 missing value"),
-        ("a,b,y\n1,2,3\n4,inf,6\n7,8,9\n", "column 'b' has infinite value"),
+        ("a,b,y\n1,2,3\n4,,\n7,8,\n", "1 rows are too few to split"),
+        ("a,b,y\n1,2,3\n4,inf,6\n7,8,9\n", "column 'b', row 2: inf is infinite"),
         ("a,b,y\n1,2,3\n4,5,6,7\n", "not a readable CSV file"),
         ("a,y\n1,2\n3,4\n", "2 rows are too few to split"),
-        ("a,y\n\x00\x01,2\n", "column 'a' is not numeric"),
+        ("a,y\n\x00\x01,2\n", "not a CSV file (it looks like binary data)"),
+        ("a,y\n1,\n2,\n3,\n", "target column 'y' has no values"),
+        ("a,y\n1,2\n2,x\n3,4\n", "target column 'y', row 2: 'x' is not a number"),
     ],
-    ids=["missing-value", "infinite", "ragged", "too-few-rows", "binary"],
+    ids=["missing-target", "infinite", "ragged", "too-few", "binary", "all-missing-target", "text-target"],
 )
 def test_a_prepare_stage_stopped_by_bad_csv_leaves_no_output_and_no_run(workdir, capsys, content, named):
     (workdir / "input.csv").write_text(content)

@@ -97,7 +97,7 @@ def test_bad_params_stop_the_stage_with_exit_2_and_write_nothing(tmp_path, secti
     [
         (None, "CSV file not found"),
         ("", "empty"),
-        ("a,b,target\n1,2,x\n", "column 'target' is not numeric"),
+        ("a,b,target\n1,2,x\n", "target column 'target', row 1: 'x' is not a number"),
         ("a,b,c\n1,2,3\n", "target column 'target' not found"),
     ],
 )

@@ -185,12 +185,10 @@ def test_load_csv_named_target(tmp_path):
         pytest.param("", None, ["empty"], id="empty-file"),
         pytest.param("a,b\n", None, ["header but no rows"], id="header-only"),
         pytest.param("a\n1\n2\n", None, ["at least one feature column", "1 column"], id="one-column"),
-        pytest.param("a,b,c\n1,x,3\n4,y,6\n", None, ["column 'b'", "not numeric"], id="non-numeric"),
         pytest.param(
             "a,b\n1,2\n3,4\n", "price", ["target column 'price' not found", "a, b"], id="missing-target"
         ),
-        pytest.param("a,b\n1,\n3,4\n", None, ["column 'b'", "1 missing value"], id="missing-value"),
-        pytest.param("a,b\n1,inf\n3,4\n", None, ["column 'b'", "infinite"], id="infinite-value"),
+        pytest.param("a,b\n1,2\n3,4,5,6\n", None, ["not a readable CSV file"], id="ragged"),
     ],
 )
 def test_load_csv_rejects_bad_input_naming_the_problem(tmp_path, text, target, expected_fragments):
@@ -279,9 +277,9 @@ def test_write_splits_read_split_round_trip(tmp_path):
     write_splits(splits, scaler, tmp_path / "prepared")
     for name, part in splits.items():
         pd.testing.assert_frame_equal(read_split(tmp_path / "prepared", name), part)
-    assert Scaler.load(tmp_path / "prepared" / "scaler.json") == scaler
+    assert Scaler.load(tmp_path / "prepared" / "preprocessing.json") == scaler
     assert sorted(p.name for p in (tmp_path / "prepared").iterdir()) == [
-        "scaler.json",
+        "preprocessing.json",
         "train.parquet",
         "val.parquet",
     ]

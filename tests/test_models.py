@@ -1,4 +1,4 @@
-"""models.py: tanh(x)+x, the linear regression model, Standardize, and rebuildable checkpoints."""
+"""models.py: tanh(x)+x, the linear regression model, and rebuildable checkpoints."""
 
 import pytest
 import torch
@@ -9,7 +9,6 @@ from torchtrack.config import ModelConfig
 from torchtrack.errors import DataError
 from torchtrack.models import (
     RegressionModel,
-    Standardize,
     build_model,
     load_checkpoint,
     save_checkpoint,
@@ -62,14 +61,6 @@ def test_build_model_follows_config():
     model = build_model(ModelConfig(activation="identity"), in_features=4)
     assert model.linear.in_features == 4
     assert isinstance(model.activation, nn.Identity)
-
-
-def test_standardize_computes_x_minus_mean_over_std():
-    x = torch.tensor([[1.0, 10.0], [3.0, 20.0]])
-    layer = Standardize(mean=[2.0, 15.0], std=[1.0, 5.0])
-    torch.testing.assert_close(layer(x), torch.tensor([[-1.0, -1.0], [1.0, 1.0]]))
-    assert list(layer.parameters()) == []
-    assert set(layer.state_dict()) == {"mean", "std"}  # buffers travel with the state dict
 
 
 # checkpoints

@@ -17,6 +17,7 @@ from torchtrack.errors import InputError
 from torchtrack.evaluation import predict
 from torchtrack.models import load_checkpoint
 from torchtrack.predict import PREDICTION_COLUMN, Predictor, check_columns, read_rows
+from torchtrack.preprocessing import Column, Preprocessor
 
 pytest_plugins = ["trained_project"]
 
@@ -28,10 +29,12 @@ def predictor(trained_project) -> Predictor:
 
 def test_raw_rows_are_scaled_with_the_train_split_statistics(trained_project, predictor):
     test = read_split(trained_project.root / "data" / "prepared", "test")  # scaled, as evaluate reads it
-    scaler = Scaler.load(trained_project.root / "data" / "prepared" / "scaler.json")
+    preprocessor = Preprocessor.load(trained_project.root / "data" / "prepared" / "preprocessing.json")
+    scaler = preprocessor.scaler
     raw = test[scaler.features] * scaler.std + scaler.mean  # what the user would have
     model, _ = load_checkpoint(trained_project.model_path)
-    expected = predict(model, torch.tensor(test[scaler.features].to_numpy(np.float32)))
+    outputs = predict(model, torch.tensor(test[scaler.features].to_numpy(np.float32)))
+    expected = preprocessor.target_values(outputs)
     np.testing.assert_allclose(predictor(raw), expected, rtol=1e-5, atol=1e-5)
 
 
@@ -47,24 +50,30 @@ def test_the_target_column_may_be_present_and_does_not_change_predictions(traine
     np.testing.assert_array_equal(predictor(rows), predictor(without_target))
 
 
-def test_a_missing_feature_and_an_unknown_column_are_both_named():
+def test_a_missing_column_is_named_and_other_columns_are_let_be():
     frame = pd.DataFrame({"x0": [1.0], "x2": [2.0], "colour": [3.0]})
-    with pytest.raises(InputError, match=r"missing feature column\(s\): x1; unknown column\(s\): colour"):
-        check_columns(frame, features=["x0", "x1", "x2"], target="y")
+    with pytest.raises(InputError, match=r"missing column\(s\): x1\. The model reads: x0, x1, x2"):
+        check_columns(frame, columns=["x0", "x1", "x2"])
+    check_columns(frame, columns=["x0", "x2"])
+
+
+def test_extra_columns_and_gaps_are_taken(trained_project, predictor):
+    rows = trained_project.raw_rows(5).assign(id=["a", "b", "c", "d", "e"])
+    rows.loc[2, "x0"] = np.nan
+    predictions = predictor(rows)
+    assert np.isfinite(predictions).all()
+    filled = rows.assign(x0=rows["x0"].fillna(predictor.preprocessor.columns[0].fill[0]))
+    np.testing.assert_array_equal(predictions, predictor(filled))  # the gap is the train median
 
 
 @pytest.mark.parametrize(
     ("values", "problem"),
-    [
-        (["a", "b"], "is not numeric"),
-        ([1.0, np.nan], "has 1 missing or infinite"),
-        ([np.inf, 1.0], "has 1 missing"),
-    ],
+    [(["1.5", "b"], r"row 2: 'b' is not a number"), ([1.0, np.inf], r"row 2: inf is infinite")],
 )
-def test_feature_values_must_be_finite_numbers(values, problem):
-    frame = pd.DataFrame({"x0": values})
-    with pytest.raises(InputError, match=f"column 'x0' {problem}"):
-        check_columns(frame, features=["x0"], target="y")
+def test_a_value_that_cannot_be_used_names_its_column_and_row(trained_project, predictor, values, problem):
+    rows = trained_project.raw_rows(2).assign(x1=values)
+    with pytest.raises(InputError, match=f"column 'x1', {problem}"):
+        predictor(rows)
 
 
 def test_the_model_runs_in_eval_mode_without_gradients():
@@ -80,14 +89,16 @@ def test_the_model_runs_in_eval_mode_without_gradients():
             return x.sum(dim=1, keepdim=True) * self.weight
 
     spy = Spy().train()
-    predictor = Predictor(spy, Scaler(["a", "b"], "y", mean=[1.0, 0.0], std=[2.0, 1.0]))
+    columns = [Column("a", "numeric", "numbers", fill=[0.0]), Column("b", "numeric", "numbers", fill=[0.0])]
+    scaler = Scaler(["a", "b"], "y", mean=[1.0, 0.0], std=[2.0, 1.0])
+    predictor = Predictor(spy, Preprocessor("y", columns, scaler))
     out = predictor(pd.DataFrame({"a": [3.0], "b": [5.0]}))
     assert seen == {"training": False, "grad": False}
     assert out.tolist() == [(3.0 - 1.0) / 2.0 + 5.0]
 
 
 def test_no_rows_give_no_predictions(predictor):
-    empty = pd.DataFrame({name: pd.Series(dtype="float64") for name in predictor.features})
+    empty = pd.DataFrame({name: pd.Series(dtype="float64") for name in predictor.columns})
     assert predictor(empty).shape == (0,)
 
 
@@ -135,7 +146,7 @@ def test_cli_bad_columns_exit_2_name_them_and_write_nothing(trained_project, tmp
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
-    assert "missing feature column(s): x1; unknown column(s): x9" in result.stderr
+    assert "missing column(s): x1. The model reads: x0, x1, x2" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "out.csv").exists()
 
@@ -145,3 +156,35 @@ def test_cli_without_a_trained_model_exits_2(tmp_path, capsys):
     argv = ["predict", "--input", str(tmp_path / "new.csv"), "--output", str(tmp_path / "out.csv")]
     assert main([*argv, "--model", str(tmp_path / "absent.pt")]) == 2
     assert "run the train stage first" in capsys.readouterr().err
+
+
+def test_cli_matches_header_names_trimmed_and_replaces_a_prediction_column(
+    trained_project, predictor, tmp_path, capsys
+):
+    rows = trained_project.raw_rows(10).assign(prediction=-1.0)
+    rows.rename(columns=lambda c: f" {c} ").to_csv(tmp_path / "new.csv", index=False)
+    argv = ["predict", "--input", str(tmp_path / "new.csv"), "--output", str(tmp_path / "out.csv")]
+    assert main([*argv, "--model", str(trained_project.model_path)]) == 0
+    assert "'prediction' column is replaced" in capsys.readouterr().err
+    out = pd.read_csv(tmp_path / "out.csv")
+    assert list(out.columns) == list(rows.columns)
+    np.testing.assert_allclose(out[PREDICTION_COLUMN], predictor(rows), rtol=1e-6, atol=1e-6)
+
+
+class NotWeights:
+    """An object torch.save pickles as code, which weights_only=True refuses to load."""
+
+
+@pytest.mark.parametrize("content", [b"not a model", b"", "pickle"], ids=["text", "empty", "pickled-object"])
+def test_a_model_argument_that_is_not_a_model_file_gets_one_line(trained_project, tmp_path, capsys, content):
+    path = tmp_path / "model.pt"
+    if content == "pickle":
+        torch.save({"state_dict": NotWeights(), "model": {}}, path)
+    else:
+        path.write_bytes(content)
+    trained_project.raw_rows(3).to_csv(tmp_path / "new.csv", index=False)
+    argv = ["predict", "--input", str(tmp_path / "new.csv"), "--output", str(tmp_path / "out.csv")]
+    assert main([*argv, "--model", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and f"{path}: not a torchtrack model file" in err, err
+    assert "weights_only" not in err

@@ -9,6 +9,7 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
+from helpers import save_model
 from torchtrack import registry
 from torchtrack.cli import main
 from torchtrack.config import TrackingConfig
@@ -28,7 +29,6 @@ def project(tmp_path_factory):
     """Three models logged, registered in order a, b, c, and given known test metrics."""
     root = tmp_path_factory.mktemp("registry")
     config = TrackingConfig(experiment=NAME)
-    example = np.random.default_rng(0).standard_normal((5, len(FEATURES))).astype(np.float32)
     runs = {}
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
@@ -36,10 +36,10 @@ def project(tmp_path_factory):
             patch.delenv(variable, raising=False)
         for seed, (name, metrics) in enumerate(TEST_METRICS.items()):
             torch.manual_seed(seed)  # three different models
+            checkpoint = root / f"{name}.pt"
+            preprocessor = save_model(checkpoint, RegressionModel(len(FEATURES)), FEATURES)
             with Tracker(config, "train", params={"seed": seed}, model_run="new") as tracker:
-                uri = tracker.log_model(
-                    RegressionModel(len(FEATURES)), example, {"features": FEATURES, "target": "y"}
-                )
+                uri = tracker.log_model(checkpoint, preprocessor)
                 tracker.register_model(uri)
                 tracker.log_summary(metrics)
             runs[name] = tracker.model_run_id

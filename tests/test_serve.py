@@ -20,13 +20,15 @@ import pandas as pd
 import pytest
 
 from helpers import isolated_env
+from pipeline_copy import pipeline_env
 from torchtrack.cli import main
 from torchtrack.errors import DataError
 from torchtrack.lineage import logged_model_uri
 from torchtrack.predict import PREDICTION_COLUMN, Predictor
 from torchtrack.serve import serve_command
+from torchtrack.tables import read_csv
 
-pytest_plugins = ["trained_project"]
+pytest_plugins = ["trained_project", "table_projects"]
 
 SERVER_START_TIMEOUT_S = 180  # a cold start on a busy 2-core machine takes tens of seconds
 
@@ -67,7 +69,7 @@ def test_logged_model_loads_with_pyfunc_and_takes_raw_rows(trained_project, monk
     model = mlflow.pyfunc.load_model(logged_model_uri(trained_project.model_path))
     predictor = Predictor.load(trained_project.model_path)
     rows = trained_project.raw_rows(20)
-    served = model.predict(rows[predictor.features].to_numpy(np.float32, copy=True))
+    served = model.predict(rows.assign(id=range(len(rows))))  # raw rows by name; an extra column is let be
     np.testing.assert_allclose(np.asarray(served).reshape(-1), predictor(rows), rtol=1e-5, atol=1e-5)
 
 
@@ -107,8 +109,8 @@ def test_served_model_answers_like_predict(trained_project, tmp_path, model):
     argv = ["predict", "--input", str(tmp_path / "new.csv"), "--output", str(tmp_path / "out.csv")]
     assert main([*argv, "--model", str(trained_project.model_path)]) == 0
     expected = pd.read_csv(tmp_path / "out.csv")[PREDICTION_COLUMN].to_numpy()
-    features = Predictor.load(trained_project.model_path).features  # the served model takes this order
-    values = rows[features].to_numpy().tolist()
+    columns = [*rows.columns[::-1], "id"]  # by name, in any order, an extra column let be
+    values = rows.assign(id=range(len(rows)))[columns].to_numpy().tolist()
 
     port = free_port()
     log = tmp_path / "server.log"
@@ -123,8 +125,8 @@ def test_served_model_answers_like_predict(trained_project, tmp_path, model):
         url = f"http://127.0.0.1:{port}"
         wait_for_ping(f"{url}/ping", server, log)
         for payload in (
-            {"dataframe_split": {"columns": features, "data": values}},
-            {"inputs": values},
+            {"dataframe_split": {"columns": columns, "data": values}},
+            {"dataframe_records": [dict(zip(columns, row, strict=True)) for row in values]},
         ):
             answer = post_json(f"{url}/invocations", payload)
             served = np.asarray(answer["predictions"], dtype=np.float64).reshape(-1)
@@ -143,3 +145,38 @@ def stop_process_group(leader: subprocess.Popen) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(leader.pid, signal.SIGKILL)
         leader.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_predict_and_the_served_model_agree_on_raw_rows_with_text_gaps_and_an_unseen_category(
+    table_project, tmp_path
+):
+    project = table_project("houses")
+    rows = read_csv(project.table).drop(columns=project.target).head(20)
+    rows.loc[0, "neighbourhood"] = "atlantis"  # never seen in training
+    rows.loc[1, "area_m2"] = None
+    rows.loc[2, "sold_on"] = None
+    rows.loc[3, "garage"] = None
+    rows.to_csv(tmp_path / "new.csv", index=False)
+    argv = ["predict", "--input", str(tmp_path / "new.csv"), "--output", str(tmp_path / "out.csv")]
+    assert main([*argv, "--model", str(project.root / "models" / "model.pt")]) == 0
+    expected = pd.read_csv(tmp_path / "out.csv")[PREDICTION_COLUMN].to_numpy()
+    assert np.isfinite(expected).all()
+
+    port = free_port()
+    log = tmp_path / "server.log"
+    with log.open("w") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "torchtrack", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=project.root, env=pipeline_env(project.root), stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for_ping(f"{url}/ping", server, log)
+        values = rows.astype(object).where(rows.notna(), None)  # gaps as JSON null
+        payload = {"dataframe_split": {"columns": list(rows.columns), "data": values.to_numpy().tolist()}}
+        served = np.asarray(post_json(f"{url}/invocations", payload)["predictions"], np.float64).reshape(-1)
+        np.testing.assert_allclose(served, expected, rtol=1e-5, atol=1e-5)
+    finally:
+        stop_process_group(server)

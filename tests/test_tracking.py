@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from mlflow import MlflowClient
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from helpers import read_scalars
+from helpers import read_scalars, save_model
 from torchtrack.models import RegressionModel
 from torchtrack.store import repo_root, tracking_uri
 from torchtrack.tracking import Tracker, fluent_tracking_uri
@@ -133,15 +134,16 @@ def test_logged_model_loads_with_pyfunc_and_predicts_like_the_module(workdir, tr
 
     torch.manual_seed(0)
     model = RegressionModel(3)
+    preprocessor = save_model(workdir / "model.pt", model, ["a", "b", "c"])
     example = np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32)
     with Tracker(tracking_config, "train", params={}, model_run="new") as tracker:
-        uri = tracker.log_model(model, example)
+        uri = tracker.log_model(workdir / "model.pt", preprocessor)
     with torch.no_grad():
         expected = model(torch.from_numpy(example)).numpy().reshape(-1)
     with fluent_tracking_uri(tracking_uri()):
-        # The export is the CPU's: on a machine with CUDA, pyfunc must be told so (see README).
-        loaded = mlflow.pyfunc.load_model(uri, model_config={"device": "cpu"})
-        got = np.asarray(loaded.predict(example)).reshape(-1)
+        loaded = mlflow.pyfunc.load_model(uri)
+        got = np.asarray(loaded.predict(pd.DataFrame(example, columns=["a", "b", "c"])[["c", "b", "a"]]))
+    assert loaded.metadata.get_input_schema().input_names() == ["a", "b", "c"]
     np.testing.assert_allclose(got, expected, rtol=1e-6)
 
 
@@ -182,9 +184,9 @@ def test_logging_and_registering_a_model_keep_the_stores_environment_variable(
 ):
     elsewhere = f"sqlite:///{workdir / 'elsewhere.db'}"  # not the default store at the repo root
     monkeypatch.setenv("MLFLOW_TRACKING_URI", elsewhere)
-    example = np.zeros((5, 3), dtype=np.float32)
+    preprocessor = save_model(workdir / "model.pt", RegressionModel(3), ["a", "b", "c"])
     with Tracker(tracking_config, "train", params={}, model_run="new") as tracker:
-        version = tracker.register_model(tracker.log_model(RegressionModel(3), example))
+        version = tracker.register_model(tracker.log_model(workdir / "model.pt", preprocessor))
     assert (
         os.environ["MLFLOW_TRACKING_URI"] == elsewhere
     )  # MLflow's set_tracking_uri unsets it on the way out

@@ -1,6 +1,7 @@
 """The allowed values of every params.yaml choice, written once.
 
 config.py validates params.yaml against these types, and each factory (data.load_source,
+preprocessing.scales_target, preprocessing.infer_role,
 synthetic.make_synthetic, models.build_model, activations.build_activation, losses.build_loss,
 training.make_optimizer, make_lr_schedule, resolve_device) builds exactly these names, and
 names them when refusing another (tests/test_choices.py holds both sides to this list). Plain
@@ -19,6 +20,12 @@ Family = Literal[  # data.family, a synthetic target rule: y = f(z) + noise with
     "nonlinear",  # sin(2z) + z^2 / 2: bends both ways, so no linear model fits it; an MLP can
     "outliers",  # tanh(z) + z, plus a positive heavy-tailed error on a fraction of rows
     "scaled_tanh",  # a * tanh(z) + b * z: what learnable_tanh_plus_x represents, a and b to recover
+]
+DateFeatures = Literal["parts", "drop"]  # data.date_features: a date as year, month, day of year, or dropped
+TargetScaling = Literal[  # data.scale_target
+    "auto",  # standardize for csv and diabetes; none for synthetic (its rule is on the target's scale)
+    "standardize",  # train on (y - mean) / std of the train split; predictions are mapped back
+    "none",  # train on y as it is
 ]
 ModelKind = Literal["linear", "mlp"]  # model.kind
 Activation = Literal[  # model.activation

@@ -202,8 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
         "serve",
         "serve the model logged to MLflow over HTTP (mlflow models serve)",
         "Serve the model that train logged to MLflow with `mlflow models serve --env-manager "
-        "local`. POST raw feature rows, in training order, to /invocations, e.g. "
-        '{"inputs": [[1.0, 2.0, ...]]}; GET /ping is the health check.',
+        "local`. POST raw rows by column name (text, gaps as null) to /invocations, e.g. "
+        '{"dataframe_split": {"columns": ["x0", ...], "data": [[1.0, ...]]}}; GET /ping is the health check.',
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
     serve.add_argument("--port", type=int, default=5001, help="port to listen on (default: %(default)s)")

@@ -16,6 +16,7 @@ from pydantic.dataclasses import dataclass
 
 from torchtrack.choices import (
     Activation,
+    DateFeatures,
     Device,
     Family,
     Loss,
@@ -24,6 +25,7 @@ from torchtrack.choices import (
     Optimizer,
     PromoteRule,
     Source,
+    TargetScaling,
     names,
 )
 from torchtrack.errors import ConfigError
@@ -67,6 +69,14 @@ class DataConfig:
     val_fraction: Number = Field(default=0.15, gt=0, lt=1)
     test_fraction: Number = Field(default=0.15, gt=0, lt=1)
     scale: Bool = True  # standardise features with mean/std fitted on train only
+    scale_target: TargetScaling = "auto"  # standardise the target for training; predictions mapped back
+    # Column roles (docs/your-own-data.md): inferred from the train split unless named here.
+    numeric: tuple[Text, ...] = ()  # read as numbers
+    categorical: tuple[Text, ...] = ()  # one-hot encoded, whatever their type
+    dates: tuple[Text, ...] = ()  # parsed as dates
+    drop: tuple[Text, ...] = ()  # not used
+    date_features: DateFeatures = "parts"  # a date column as year, month, day of year; or dropped
+    max_categories: Int = Field(default=20, ge=1)  # most frequent categories kept; the rest are `other`
 
 
 @dataclass(frozen=True, config=SECTION)
@@ -166,6 +176,7 @@ def load_config(path: str | Path = PARAMS_FILE) -> Config:
 
 
 _PARAMS = TypeAdapter(Config)
+COLUMN_LISTS = ("numeric", "categorical", "dates", "drop")  # data keys that name columns by role
 
 
 def config_from_dict(raw: Any, source: str = "params") -> Config:
@@ -212,6 +223,8 @@ def _message(error: Any) -> str:
         return f"{key} must be a finite number, got {value!r}"
     if kind in _TYPE_NAMES:
         return f"{key} must be {_TYPE_NAMES[kind]}, got {got}"
+    if loc and loc[-1] in COLUMN_LISTS:  # a single name, not a list of them
+        return f"{key} must be a list of column names; got {value!r}"
     if loc and loc[-1] == "hidden_sizes":  # not a list, or an empty one
         return f"{key} must be a non-empty list, each an integer; got {value!r}"
     return f"{key or 'top level'}: {' '.join(error['msg'].split())}"  # pydantic's words, on one line
@@ -237,5 +250,15 @@ def _check_across_keys(config: Config, source: str) -> None:
             f"{source}: data.val_fraction + data.test_fraction must be < 0.9, got "
             f"{data.val_fraction + data.test_fraction:g}"
         )
+    named: dict[str, str] = {}
+    for role in COLUMN_LISTS:
+        for column in getattr(data, role):
+            if column in named:
+                raise ConfigError(
+                    f"{source}: column {column!r} is in both data.{named[column]} and data.{role}"
+                )
+            named[column] = role
+    if data.target is not None and data.target in named:
+        raise ConfigError(f"{source}: the target {data.target!r} cannot be in data.{named[data.target]}")
     if data.source == "csv" and not data.path:
         raise ConfigError(f"{source}: data.path must name a CSV file when data.source is csv")

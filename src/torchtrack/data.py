@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,7 +22,7 @@ from torchtrack.choices import Source, unknown
 from torchtrack.config import DataConfig
 from torchtrack.errors import DataError
 from torchtrack.files import read_json, write_atomic, write_json
-from torchtrack.paths import SCALER_FILE, TRUTH_FILE, split_file
+from torchtrack.paths import PREPROCESSING_FILE, TRUTH_FILE, split_file
 from torchtrack.profiling import timed
 from torchtrack.synthetic import TARGET as SYNTHETIC_TARGET
 from torchtrack.synthetic import SyntheticTruth, make_synthetic
@@ -73,36 +74,24 @@ class Scaler:
 
 
 def load_csv(path: str | Path, target: str | None = None) -> tuple[pd.DataFrame, str]:
-    """Read a numeric CSV; return it and the target column (default: the last column)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"data.path: CSV file not found: {path}")
-    try:
-        frame = pd.read_csv(path)
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{path}: the CSV file is empty") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not a readable CSV file ({' '.join(str(exc).split())})") from None
+    """Read a CSV (tables.read_csv: any common delimiter and encoding); return it and the
+    target column (default: the last column). Its values are checked as preprocessing reads them."""
+    from torchtrack.tables import read_csv
+
+    frame = read_csv(path)
     if frame.shape[1] < 2:
         raise DataError(
             f"{path}: needs at least one feature column and a target column, found {frame.shape[1]} column(s)"
+            " (columns are separated by one of , ; tab |)"
         )
     if len(frame) == 0:
         raise DataError(f"{path}: the CSV file has a header but no rows")
-    target = frame.columns[-1] if target is None else target
+    target = frame.columns[-1] if target is None else target.strip()
     if target not in frame.columns:
         raise DataError(
             f"{path}: target column {target!r} not found; columns are: "
             + ", ".join(str(c) if str(c).isprintable() else repr(str(c)) for c in frame.columns)
         )
-    for column in frame.columns:
-        if not pd.api.types.is_numeric_dtype(frame[column]) or pd.api.types.is_bool_dtype(frame[column]):
-            raise DataError(f"{path}: column {column!r} is not numeric")
-        missing = int(frame[column].isna().sum())
-        if missing:
-            raise DataError(f"{path}: column {column!r} has {missing} missing value(s)")
-        if not np.isfinite(frame[column].to_numpy(np.float64)).all():
-            raise DataError(f"{path}: column {column!r} has infinite value(s)")
     return frame, str(target)
 
 
@@ -151,12 +140,13 @@ def load_source(config: DataConfig, seed: int) -> tuple[pd.DataFrame, str, Synth
 
 
 def write_splits(
-    splits: dict[str, pd.DataFrame], scaler: Scaler, out_dir: Path, truth: SyntheticTruth | None = None
+    splits: dict[str, pd.DataFrame], preprocessor: Any, out_dir: Path, truth: SyntheticTruth | None = None
 ) -> None:
-    """Write each split as Parquet, the scaler as JSON and the synthetic truth if any, each atomically."""
+    """Write each split as Parquet, the preprocessing (a `preprocessing.Preprocessor`, or a bare
+    Scaler) as JSON and the synthetic truth if any, each atomically."""
     for name, frame in splits.items():
         write_atomic(split_file(out_dir, name), lambda tmp, f=frame: f.to_parquet(tmp, index=False))
-    scaler.save(out_dir / SCALER_FILE)
+    preprocessor.save(out_dir / PREPROCESSING_FILE)
     if truth is not None:
         truth.save(out_dir / TRUTH_FILE)
     else:  # splits from a CSV must not be read with an earlier synthetic run's truth
@@ -196,6 +186,13 @@ class TabularDataset(Dataset):
         self.target = str(target)
         features = [c for c in data.columns if c != target]  # original labels: may be ints, not str
         self.features = [str(c) for c in features]
+        for column in [*features, target]:  # raw rows go through torchtrack.preprocessing first
+            values = data[column]
+            if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+                raise DataError(f"column {column!r} is not numeric")
+            bad = int((~np.isfinite(values.to_numpy(np.float64))).sum())
+            if bad:
+                raise DataError(f"column {column!r} has {bad} missing or infinite value(s)")
         self.X = torch.from_numpy(data[features].to_numpy(np.float32, copy=True))  # (N, F)
         self.y = torch.from_numpy(data[[target]].to_numpy(np.float32, copy=True))  # (N, 1)
 

@@ -2,11 +2,12 @@
 built from params by one factory, `build_model`.
 
 Checkpoints hold the state dict plus everything needed to rebuild the model and
-prepare its inputs (feature names, target, scaler), and load with `weights_only=True`.
+prepare its inputs (feature names, target, preprocessing), and load with `weights_only=True`.
 """
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -68,18 +69,6 @@ class MLP(nn.Module):
         return self.layers(x)  # (B, 1)
 
 
-class Standardize(nn.Module):
-    """(x - mean) / std with the training split's statistics, so a model takes raw features."""
-
-    def __init__(self, mean: list[float], std: list[float]):
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
-
-
 def build_model(config: ModelConfig, in_features: int) -> nn.Module:
     """The model that `config` describes, for `in_features` inputs."""
     if config.kind == "linear":
@@ -101,7 +90,12 @@ def load_checkpoint(path: Path) -> tuple[nn.Module, dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path} not found: run the train stage first (dvc repro train)")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError):
+        payload = None  # not torch.save's, or it holds code: never to be loaded with weights_only=False
+    if not isinstance(payload, dict) or not {"state_dict", "model"} <= payload.keys():
+        raise DataError(f"{path}: not a torchtrack model file (the train stage writes models/model.pt)")
     spec = dict(payload["model"])
     in_features = spec.pop("in_features")
     model = build_model(ModelConfig(**spec), in_features)

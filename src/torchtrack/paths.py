@@ -11,16 +11,17 @@ from pathlib import Path
 PARAMS_FILE = Path("params.yaml")  # read by every stage, through config.load_config
 
 # prepare
-PREPARED_DIR = Path("data/prepared")  # the splits, the scaler fitted on train, the synthetic truth
-PREPARE_METRICS = Path("metrics/prepare.json")  # rows per split, noise variance, oracle MSE
+PREPARED_DIR = Path("data/prepared")  # the splits, the preprocessing fitted on train, the synthetic truth
+PREPARE_METRICS = Path("metrics/prepare.json")  # rows per split, rows dropped, noise variance, oracle MSE
 
 # Inside PREPARED_DIR (written by data.write_splits, read by train and evaluate).
 SPLIT_FILE = "{split}.parquet"  # one per split: train, val, test
-SCALER_FILE = "scaler.json"  # the train split's feature mean and std
+PREPROCESSING_FILE = "preprocessing.json"  # column roles, gap fillers, categories, scaling: fitted on train
+COLUMNS_FILE = "columns.json"  # what was done to each column and why, as a user reads it
 TRUTH_FILE = "truth.json"  # the synthetic rule, absent for CSV and diabetes data
 
 # train
-MODEL_FILE = Path("models/model.pt")  # the rebuildable checkpoint: weights, model config, scaler
+MODEL_FILE = Path("models/model.pt")  # the rebuildable checkpoint: weights, model config, preprocessing
 CHECKPOINT_FILE = Path("models/checkpoint.pt")  # training state between epochs; not a DVC output
 TRAIN_METRICS = Path("metrics/train.json")  # final train/val loss
 LOSS_CSV = Path("plots/loss.csv")  # per-epoch losses for `dvc plots`

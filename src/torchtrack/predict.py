@@ -1,10 +1,13 @@
 """Predictions for new rows from the trained checkpoint: `torchtrack predict --input X --output Y`.
 
-Columns are matched by name against the features the model was trained on, scaled with the
-train split's statistics saved in the checkpoint, and fed through the model in eval mode
-under no_grad. The output keeps every input column and adds `prediction`. `--model` may
-also name a model logged to MLflow (`models:/torchtrack@champion`, `runs:/<run id>/model`),
-which holds its scaling and feature names itself.
+Columns are matched by name (header names trimmed of spaces) against the columns the model
+reads; each goes through the preprocessing fitted on the train split, saved in the
+checkpoint (gaps filled, categories encoded, an unseen category counted as other, features
+scaled), then through the model in eval mode under no_grad, and the output is mapped back
+to the target's units. The output keeps every input column (an id, say) and adds
+`prediction`, replacing a `prediction` column already there. `--model` may also name a model
+logged to MLflow (`models:/torchtrack@champion`, `runs:/<run id>/model`), which holds its
+preprocessing itself.
 """
 
 from __future__ import annotations
@@ -15,89 +18,76 @@ import numpy as np
 import pandas as pd
 import torch
 
-from torchtrack.data import Scaler
 from torchtrack.errors import DataError, InputError
 from torchtrack.evaluation import predict
 from torchtrack.files import write_atomic
 from torchtrack.models import load_checkpoint
+from torchtrack.preprocessing import Preprocessor
+from torchtrack.tables import note, read_csv
 
 PREDICTION_COLUMN = "prediction"
 MODEL_URI_SCHEMES = ("models:/", "runs:/")  # --model values that name a model in MLflow
 
 
 def read_rows(path: str | Path) -> pd.DataFrame:
-    """A CSV or Parquet (by suffix) file of rows to predict; InputError if it cannot be read."""
+    """A CSV or Parquet (by suffix) file of rows to predict, header names trimmed of spaces;
+    InputError if it cannot be read."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: input file not found")
+    if path.suffix != ".parquet":
+        return read_csv(path, what="input file")
     try:
-        if path.suffix == ".parquet":
-            return pd.read_parquet(path)
-        return pd.read_csv(path)
-    except pd.errors.EmptyDataError:
-        raise InputError(f"{path}: the input file is empty") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as exc:
-        raise InputError(f"{path}: not a readable {path.suffix.lstrip('.') or 'CSV'} file ({exc})") from None
+        frame = pd.read_parquet(path)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: not a readable parquet file ({' '.join(str(exc).split())})") from None
+    return frame.rename(columns=lambda c: str(c).strip())
 
 
-def check_columns(frame: pd.DataFrame, features: list[str], target: str) -> None:
-    """InputError unless `frame` has every feature and nothing but features and the target.
-
-    The target may be present (e.g. scoring labelled rows); it is carried through, not used.
-    """
-    columns = [str(c) for c in frame.columns]
-    missing = [c for c in features if c not in columns]
-    extra = [c for c in columns if c not in features and c != target]
-    problems = []
+def check_columns(frame: pd.DataFrame, columns: list[str]) -> None:
+    """InputError unless `frame` has every column in `columns`; other columns are let be."""
+    missing = [c for c in columns if c not in frame.columns]
     if missing:
-        problems.append(f"missing feature column(s): {', '.join(missing)}")
-    if extra:
-        problems.append(f"unknown column(s): {', '.join(extra)}")
-    if problems:
-        raise InputError(f"{'; '.join(problems)}. The model expects: {', '.join(features)}")
-    for column in features:
-        if not pd.api.types.is_numeric_dtype(frame[column]) or pd.api.types.is_bool_dtype(frame[column]):
-            raise InputError(f"column {column!r} is not numeric")
-        bad = int((~np.isfinite(frame[column].to_numpy(np.float64))).sum())
-        if bad:
-            raise InputError(f"column {column!r} has {bad} missing or infinite value(s)")
+        raise InputError(f"missing column(s): {', '.join(missing)}. The model reads: {', '.join(columns)}")
 
 
 class Predictor:
-    """The trained model with its feature names and train-split scaling; callable on a DataFrame."""
+    """The trained model with the preprocessing fitted on the train split; callable on raw rows."""
 
-    def __init__(self, model: torch.nn.Module, scaler: Scaler):
+    def __init__(self, model: torch.nn.Module, preprocessor: Preprocessor):
         self.model = model
-        self.scaler = scaler
+        self.preprocessor = preprocessor
 
     @classmethod
     def load(cls, path: str | Path) -> Predictor:
         """Rebuild from a checkpoint written by the train stage (models/model.pt)."""
         model, payload = load_checkpoint(Path(path))
-        return cls(model, Scaler(**payload["scaler"]))
+        if "preprocessing" not in payload:
+            raise DataError(f"{path}: an older model, without its preprocessing; train it again")
+        return cls(model, Preprocessor.from_dict(payload["preprocessing"]))
 
     @property
-    def features(self) -> list[str]:
-        """The feature columns the model was trained on, in training order."""
-        return self.scaler.features
+    def columns(self) -> list[str]:
+        """The raw columns the model reads, in the training table's order."""
+        return [c.name for c in self.preprocessor.inputs]
 
     def __call__(self, frame: pd.DataFrame) -> np.ndarray:
-        """One prediction per row of `frame` (raw, unscaled features matched by name)."""
-        check_columns(frame, self.features, self.scaler.target)
+        """One prediction per row of `frame` (raw values, columns matched by name), in the target's units."""
+        check_columns(frame, self.columns)
         if len(frame) == 0:
             return np.empty(0)
-        scaled = self.scaler.transform(frame[self.features])  # (N, F) float32, in training order
-        return predict(self.model, torch.from_numpy(scaled.to_numpy(copy=True)))
+        features = self.preprocessor.transform(frame[self.columns])  # (N, F) float32, in training order
+        outputs = predict(self.model, torch.from_numpy(features.to_numpy(copy=True)))
+        return self.preprocessor.target_values(outputs)
 
 
 class LoggedPredictor:
-    """A model logged to MLflow by train (Standardize + network, taking raw features), callable
-    on a DataFrame like Predictor; the feature names come from its MLmodel metadata."""
+    """A model logged to MLflow by train (served_model.RawRowsModel), callable on raw rows like
+    Predictor; the columns it reads come from its signature."""
 
-    def __init__(self, model: object, features: list[str], target: str):
+    def __init__(self, model: object, columns: dict[str, str]):
         self.model = model
-        self.features = features
-        self.target = target
+        self.columns = columns  # name -> the signature's type
 
     @classmethod
     def load(cls, uri: str) -> LoggedPredictor:
@@ -113,18 +103,26 @@ class LoggedPredictor:
                 model = mlflow.pyfunc.load_model(uri)
         except MlflowException as exc:
             raise DataError(f"{uri}: cannot load the model ({exc.message.splitlines()[0]})") from None
-        metadata = model.metadata.metadata or {}
-        if "features" not in metadata:
-            raise DataError(f"{uri}: the logged model names no feature columns; train it again (dvc repro)")
-        return cls(model, list(metadata["features"]), str(metadata.get("target")))
+        schema = model.metadata.get_input_schema()
+        if schema is None or not schema.has_input_names():
+            raise DataError(f"{uri}: the logged model names no input columns; train it again (dvc repro)")
+        return cls(model, {spec.name: str(spec.type) for spec in schema.inputs})
 
     def __call__(self, frame: pd.DataFrame) -> np.ndarray:
-        """One prediction per row of `frame` (raw features matched by name)."""
-        check_columns(frame, self.features, self.target)
+        """One prediction per row of `frame` (raw values, columns matched by name)."""
+        from mlflow.exceptions import MlflowException
+
+        check_columns(frame, list(self.columns))
         if len(frame) == 0:
             return np.empty(0)
-        rows = frame[self.features].to_numpy(np.float32, copy=True)  # (N, F) in training order
-        return np.asarray(self.model.predict(rows), dtype=np.float64).reshape(-1)
+        rows = frame[list(self.columns)].copy()
+        for name, kind in self.columns.items():  # MLflow takes no whole numbers for a double column
+            if kind == "double" and pd.api.types.is_integer_dtype(rows[name]):
+                rows[name] = rows[name].astype(np.float64)
+        try:
+            return np.asarray(self.model.predict(rows), dtype=np.float64).reshape(-1)
+        except MlflowException as exc:
+            raise DataError(" ".join(exc.message.split())) from None
 
 
 def load_predictor(model: str | Path) -> Predictor | LoggedPredictor:
@@ -138,7 +136,10 @@ def predict_file(model_path: str | Path, input_path: str | Path, output_path: st
     """Predict every row of `input_path` into `output_path` (CSV, or Parquet by suffix); return rows."""
     predictor = load_predictor(model_path)
     frame = read_rows(input_path)
-    out = frame.assign(**{PREDICTION_COLUMN: predictor(frame)})
+    predictions = predictor(frame)
+    if PREDICTION_COLUMN in frame.columns:
+        note(f"{input_path}: its {PREDICTION_COLUMN!r} column is replaced by this model's predictions")
+    out = frame.assign(**{PREDICTION_COLUMN: predictions})
     output_path = Path(output_path)
     if output_path.suffix == ".parquet":
         write_atomic(output_path, lambda tmp: out.to_parquet(tmp, index=False))

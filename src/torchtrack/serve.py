@@ -1,9 +1,10 @@
 """`torchtrack serve`: the model that train logged to MLflow, behind `mlflow models serve`.
 
-The logged model is Standardize + the network, so it takes raw feature rows in training
-order and answers POST /invocations with {"predictions": [[y], ...]}; GET /ping is its
-health check. It binds to loopback unless told otherwise. The model served is the one that
-the run behind models/model.pt logged (found by the file's content hash, lineage.py).
+The logged model is the checkpoint's preprocessing and network (served_model.py), so it
+takes raw rows by column name, text and gaps included, and answers POST /invocations with
+{"predictions": [y, ...]} in the target's units; GET /ping is its health check. It binds
+to loopback unless told otherwise. The model served is the one that the run behind
+models/model.pt logged (found by the file's content hash, lineage.py).
 """
 
 from __future__ import annotations

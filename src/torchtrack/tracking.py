@@ -43,6 +43,8 @@ MAX_BATCH = 1000  # MLflow's limit on metrics per log_batch call
 # was exported on; MLflow's pyfunc loader picks CUDA whenever one is present unless this says
 # otherwise. Set while logging (MLflow checks the input example) and for `torchtrack serve`.
 PREDICTION_DEVICE = {"MLFLOW_DEFAULT_PREDICTION_DEVICE": "cpu"}
+SERVED_MODEL_CODE = Path(__file__).with_name("served_model.py")  # the logged model: MLflow model from code
+CHECKPOINT_ARTIFACT = "checkpoint"  # the logged model's artifact holding models/model.pt
 # Seconds between MLflow's system-metrics samples (CPU, memory, GPU where present): one psutil
 # read and one small write each, off the training thread. MLflow's
 # MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL overrides it.
@@ -267,37 +269,40 @@ class Tracker:
 
     @timed("model logging")
     @uninterrupted()
-    def log_model(self, model: Any, input_example: Any, metadata: dict[str, Any] | None = None) -> str:
-        """The model to the model run via `mlflow.pytorch.log_model` (pt2, with signature).
-
-        `input_example` is a float32 NumPy array (rows, features): pt2 traces the model on it.
-        `metadata` goes into the MLmodel file (the feature names, for `torchtrack predict`).
+    def log_model(self, checkpoint: Path, preprocessor: Any) -> str:
+        """The checkpoint to the model run as an MLflow pyfunc model from code (served_model.py):
+        it takes raw rows, with a column signature made from `preprocessor`'s inputs (a
+        `preprocessing.Preprocessor`), and answers in the target's units.
         """
         from importlib.metadata import version
 
         import mlflow
-        import mlflow.pytorch
+        import mlflow.pyfunc
         import torch
-        from mlflow.models import infer_signature
+        from mlflow.models import ModelSignature
+        from mlflow.types.schema import ColSpec, Schema
 
-        model.eval()
-        with torch.no_grad():
-            output = model(torch.as_tensor(input_example)).numpy()
+        types = {"number": "double", "boolean": "boolean", "text": "string"}
+        signature = ModelSignature(
+            inputs=Schema([ColSpec(types[c.kind], c.name) for c in preprocessor.inputs]),
+            outputs=Schema([ColSpec("double")]),
+        )
         with (
             fluent_tracking_uri(tracking_uri()),
             environment(PREDICTION_DEVICE),
             mlflow.start_run(run_id=self.model_run_id),
         ):
-            info = mlflow.pytorch.log_model(
-                model,
+            info = mlflow.pyfunc.log_model(
                 name="model",
-                input_example=input_example,
-                signature=infer_signature(input_example, output),
-                serialization_format="pt2",
-                metadata=metadata,
+                python_model=str(SERVED_MODEL_CODE),
+                artifacts={CHECKPOINT_ARTIFACT: str(checkpoint)},
+                signature=signature,
+                input_example=preprocessor.example(),
+                metadata={"features": preprocessor.features, "target": preprocessor.target},
                 pip_requirements=[
                     f"torch=={torch.__version__.split('+')[0]}",
                     f"mlflow=={version('mlflow')}",
+                    f"pandas=={version('pandas')}",
                 ],
             )
         return info.model_uri

@@ -1,6 +1,7 @@
 """evaluate: the trained model on the held-out test split, in eval mode under no_grad.
 
-Run by `dvc repro` as `python -m torchtrack evaluate`. Adds the test metrics to the model's
+Run by `dvc repro` as `python -m torchtrack evaluate`. Metrics are in the target's own units
+(the checkpoint's preprocessing maps a standardized target back). Adds the test metrics to the model's
 MLflow run, so its row in the MLflow UI holds train, val and test figures together; the
 least-squares fit's test MSE rides along as the linear reference. The model run is the one
 tagged with models/model.pt's content hash (lineage.find_model_run).
@@ -21,6 +22,7 @@ from torchtrack.files import write_atomic, write_json
 from torchtrack.lineage import directory_md5, find_model_run
 from torchtrack.models import load_checkpoint
 from torchtrack.paths import EVALUATE_METRICS, MODEL_FILE, PREDICTIONS_CSV, PREDICTIONS_FIGURE, PREPARED_DIR
+from torchtrack.preprocessing import Preprocessor
 from torchtrack.recipe import output_tags
 from torchtrack.tracking import Tracker
 
@@ -31,19 +33,23 @@ def run(config: Config) -> dict[str, float]:
     """Score the model on the test split; return the test metrics."""
     train = read_split(PREPARED_DIR, "train")  # only for the least-squares reference
     test_set = TabularDataset(read_split(PREPARED_DIR, "test"))
-    model, _ = load_checkpoint(MODEL_FILE)
+    model, payload = load_checkpoint(MODEL_FILE)
+    preprocessor = Preprocessor.from_dict(payload["preprocessing"])  # maps outputs to the target's units
     model_run_id = find_model_run(MODEL_FILE).info.run_id
     params = config.flat("data")
     with Tracker(config.tracking, "evaluate", params=params, model_run=model_run_id) as tracker:
         tracker.log_datasets(
             {"test": test_set.data}, PREPARED_DIR, directory_md5(PREPARED_DIR), test_set.target
         )
-        y_true = test_set.y.numpy().reshape(-1).astype(np.float64)
-        y_pred = predict(model, test_set.X)
+        y_true = preprocessor.target_values(test_set.y.numpy().reshape(-1))
+        y_pred = preprocessor.target_values(predict(model, test_set.X))
         metrics = {f"test_{k}": v for k, v in regression_metrics(y_true, y_pred).items()}
         # What linear regression reaches at best here: the reference for identity-activation models.
         metrics["test_mse_least_squares"] = least_squares_test_mse(
-            train[test_set.features].to_numpy(), train[test_set.target].to_numpy(), test_set.X.numpy(), y_true
+            train[test_set.features].to_numpy(),
+            preprocessor.target_values(train[test_set.target].to_numpy()),
+            test_set.X.numpy(),
+            y_true,
         )
         truth = read_truth(PREPARED_DIR)
         if truth is not None and truth.noise_variance > 0:

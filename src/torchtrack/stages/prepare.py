@@ -1,4 +1,5 @@
-"""prepare: synthetic, CSV or diabetes rows -> seeded train/val/test Parquet splits, scaled on train.
+"""prepare: synthetic, CSV or diabetes rows -> seeded train/val/test Parquet splits, their
+columns encoded and scaled by a preprocessing fitted on train (torchtrack.preprocessing).
 
 Run by `dvc repro` as `python -m torchtrack prepare`. Its MLflow run is tagged with the
 splits' content hash (lineage.PREPARED_TAG), which is how train finds it.
@@ -10,33 +11,47 @@ import numpy as np
 
 from torchtrack import portable
 from torchtrack.config import Config
-from torchtrack.data import Scaler, load_source, split_indices, write_splits
+from torchtrack.data import load_source, split_indices, write_splits
 from torchtrack.files import write_json
 from torchtrack.lineage import PREPARED_TAG, directory_md5
-from torchtrack.paths import PREPARE_METRICS, PREPARED_DIR, SCALER_FILE
+from torchtrack.paths import COLUMNS_FILE, PREPARE_METRICS, PREPARED_DIR, PREPROCESSING_FILE
+from torchtrack.preprocessing import ROLES, Preprocessor, drop_missing_target
+from torchtrack.tables import note
 from torchtrack.tracking import Tracker
 
 
 def run(config: Config) -> dict[str, float]:
     """Make the splits and their summary; return the summary."""
-    frame, target, truth = load_source(config.data, config.seed)  # bad input fails before any run
+    # Bad input fails here, before any run or output exists.
+    frame, target, truth = load_source(config.data, config.seed)
+    frame, dropped_rows = drop_missing_target(frame, target)
     indices = split_indices(len(frame), config.data.val_fraction, config.data.test_fraction, config.seed)
+    raw = {name: frame.iloc[rows] for name, rows in indices.items()}  # the table's row numbers kept
+    del frame  # the splits hold every row now; at a million rows this matters
+    preprocessor = Preprocessor.fit(raw["train"], target, config.data)
+    prepared = {name: preprocessor.transform(part) for name, part in raw.items()}
+    if dropped_rows:
+        note(f"{dropped_rows} row(s) without a value of the target {target!r} left out")
+    for column in preprocessor.columns:
+        if column.role == "dropped":
+            note(f"column {column.name!r} not used: {column.reason}")
     with Tracker(config.tracking, "prepare", params=config.flat("seed", "data")) as tracker:
-        raw = {name: frame.iloc[rows].reset_index(drop=True) for name, rows in indices.items()}
-        del frame  # the splits hold every row now; at a million rows this matters
-        scaler = Scaler.fit(raw["train"], target, enabled=config.data.scale)
-        scaled = {name: scaler.transform(part) for name, part in raw.items()}
-        write_splits(scaled, scaler, PREPARED_DIR, truth)
+        write_splits(prepared, preprocessor, PREPARED_DIR, truth)
+        write_json(PREPARED_DIR / COLUMNS_FILE, preprocessor.roles())
         summary: dict[str, float] = {f"rows_{name}": len(part) for name, part in raw.items()}
-        summary["features"] = len(scaler.features)
+        summary["rows_dropped_missing_target"] = dropped_rows
+        summary["features"] = len(preprocessor.features)
+        for role in ROLES:
+            summary[f"columns_{role}"] = sum(c.role == role for c in preprocessor.columns)
         summary["target_std_train"] = portable.std(raw["train"][target].to_numpy(), ddof=1)
         if truth is not None:
-            test_X = raw["test"][scaler.features].to_numpy(np.float64)
+            test_X = raw["test"].drop(columns=target).to_numpy(np.float64)
             residual = raw["test"][target].to_numpy() - truth.clean_target(test_X)
             summary["noise_variance"] = truth.noise_variance
             summary["oracle_test_mse"] = portable.mean(residual * residual)  # the true rule's test MSE
         write_json(PREPARE_METRICS, summary)
         tracker.log_metrics(summary)
-        tracker.log_artifact(PREPARED_DIR / SCALER_FILE)
+        tracker.log_artifact(PREPARED_DIR / PREPROCESSING_FILE)
+        tracker.log_artifact(PREPARED_DIR / COLUMNS_FILE)
         tracker.set_tags({PREPARED_TAG: directory_md5(PREPARED_DIR)})
     return summary

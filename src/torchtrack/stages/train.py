@@ -16,13 +16,12 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from torch import nn
 
 from torchtrack import distributed, trial
 from torchtrack.activations import learned_activation_values
 from torchtrack.checkpoints import EpochCheckpoint, fingerprint
 from torchtrack.config import Config
-from torchtrack.data import Scaler, TabularDataset, read_split
+from torchtrack.data import TabularDataset, read_split
 from torchtrack.figures import loss_figure, save_figure
 from torchtrack.files import read_json, write_atomic, write_json
 from torchtrack.lineage import (
@@ -34,17 +33,18 @@ from torchtrack.lineage import (
     file_md5,
     find_prepare_run,
 )
-from torchtrack.models import Standardize, build_model, save_checkpoint
+from torchtrack.models import build_model, save_checkpoint
 from torchtrack.paths import (
     CHECKPOINT_FILE,
     LOSS_CSV,
     LOSS_FIGURE,
     MODEL_FILE,
     PREPARED_DIR,
-    SCALER_FILE,
+    PREPROCESSING_FILE,
     TRAIN_METRICS,
     split_file,
 )
+from torchtrack.preprocessing import Preprocessor
 from torchtrack.progress import TrainingProgress
 from torchtrack.recipe import output_tags, recipe_tags
 from torchtrack.tracking import Tracker
@@ -68,8 +68,8 @@ TRAINING_CODE = [Path(__file__)] + [
         "torchtrack", "torchtrack.activations", "torchtrack.checkpoints", "torchtrack.choices",
         "torchtrack.config", "torchtrack.cpu_kernels", "torchtrack.data", "torchtrack.distributed",
         "torchtrack.figures", "torchtrack.files", "torchtrack.loader", "torchtrack.losses",
-        "torchtrack.models", "torchtrack.portable", "torchtrack.synthetic", "torchtrack.training",
-        "torchtrack.trial",
+        "torchtrack.models", "torchtrack.portable", "torchtrack.preprocessing", "torchtrack.synthetic",
+        "torchtrack.tables", "torchtrack.training", "torchtrack.trial",
     )
 ]  # fmt: skip
 
@@ -90,7 +90,7 @@ def run(config: Config) -> dict[str, float]:
 def _train(config: Config, device: torch.device) -> dict[str, float]:
     train_set = TabularDataset(read_split(PREPARED_DIR, "train"))
     val_set = TabularDataset(read_split(PREPARED_DIR, "val"))
-    scaler = Scaler.load(PREPARED_DIR / SCALER_FILE)
+    preprocessor = Preprocessor.load(PREPARED_DIR / PREPROCESSING_FILE)
     generator = seed_everything(config.seed)
     set_threads(config.train.num_threads)
     model = build_model(config.model, in_features=len(train_set.features))
@@ -163,14 +163,14 @@ def _train(config: Config, device: torch.device) -> dict[str, float]:
             MODEL_FILE,
             model,
             config.model,
-            {"features": train_set.features, "target": train_set.target, "scaler": asdict(scaler)},
+            {
+                "features": train_set.features,
+                "target": train_set.target,
+                "preprocessing": preprocessor.to_dict(),  # train_loss and val_loss are on its target scale
+            },
         )
         write_json(TRAIN_METRICS, final)
-        served = nn.Sequential(Standardize(scaler.mean, scaler.std), model)  # takes raw features
-        example = (train_set.X[:5].numpy() * scaler.std + scaler.mean).astype("float32")
-        model_uri = tracker.log_model(
-            served, example, {"features": train_set.features, "target": train_set.target}
-        )
+        model_uri = tracker.log_model(MODEL_FILE, preprocessor)
         tracker.tag_model_run(
             {MODEL_TAG: file_md5(MODEL_FILE), MODEL_URI_TAG: model_uri} | output_tags([TRAIN_METRICS])
         )

@@ -1,0 +1,94 @@
+"""Reading a user's CSV file: its encoding and delimiter found, header names trimmed, and one
+line naming the problem when the file is not a table the pipeline can read.
+
+prepare reads the training table through `read_csv`, and `torchtrack predict` its input rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from torchtrack.errors import DataError
+
+DELIMITERS = ",;\t|"  # tried in this order; the first that splits every sampled line alike wins
+ENCODINGS = ("utf-8-sig", "cp1252", "latin-1")  # utf-8 (with or without a BOM), then Windows, then any byte
+MISSING_MARKERS = ["?"]  # gaps on top of pandas' own: an empty cell, NA, NaN, null, n/a, ...
+SAMPLE_LINES = 50  # lines the delimiter is judged on
+# The first bytes of the files most often given instead of a CSV.
+BINARY_KINDS = {
+    b"PAR1": "a Parquet file",
+    b"PK\x03\x04": "a zip archive (an .xlsx workbook?)",
+    b"\xd0\xcf\x11\xe0": "an Excel .xls workbook",
+    b"%PDF": "a PDF document",
+    b"\x1f\x8b": "a gzip archive",
+    b"SQLite format 3": "an SQLite database",
+}
+
+
+def note(message: str) -> None:
+    """A line on stderr about what was done to the user's data."""
+    print(f"torchtrack: {message}", file=sys.stderr, flush=True)
+
+
+def decode(raw: bytes, path: Path) -> str:
+    """The text of a file's bytes in the first encoding of ENCODINGS (UTF-16 by its BOM) that reads it."""
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return raw.decode("utf-16")
+    kind = next((kind for magic, kind in BINARY_KINDS.items() if raw.startswith(magic)), None)
+    if kind is not None or b"\x00" in raw[:4096]:
+        raise DataError(f"{path}: not a CSV file (it looks like {kind or 'binary data'})")
+    for encoding in ENCODINGS:
+        try:
+            text = raw.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+        if encoding != ENCODINGS[0]:
+            note(f"{path} is not UTF-8; read it as {encoding}")
+        return text
+    raise AssertionError("latin-1 decodes any bytes")
+
+
+def sniff_delimiter(text: str) -> str:
+    """The delimiter of DELIMITERS that cuts every sampled line into the same number (> 1) of
+    fields, the most fields winning; a comma when none does (a one-column file)."""
+    lines = text.splitlines()[: SAMPLE_LINES + 1]
+    if len(lines) > SAMPLE_LINES:
+        lines = lines[:-1]  # the sample's last line may continue past it (a quoted newline)
+    best, best_fields = ",", 1
+    for delimiter in DELIMITERS:
+        widths = {len(row) for row in csv.reader(lines, delimiter=delimiter) if row}
+        if len(widths) == 1 and (fields := widths.pop()) > best_fields:
+            best, best_fields = delimiter, fields
+    return best
+
+
+def read_csv(path: str | Path, what: str = "CSV file") -> pd.DataFrame:
+    """The table in `path`, every header name trimmed of spaces; DataError in one line if it
+    cannot be read (missing, empty, binary, ragged, a header repeated)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: {what} not found")
+    raw = path.read_bytes()
+    text = decode(raw, path)
+    if not text.strip():
+        raise DataError(f"{path}: the {what} is empty")
+    delimiter = sniff_delimiter(text)
+    try:
+        rows = io.StringIO(text)
+        frame = pd.read_csv(rows, sep=delimiter, na_values=MISSING_MARKERS, skipinitialspace=True)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: the {what} is empty") from None
+    except (pd.errors.ParserError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable CSV file ({' '.join(str(exc).split())})") from None
+    frame.columns = [str(c).strip() for c in frame.columns]
+    repeated = sorted({c for c in frame.columns if list(frame.columns).count(c) > 1})
+    if repeated:
+        raise DataError(f"{path}: column name(s) used twice: {', '.join(map(repr, repeated))}")
+    if delimiter != ",":
+        note(f"{path}: columns separated by {delimiter!r}")
+    return frame

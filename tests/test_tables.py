@@ -1,0 +1,57 @@
+"""tables: a user's CSV read whatever its common delimiter and encoding, header names
+trimmed, and a file that is no CSV named as what it looks like, in one line."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from torchtrack.errors import DataError
+from torchtrack.tables import read_csv
+
+ROWS = pd.DataFrame({"city": ["Zürich", "Nîmes"], "size": [1.5, 2.0], "y": [3, 4]})
+
+
+@pytest.mark.parametrize("delimiter", [",", ";", "\t", "|"])
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "cp1252", "latin-1", "utf-16"])
+def test_common_delimiters_and_encodings_are_found(tmp_path, delimiter, encoding):
+    path = tmp_path / "rows.csv"
+    ROWS.to_csv(path, sep=delimiter, index=False, encoding=encoding)
+    pd.testing.assert_frame_equal(read_csv(path), ROWS)
+
+
+def test_a_file_not_in_utf8_is_read_and_says_so(tmp_path, capsys):
+    path = tmp_path / "rows.csv"
+    ROWS.to_csv(path, sep=";", index=False, encoding="cp1252")
+    read_csv(path)
+    err = capsys.readouterr().err
+    assert "is not UTF-8; read it as cp1252" in err and "columns separated by ';'" in err
+
+
+def test_header_names_are_trimmed_and_question_marks_are_gaps(tmp_path):
+    path = tmp_path / "rows.csv"
+    path.write_text(" a , b ,y\n1,?,3\n4,5,6\n")
+    frame = read_csv(path)
+    assert list(frame.columns) == ["a", "b", "y"] and frame["b"].isna().tolist() == [True, False]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "the CSV file is empty"),
+        (b"\n\n  \n", "the CSV file is empty"),
+        (b"PAR1\x15\x04\x15", "not a CSV file (it looks like a Parquet file)"),
+        (b"PK\x03\x04\x14\x00", "not a CSV file (it looks like a zip archive (an .xlsx workbook?))"),
+        (b"a,b\n\x00\x01\x02,3\n", "not a CSV file (it looks like binary data)"),
+        (b"a,b\n1,2\n3,4,5\n", "not a readable CSV file"),
+        (b"a,a \n1,2\n", "column name(s) used twice: 'a'"),
+    ],
+    ids=["empty", "blank", "parquet", "xlsx", "binary", "ragged", "repeated-header"],
+)
+def test_a_file_that_is_not_a_readable_table_gets_one_line_naming_it(tmp_path, content, message):
+    path = tmp_path / "rows.csv"
+    path.write_bytes(content)
+    with pytest.raises(DataError) as excinfo:
+        read_csv(path)
+    assert str(excinfo.value).startswith(f"{path}: ") and message in str(excinfo.value)
+    assert "\n" not in str(excinfo.value)
