@@ -31,6 +31,8 @@ CANNOT_CHANGE_OUTPUTS = {
     "torchtrack.processes": "which process owns a run, for the tracking store",
     "torchtrack.profiling": "times phases for `make bench`",
     "torchtrack.recipe": "tags the model run with its commit, platform and output hashes; records only",
+    "torchtrack.run_store": "the store calls of the stages, in plain values; records only",
+    "torchtrack.store_daemon": "makes those calls in a process holding the store open; records only",
     "torchtrack.registry": "registers the logged model and moves its aliases; records only",
     "torchtrack.progress": "the progress bar on the terminal",
     "torchtrack.signals": "when Ctrl-C and SIGTERM take effect; an interrupted stage writes no output",
