@@ -24,6 +24,7 @@ STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 CANNOT_CHANGE_OUTPUTS = {
     "torchtrack.compare": "ranks model runs, for the registry's champion; records only",
     "torchtrack.datasets": "describes the splits to MLflow as datasets; records only",
+    "torchtrack.event_writer": "writes TensorBoard's event files; records only",
     "torchtrack.errors": "messages and exit codes of failures; a failed stage writes no output",
     "torchtrack.lineage": "finds runs by content hash and tags them; writes no output",
     "torchtrack.login": "checks that the tracking server accepts the login; records only",

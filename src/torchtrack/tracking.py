@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from torchtrack.config import TrackingConfig
+from torchtrack.event_writer import EventWriter
 from torchtrack.processes import ProcessIdentity
 from torchtrack.profiling import timed
 from torchtrack.signals import uninterrupted
@@ -149,9 +150,7 @@ class Tracker:
                 / stage
                 / run_dir_name(self.run_id, os.environ.get("DVC_EXP_NAME"))
             )
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(log_dir=str(self.log_dir))
+            self.writer = EventWriter(self.log_dir)
             self._monitor = self._system_monitor(tracking_uri()) if system_metrics else None
         except BaseException as exc:  # a half-made Tracker never reaches __exit__
             self._end_runs(run_status(type(exc)))
@@ -223,7 +222,7 @@ class Tracker:
         """Hyperparameters with their final metrics, for TensorBoard's HPARAMS tab (as Lightning's
         TensorBoardLogger does); MLflow has them as the runs' params from the start."""
         clean = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in params.items()}
-        self.writer.add_hparams(clean, {f"hparam/{k}": v for k, v in metrics.items()}, run_name=".")
+        self.writer.add_hparams(clean, {f"hparam/{k}": v for k, v in metrics.items()})
 
     @timed("figures")
     @uninterrupted()
@@ -238,7 +237,7 @@ class Tracker:
         png = Path(path).read_bytes()
         width, height = struct.unpack(">II", png[16:24])  # the PNG header's IHDR chunk
         image = Summary.Image(height=height, width=width, colorspace=4, encoded_image_string=png)
-        self.writer.file_writer.add_summary(Summary(value=[Summary.Value(tag=path.stem, image=image)]))
+        self.writer.add_summary(Summary(value=[Summary.Value(tag=path.stem, image=image)]))
         self.store.log_artifact(self.run_id, str(path), "figures")
         if self.model_run_id:
             self.store.log_artifact(self.model_run_id, str(path), "figures")
