@@ -45,6 +45,7 @@ from torchtrack.cpu_kernels import NATIVE_ENV, PINNED
 from torchtrack.data import Scaler, TabularDataset, make_synthetic
 from torchtrack.models import build_model
 from torchtrack.profiling import PROFILE_ENV
+from torchtrack.store_daemon import stop_daemons
 from torchtrack.training import STEP_LOSS, fit, make_optimizer, seed_everything, set_threads
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -460,21 +461,6 @@ def daemon_cpu(repo: Path) -> float:
     return total
 
 
-def stop_daemon(repo: Path) -> None:
-    """End the store daemon of the clone's store, if one runs, and wait for it to go."""
-    import psutil
-
-    store = f"sqlite:///{repo / 'mlflow.db'}"
-    daemons = [
-        process
-        for process in psutil.process_iter(["cmdline"])
-        if "torchtrack.store_daemon" in (process.info["cmdline"] or []) and store in process.info["cmdline"]
-    ]
-    for process in daemons:
-        process.terminate()
-    psutil.wait_procs(daemons, timeout=30)
-
-
 def with_daemon(command: list[str], repo: Path, env: dict[str, str]) -> tuple[float, float, float]:
     """`measured(command)`, its CPU seconds including the store daemon's; and the daemon's alone."""
     before = daemon_cpu(repo)
@@ -516,7 +502,7 @@ def fixed_cost(folder: Path, rounds: int) -> dict:
         plain_runs.append(plain_pipeline(plain, repo, env, settings))
         repro_runs.append(with_daemon([str(BIN / "dvc"), "repro", "-f"], repo, env)[:2])
         stage_runs.append(stage_phases(repo, env, folder / "profile.jsonl"))
-    stop_daemon(repo)
+    stop_daemons(repo)
     cold_wall, _ = measured([str(BIN / "dvc"), "repro", "-f"], repo, env)
     ratios = [r[0] / p[0] for r, p in zip(repro_runs, plain_runs, strict=True)]
     medians = {}

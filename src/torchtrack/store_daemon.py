@@ -168,6 +168,21 @@ def start_daemon(uri: str, address: Path) -> subprocess.Popen:
     return process
 
 
+def stop_daemons(folder: Path) -> None:
+    """End the daemons of every store under `folder` (a benchmark's or a test suite's temporary
+    repositories) without waiting IDLE_EXIT_S, and wait for them to go."""
+    import psutil
+
+    prefix = f"sqlite:///{Path(folder).resolve()}/"
+    daemons = []
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = process.info["cmdline"] or []
+        if cmdline[-3:-2] == ["torchtrack.store_daemon"] and cmdline[-2].startswith(prefix):
+            daemons.append(process)
+            process.terminate()
+    psutil.wait_procs(daemons, timeout=30)
+
+
 def send(connection: socket.socket, value: Any) -> None:
     """One message."""
     data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
