@@ -5,8 +5,9 @@ of CPU per stage, `make bench`).
     python -m torchtrack.store_daemon URI ADDRESS    (started by the first stage that needs it)
 
 `open_run_store()` is a stage's way to the store: for the local SQLite store a `DaemonClient`,
-which starts the daemon when none answers; for a remote tracking URI (a team server), or with
-TORCHTRACK_STORE_DAEMON=0, a `RunStore` in the stage's own process. Both have RunStore's methods.
+which starts the daemon when none answers; for a remote tracking URI (a team server), with
+TORCHTRACK_STORE_DAEMON=0, or for train (which imports MLflow anyway, to log the model), a
+`RunStore` in the stage's own process. Both have RunStore's methods.
 
 Every call waits for the daemon's answer, sent once the store has the record, so a stage that
 returned from a call may be killed without losing it. Calls from all stages run one at a time,
@@ -46,10 +47,11 @@ HEADER = struct.Struct("!Q")  # each message: its length, then the pickled value
 _started: list[subprocess.Popen] = []  # daemons this process started, kept so none is reaped as garbage
 
 
-def open_run_store() -> RunStore | DaemonClient:
-    """The store of `store.tracking_uri()`: through its daemon when it is a local SQLite file."""
+def open_run_store(in_process: bool = False) -> RunStore | DaemonClient:
+    """The store of `store.tracking_uri()`: through its daemon when it is a local SQLite file,
+    unless `in_process` (a caller that imports MLflow anyway makes its calls cheapest itself)."""
     uri = tracking_uri()
-    if uri.startswith("sqlite:///") and os.environ.get(DAEMON_ENV) != "0":
+    if uri.startswith("sqlite:///") and os.environ.get(DAEMON_ENV) != "0" and not in_process:
         return DaemonClient(uri)
     from torchtrack.store import connect
 

@@ -116,7 +116,9 @@ class Tracker:
         self.config = config
         self.stage = stage
         self.root = repo_root()
-        self.store = open_run_store()  # MLflow's records; plain values in and out
+        # The system metrics monitor (train's) imports MLflow into this process anyway; the store's
+        # calls are then cheapest made here, not through the store daemon.
+        self.store = open_run_store(in_process=system_metrics)  # plain values in and out
         # (key, value, step, wall time) waiting for `flush`: this stage's scalars, for both
         # backends, and the model run's summary, for MLflow only.
         self._metrics: list[tuple[str, float, int, float]] = []
