@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 from torchtrack.config import TrackingConfig
-from torchtrack.event_writer import EventWriter
 from torchtrack.processes import ProcessIdentity
 from torchtrack.profiling import timed
 from torchtrack.signals import uninterrupted
@@ -152,6 +151,8 @@ class Tracker:
                 / stage
                 / run_dir_name(self.run_id, os.environ.get("DVC_EXP_NAME"))
             )
+            from torchtrack.event_writer import EventWriter
+
             self.writer = EventWriter(self.log_dir)
             self._monitor = self._system_monitor(tracking_uri()) if system_metrics else None
         except BaseException as exc:  # a half-made Tracker never reaches __exit__
