@@ -93,3 +93,14 @@ def test_the_daemon_exits_once_its_store_is_deleted(workdir):
 def test_a_remote_store_or_the_switch_keeps_the_store_in_process(workdir, monkeypatch):
     monkeypatch.setenv(DAEMON_ENV, "0")
     assert not isinstance(open_run_store(), DaemonClient)
+
+
+def test_a_store_deleted_and_made_again_gets_the_records_of_the_next_stage(workdir):
+    client = DaemonClient(tracking_uri())
+    client.experiment_id("before")
+    client.close()
+    (workdir / "mlflow.db").unlink()  # a cleaned store: the next stage starts a new one at once
+    DaemonClient(tracking_uri()).experiment_id("after")
+    mlflow = MlflowClient(tracking_uri())
+    assert mlflow.get_experiment_by_name("after") is not None
+    assert mlflow.get_experiment_by_name("before") is None

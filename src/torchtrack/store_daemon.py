@@ -42,7 +42,8 @@ from torchtrack.store import tracking_uri
 DAEMON_ENV = "TORCHTRACK_STORE_DAEMON"  # "0": every stage opens the store itself
 IDLE_EXIT_S = 60  # seconds with no stage connected before the daemon exits
 START_TIMEOUT_S = 120  # for a new daemon to import MLflow and open the store, on a busy machine
-HELLO = "hello"  # the first message on a connection, answered in kind
+HELLO = "hello"  # the first message on a connection, answered in kind by the daemon of the store
+GONE = "gone"  # the answer of a daemon whose store file was deleted or replaced since it opened it
 HEADER = struct.Struct("!Q")  # each message: its length, then the pickled value
 _started: list[subprocess.Popen] = []  # daemons this process started, kept so none is reaped as garbage
 
@@ -145,8 +146,8 @@ def hello(address: Path) -> socket.socket:
         connection.settimeout(START_TIMEOUT_S)
         connection.connect(str(address.with_suffix(".sock")))
         send(connection, HELLO)
-        if receive(connection) != HELLO:
-            raise EOFError("not a store daemon")
+        if receive(connection) != HELLO:  # GONE: the next stage must open the new file
+            raise EOFError("not the daemon of the store's current file")
         connection.settimeout(None)  # a call may take long: a folder of artifacts
     except BaseException:
         connection.close()
@@ -216,6 +217,8 @@ class Daemon:
         self.address = address
         self.database = Path(uri.removeprefix("sqlite:///"))
         self.store = RunStore(open_store(uri))
+        self.opened = identity(self.database)  # the file open_store opened (or created)
+        self.listening: tuple[int, int] | None = None  # the socket file this daemon bound
         self.calling = threading.Lock()  # one call at a time: each sets the process's env and cwd
         self.counting = threading.Lock()
         self.connected = 0
@@ -226,6 +229,7 @@ class Daemon:
         os.umask(0o077)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(str(self.address.with_suffix(".sock")))
+        self.listening = identity(self.address.with_suffix(".sock"))
         listener.listen(64)
         threading.Thread(target=self.exit_when_idle, daemon=True).start()
         while True:
@@ -239,7 +243,10 @@ class Daemon:
         try:
             while True:
                 request = receive(connection)
-                send(connection, HELLO if request == HELLO else self.call(*request))
+                if request == HELLO:
+                    send(connection, HELLO if self.store_is_current() else GONE)
+                else:
+                    send(connection, self.call(*request))
         except (OSError, EOFError):
             pass
         finally:
@@ -260,16 +267,21 @@ class Daemon:
             except Exception as exc:
                 return False, portable(exc), printed.getvalue()
 
+    def store_is_current(self) -> bool:
+        """Whether the store's file is the one this daemon opened: not deleted, nor replaced by a
+        new store (whose records would otherwise go to the deleted file)."""
+        return identity(self.database) == self.opened
+
     def exit_when_idle(self) -> None:
         """Exit once no stage has been connected for IDLE_EXIT_S seconds, or at once when the
-        store's file is gone (a deleted repository), under the lock that a stage connects under."""
+        store's file is gone or replaced, under the lock that a stage connects under."""
         from filelock import FileLock, Timeout
 
         lock = FileLock(self.address.with_suffix(".lock"))
         while True:
             time.sleep(1.0)
             with self.counting:
-                idle = time.monotonic() - self.last_seen >= IDLE_EXIT_S or not self.database.exists()
+                idle = time.monotonic() - self.last_seen >= IDLE_EXIT_S or not self.store_is_current()
                 if self.connected or not idle:
                     continue
             try:
@@ -278,9 +290,19 @@ class Daemon:
                 continue
             with self.counting:
                 if not self.connected:
-                    self.address.with_suffix(".sock").unlink(missing_ok=True)
+                    if identity(self.address.with_suffix(".sock")) == self.listening:  # not a successor's
+                        self.address.with_suffix(".sock").unlink()
                     os._exit(0)
             lock.release()
+
+
+def identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the file at `path`, None when there is none."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_dev, stat.st_ino
 
 
 def portable(exc: Exception) -> Exception:
