@@ -40,7 +40,7 @@ from torchtrack.run_store import RunStore
 from torchtrack.store import tracking_uri
 
 DAEMON_ENV = "TORCHTRACK_STORE_DAEMON"  # "0": every stage opens the store itself
-IDLE_EXIT_S = 60  # seconds with no stage connected before the daemon exits
+IDLE_EXIT_S = 300  # seconds with no stage connected before the daemon exits: an edit-and-rerun loop
 START_TIMEOUT_S = 120  # for a new daemon to import MLflow and open the store, on a busy machine
 HELLO = "hello"  # the first message on a connection, answered in kind by the daemon of the store
 GONE = "gone"  # the answer of a daemon whose store file was deleted or replaced since it opened it
