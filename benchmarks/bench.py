@@ -42,10 +42,11 @@ from torch import nn
 
 from torchtrack.config import Config, TrackingConfig, TrainConfig, load_config
 from torchtrack.cpu_kernels import NATIVE_ENV, PINNED
-from torchtrack.data import Scaler, TabularDataset, make_synthetic
+from torchtrack.data import Scaler, make_synthetic
 from torchtrack.models import build_model
 from torchtrack.profiling import PROFILE_ENV
 from torchtrack.store_daemon import stop_daemons
+from torchtrack.tabular import TabularDataset
 from torchtrack.training import STEP_LOSS, fit, make_optimizer, seed_everything, set_threads
 
 ROOT = Path(__file__).resolve().parents[1]

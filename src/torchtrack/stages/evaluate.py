@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from torchtrack.config import Config
-from torchtrack.data import TabularDataset, read_split, read_truth
+from torchtrack.data import read_split, read_truth
 from torchtrack.evaluation import least_squares_test_mse, predict, regression_metrics
 from torchtrack.figures import predictions_figure, save_figure
 from torchtrack.files import write_atomic, write_json
@@ -24,6 +24,7 @@ from torchtrack.models import load_checkpoint
 from torchtrack.paths import EVALUATE_METRICS, MODEL_FILE, PREDICTIONS_CSV, PREDICTIONS_FIGURE, PREPARED_DIR
 from torchtrack.preprocessing import Preprocessor
 from torchtrack.recipe import output_tags
+from torchtrack.tabular import TabularDataset
 from torchtrack.tracking import Tracker
 
 PLOT_ROWS = 2000  # rows of predictions.csv: enough for a scatter, small enough for dvc plots
