@@ -1,40 +1,41 @@
 """The pipeline's work with no tracking and no framework: what `dvc repro -f` is measured against.
 
-    python benchmarks/plain_pipeline.py prepare|train|evaluate FOLDER
+    python benchmarks/plain_pipeline.py prepare|train|evaluate FOLDER SETTINGS_JSON
 
 Three plain Python processes, one per step, as `dvc repro` runs three stages: generate and
-split 50,000 x 8 rows (tanh(z) + z + noise) to Parquet; train Linear -> tanh(x) + x for 20
-epochs, batch 256, Adam, one thread, with a validation pass per epoch; score the test split.
-Only NumPy, pandas and torch: no torchtrack import, so its own costs are not in the baseline.
+split the synthetic rows (tanh(z) + z + noise) to Parquet; train Linear -> tanh(x) + x with
+Adam on one thread, with a validation pass per epoch; score the test split. SETTINGS_JSON
+holds the sizes (rows, features, noise, seed, epochs, batch_size, lr): bench.py takes them from
+params.yaml through torchtrack's config, and the epochs from what the train stage ran, so
+both sides do the same work. Only NumPy, pandas and torch: no torchtrack import, so its own
+costs are not in the baseline.
 """
 
 import json
 import sys
 from pathlib import Path
 
-ROWS, FEATURES, NOISE, SEED = 50_000, 8, 0.3, 42
-EPOCHS, BATCH, LR = 20, 256, 0.01
 
-
-def prepare(folder: Path) -> None:
-    """Synthetic rows, a seeded 70/15/15 split, features standardised on train, to Parquet."""
+def prepare(folder: Path, settings: dict) -> None:
+    """Synthetic rows, a seeded train/val/test split, features standardised on train, to Parquet."""
     import numpy as np
     import pandas as pd
 
-    rng = np.random.default_rng(SEED)
-    X = rng.standard_normal((ROWS, FEATURES))
-    z = X @ rng.standard_normal(FEATURES) / np.sqrt(FEATURES)
-    y = np.tanh(z) + z + rng.normal(0, NOISE, ROWS)
-    order = rng.permutation(ROWS)
-    cut = {"test": order[: ROWS * 15 // 100], "val": order[ROWS * 15 // 100 : ROWS * 30 // 100]}
-    cut["train"] = order[ROWS * 30 // 100 :]
+    rows, features = settings["rows"], settings["features"]
+    rng = np.random.default_rng(settings["seed"])
+    X = rng.standard_normal((rows, features))
+    z = X @ rng.standard_normal(features) / np.sqrt(features)
+    y = np.tanh(z) + z + rng.normal(0, settings["noise"], rows)
+    order = rng.permutation(rows)
+    n_test, n_val = round(rows * settings["test_fraction"]), round(rows * settings["val_fraction"])
+    cut = {"test": order[:n_test], "val": order[n_test : n_test + n_val], "train": order[n_test + n_val :]}
     mean, std = X[cut["train"]].mean(axis=0), X[cut["train"]].std(axis=0)
     folder.mkdir(parents=True, exist_ok=True)
-    for name, rows in cut.items():
+    for name, part in cut.items():
         frame = pd.DataFrame(
-            ((X[rows] - mean) / std).astype("float32"), columns=[f"x{i}" for i in range(FEATURES)]
+            ((X[part] - mean) / std).astype("float32"), columns=[f"x{i}" for i in range(features)]
         )
-        frame["y"] = y[rows].astype("float32")
+        frame["y"] = y[part].astype("float32")
         frame.to_parquet(folder / f"{name}.parquet", index=False)
 
 
@@ -48,7 +49,7 @@ def tensors(folder: Path, name: str):
     return torch.from_numpy(X), torch.from_numpy(y)
 
 
-def model():
+def model(features: int):
     """Linear -> tanh(x) + x."""
     import torch
     from torch import nn
@@ -57,26 +58,27 @@ def model():
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return torch.tanh(x) + x
 
-    return nn.Sequential(nn.Linear(FEATURES, 1), TanhPlusX())
+    return nn.Sequential(nn.Linear(features, 1), TanhPlusX())
 
 
-def train(folder: Path) -> None:
+def train(folder: Path, settings: dict) -> None:
     """The training loop with a validation loss per epoch; the weights saved for evaluate."""
     import torch
     from torch import nn
 
     torch.set_num_threads(1)
-    torch.manual_seed(SEED)
+    torch.manual_seed(settings["seed"])
     X, y = tensors(folder, "train")
     val_X, val_y = tensors(folder, "val")
-    net = model()
-    optimizer = torch.optim.Adam(net.parameters(), lr=LR)
+    net = model(X.shape[1])
+    optimizer = torch.optim.Adam(net.parameters(), lr=settings["lr"])
     loss_fn = nn.MSELoss()
-    for _ in range(EPOCHS):
+    batch = settings["batch_size"]
+    for _ in range(settings["epochs"]):
         net.train()
         order = torch.randperm(len(X))
-        for i in range(0, len(X), BATCH):
-            rows = order[i : i + BATCH]
+        for i in range(0, len(X), batch):
+            rows = order[i : i + batch]
             loss = loss_fn(net(X[rows]), y[rows])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -88,13 +90,13 @@ def train(folder: Path) -> None:
     (folder / "train.json").write_text(json.dumps({"val_loss": val_loss}))
 
 
-def evaluate(folder: Path) -> None:
+def evaluate(folder: Path, settings: dict) -> None:
     """Test MSE of the saved weights, in eval mode without gradients."""
     import torch
 
     torch.set_num_threads(1)
     X, y = tensors(folder, "test")
-    net = model()
+    net = model(X.shape[1])
     net.load_state_dict(torch.load(folder / "model.pt"))
     net.eval()
     with torch.no_grad():
@@ -103,4 +105,6 @@ def evaluate(folder: Path) -> None:
 
 
 if __name__ == "__main__":
-    {"prepare": prepare, "train": train, "evaluate": evaluate}[sys.argv[1]](Path(sys.argv[2]))
+    {"prepare": prepare, "train": train, "evaluate": evaluate}[sys.argv[1]](
+        Path(sys.argv[2]), json.loads(sys.argv[3])
+    )

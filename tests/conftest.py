@@ -6,6 +6,15 @@ import pytest
 
 from helpers import isolate_env
 from torchtrack.config import TrackingConfig
+from torchtrack.store_daemon import stop_daemons
+
+
+@pytest.fixture(autouse=True, scope="module")
+def store_daemons_end_with_their_module(tmp_path_factory):
+    """The store daemons of a module's temporary stores end with the module, not IDLE_EXIT_S after
+    its last test, so that a run of the suite does not keep dozens of them alive."""
+    yield
+    stop_daemons(tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture

@@ -10,8 +10,9 @@ import torch
 
 from torchtrack.checkpoints import EpochCheckpoint, fingerprint
 from torchtrack.config import TrainConfig
-from torchtrack.data import Scaler, TabularDataset, make_synthetic, split_indices
+from torchtrack.data import Scaler, make_synthetic, split_indices
 from torchtrack.models import RegressionModel
+from torchtrack.tabular import TabularDataset
 from torchtrack.training import fit, seed_everything
 
 CONFIG = TrainConfig(lr=0.05, epochs=4, batch_size=32, shuffle=True)

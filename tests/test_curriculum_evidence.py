@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from torchtrack.config import ModelConfig, TrainConfig
-from torchtrack.data import Scaler, TabularDataset, load_diabetes, split_indices
+from torchtrack.data import Scaler, load_diabetes, split_indices
 from torchtrack.evaluation import least_squares_test_mse, predict, regression_metrics
 from torchtrack.models import build_model
 from torchtrack.synthetic import make_synthetic
+from torchtrack.tabular import TabularDataset
 from torchtrack.training import fit, seed_everything
 
 LINEAR = ModelConfig(activation="identity")

@@ -9,7 +9,6 @@ from torch.utils.data import DataLoader
 from torchtrack.data import (
     SYNTHETIC_TARGET,
     Scaler,
-    TabularDataset,
     load_csv,
     make_synthetic,
     read_split,
@@ -17,6 +16,7 @@ from torchtrack.data import (
     write_splits,
 )
 from torchtrack.errors import DataError
+from torchtrack.tabular import TabularDataset
 
 
 def small_frame(n_rows: int = 12) -> pd.DataFrame:

@@ -12,8 +12,9 @@ import yaml
 
 from pipeline_copy import copy_repo, dvc, stages_run, update_params
 from torchtrack.config import DataConfig
-from torchtrack.data import Scaler, TabularDataset, load_diabetes, load_source, read_truth, write_splits
+from torchtrack.data import Scaler, load_diabetes, load_source, read_truth, write_splits
 from torchtrack.errors import DataError
+from torchtrack.tabular import TabularDataset
 
 
 def test_diabetes_is_a_real_multi_column_table():

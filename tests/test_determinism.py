@@ -5,6 +5,8 @@ seeds cover Python, NumPy, torch, the DataLoader's generator and any DataLoader 
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -62,3 +64,17 @@ def test_dataloader_workers_are_seeded_from_the_loaders_generator():
 def test_deterministic_algorithms_are_on_after_seeding():
     seed_everything(0)
     assert torch.are_deterministic_algorithms_enabled()
+
+
+def test_seeding_turns_on_inductors_deterministic_mode_without_importing_it():
+    probe = (
+        "import sys, torch\n"
+        "from torchtrack.training import seed_everything\n"
+        "seed_everything(0)\n"
+        "imported = 'torch._inductor' in sys.modules\n"
+        "import torch._inductor.config as inductor\n"
+        "print(imported, torch.are_deterministic_algorithms_enabled(),\n"
+        "      torch.is_deterministic_algorithms_warn_only_enabled(), inductor.deterministic)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "True", "True", "True"]

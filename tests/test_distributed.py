@@ -17,10 +17,10 @@ import torch
 from pipeline_copy import StageProcess, copy_repo, dvc, store, temporary_files, update_params
 from torchtrack.cli import main
 from torchtrack.config import TrainConfig
-from torchtrack.data import TabularDataset
 from torchtrack.distributed import process_group, shard_rows
 from torchtrack.errors import ConfigError
 from torchtrack.loader import make_loader
+from torchtrack.tabular import TabularDataset
 
 # -- the shares, in-process ----------------------------------------------------------------
 

@@ -14,10 +14,11 @@ from torch import nn
 
 from torchtrack.cli import main
 from torchtrack.config import TrainConfig
-from torchtrack.data import Scaler, TabularDataset, make_synthetic
+from torchtrack.data import Scaler, make_synthetic
 from torchtrack.loader import make_loader
 from torchtrack.models import RegressionModel
 from torchtrack.store import tracking_uri
+from torchtrack.tabular import TabularDataset
 from torchtrack.training import (
     NonFiniteLossError,
     make_optimizer,

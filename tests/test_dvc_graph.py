@@ -24,6 +24,7 @@ STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 CANNOT_CHANGE_OUTPUTS = {
     "torchtrack.compare": "ranks model runs, for the registry's champion; records only",
     "torchtrack.datasets": "describes the splits to MLflow as datasets; records only",
+    "torchtrack.event_writer": "writes TensorBoard's event files; records only",
     "torchtrack.errors": "messages and exit codes of failures; a failed stage writes no output",
     "torchtrack.lineage": "finds runs by content hash and tags them; writes no output",
     "torchtrack.login": "checks that the tracking server accepts the login; records only",
@@ -31,6 +32,8 @@ CANNOT_CHANGE_OUTPUTS = {
     "torchtrack.processes": "which process owns a run, for the tracking store",
     "torchtrack.profiling": "times phases for `make bench`",
     "torchtrack.recipe": "tags the model run with its commit, platform and output hashes; records only",
+    "torchtrack.run_store": "the store calls of the stages, in plain values; records only",
+    "torchtrack.store_daemon": "makes those calls in a process holding the store open; records only",
     "torchtrack.registry": "registers the logged model and moves its aliases; records only",
     "torchtrack.progress": "the progress bar on the terminal",
     "torchtrack.signals": "when Ctrl-C and SIGTERM take effect; an interrupted stage writes no output",

@@ -55,6 +55,14 @@ def test_tools_that_use_a_trained_model_load_no_training_code(module):
     assert [name for name in loaded if name.startswith(("torchtrack.training", "torchtrack.stages"))] == []
 
 
+def test_prepare_loads_neither_torch_nor_mlflow():
+    """Over a second of CPU each, for a stage that trains nothing (its store calls go through the
+    store daemon, its TensorBoard events through TensorBoard's own writer)."""
+    loaded = modules_loaded_by("torchtrack.stages.prepare")
+    assert "torchtrack.stages.prepare" in loaded
+    assert [name for name in loaded if name.split(".")[0] in ("torch", "mlflow")] == []
+
+
 def test_no_private_mlflow_api():
     """`mlflow.x._private` changes without notice between MLflow releases."""
     private = re.compile(r"mlflow.*\._")

@@ -8,8 +8,8 @@ import torch
 from torch.utils.data import default_collate
 
 from torchtrack import loader as loader_module
-from torchtrack.data import TabularDataset
 from torchtrack.loader import BLOCK_ROWS, BatchIndexSampler, make_loader, resident
+from torchtrack.tabular import TabularDataset
 
 
 @pytest.mark.parametrize("block_rows", [BLOCK_ROWS, 25], ids=["one-block", "blocks-of-two-batches"])

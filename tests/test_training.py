@@ -9,10 +9,11 @@ from torch import nn
 
 from helpers import RecordingLogger
 from torchtrack.config import TrainConfig
-from torchtrack.data import Scaler, TabularDataset, make_synthetic, split_indices
+from torchtrack.data import Scaler, make_synthetic, split_indices
 from torchtrack.errors import ConfigError, TrainingError
 from torchtrack.loader import make_loader
 from torchtrack.models import RegressionModel
+from torchtrack.tabular import TabularDataset
 from torchtrack.training import (
     STEP_LOSS,
     NonFiniteLossError,

@@ -80,6 +80,18 @@ def find_model_run(model_file: Path, client: MlflowClient | None = None) -> Run:
     return (mine or runs)[0]
 
 
+def model_run_id(model_file: Path) -> str:
+    """The id of `find_model_run`'s run, found through the stage's way to the store
+    (store_daemon.open_run_store), so that evaluate need not import MLflow."""
+    from torchtrack.store_daemon import open_run_store
+
+    store = open_run_store()
+    try:
+        return store.model_run_id(str(model_file))
+    finally:
+        store.close()
+
+
 def logged_model_uri(model_file: Path, client: MlflowClient | None = None) -> str:
     """The `models:/<id>` URI of the model that the run behind `model_file` logged."""
     run = find_model_run(model_file, client)

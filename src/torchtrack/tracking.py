@@ -28,14 +28,8 @@ from torchtrack.config import TrackingConfig
 from torchtrack.processes import ProcessIdentity
 from torchtrack.profiling import timed
 from torchtrack.signals import uninterrupted
-from torchtrack.store import (
-    connect,
-    end_runs_of_gone_processes,
-    experiment_id,
-    git_commit,
-    repo_root,
-    tracking_uri,
-)
+from torchtrack.store import connect, git_commit, repo_root, tracking_uri
+from torchtrack.store_daemon import open_run_store
 from torchtrack.tensorboard_layout import run_dir_name, scalar_tag
 
 MAX_BATCH = 1000  # MLflow's limit on metrics per log_batch call
@@ -121,15 +115,17 @@ class Tracker:
         self.config = config
         self.stage = stage
         self.root = repo_root()
-        self.client = connect()
+        # The system metrics monitor (train's) imports MLflow into this process anyway; the store's
+        # calls are then cheapest made here, not through the store daemon.
+        self.store = open_run_store(in_process=system_metrics)  # plain values in and out
         # (key, value, step, wall time) waiting for `flush`: this stage's scalars, for both
         # backends, and the model run's summary, for MLflow only.
         self._metrics: list[tuple[str, float, int, float]] = []
         self._summary: list[tuple[str, float, int, float]] = []
         experiment = config.experiment if model_run else f"{config.experiment}-prepare"
-        self.experiment_id = experiment_id(self.client, experiment)
+        self.experiment_id = self.store.experiment_id(experiment)
         owner = ProcessIdentity.current()
-        end_runs_of_gone_processes(self.client, self.experiment_id, owner.host, f"torchtrack {stage}")
+        self.store.end_runs_of_gone_processes(self.experiment_id, owner.host, f"torchtrack {stage}")
         base_tags = self._context_tags() | owner.as_tags() | (tags or {})
         self.model_run_id: str | None = None
         self.run_id: str | None = None
@@ -138,18 +134,16 @@ class Tracker:
         try:
             if self._owns_model_run:
                 name = os.environ.get("DVC_EXP_NAME") or f"model-{time.strftime('%Y%m%d-%H%M%S')}"
-                run = self.client.create_run(
-                    self.experiment_id, run_name=name, tags=base_tags | {"torchtrack.kind": "model"}
+                self.model_run_id = self.store.create_run(
+                    self.experiment_id, name, base_tags | {"torchtrack.kind": "model"}
                 )
-                self.model_run_id = run.info.run_id
                 self._log_params(self.model_run_id, params)
             elif model_run:
                 self.model_run_id = model_run
             run_tags = base_tags | {"torchtrack.kind": "stage"}
             if self.model_run_id:
                 run_tags["mlflow.parentRunId"] = self.model_run_id
-            run = self.client.create_run(self.experiment_id, run_name=stage, tags=run_tags)
-            self.run_id = run.info.run_id
+            self.run_id = self.store.create_run(self.experiment_id, stage, run_tags)
             self._log_params(self.run_id, params)
             self.log_dir = (
                 self.root
@@ -157,9 +151,9 @@ class Tracker:
                 / stage
                 / run_dir_name(self.run_id, os.environ.get("DVC_EXP_NAME"))
             )
-            from torch.utils.tensorboard import SummaryWriter
+            from torchtrack.event_writer import EventWriter
 
-            self.writer = SummaryWriter(log_dir=str(self.log_dir))
+            self.writer = EventWriter(self.log_dir)
             self._monitor = self._system_monitor(tracking_uri()) if system_metrics else None
         except BaseException as exc:  # a half-made Tracker never reaches __exit__
             self._end_runs(run_status(type(exc)))
@@ -187,11 +181,9 @@ class Tracker:
 
     @timed("params")
     def _log_params(self, run_id: str, params: dict[str, Any]) -> None:
-        from mlflow.entities import Param
-
-        items = [Param(k, "None" if v is None else str(v)) for k, v in params.items()]
+        items = [(k, "None" if v is None else str(v)) for k, v in params.items()]
         for start in range(0, len(items), 100):  # MLflow's limit on params per batch
-            self.client.log_batch(run_id, params=items[start : start + 100])
+            self.store.log_batch(run_id, params=items[start : start + 100])
 
     # -- logging --------------------------------------------------------------------------
     @timed("step metrics")
@@ -225,7 +217,7 @@ class Tracker:
     def log_graph(self, model: Any, example: Any) -> None:
         """The model graph for TensorBoard; its printed structure as an MLflow artifact."""
         self.writer.add_graph(model, example)
-        self.client.log_text(self.run_id, str(model), "model_summary.txt")
+        self.store.log_text(self.run_id, str(model), "model_summary.txt")
 
     @timed("artifacts")
     @uninterrupted()
@@ -233,7 +225,7 @@ class Tracker:
         """Hyperparameters with their final metrics, for TensorBoard's HPARAMS tab (as Lightning's
         TensorBoardLogger does); MLflow has them as the runs' params from the start."""
         clean = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in params.items()}
-        self.writer.add_hparams(clean, {f"hparam/{k}": v for k, v in metrics.items()}, run_name=".")
+        self.writer.add_hparams(clean, {f"hparam/{k}": v for k, v in metrics.items()})
 
     @timed("figures")
     @uninterrupted()
@@ -248,10 +240,10 @@ class Tracker:
         png = Path(path).read_bytes()
         width, height = struct.unpack(">II", png[16:24])  # the PNG header's IHDR chunk
         image = Summary.Image(height=height, width=width, colorspace=4, encoded_image_string=png)
-        self.writer.file_writer.add_summary(Summary(value=[Summary.Value(tag=path.stem, image=image)]))
-        self.client.log_artifact(self.run_id, str(path), "figures")
+        self.writer.add_summary(Summary(value=[Summary.Value(tag=path.stem, image=image)]))
+        self.store.log_artifact(self.run_id, str(path), "figures")
         if self.model_run_id:
-            self.client.log_artifact(self.model_run_id, str(path), "figures")
+            self.store.log_artifact(self.model_run_id, str(path), "figures")
 
     @timed("artifacts")
     @uninterrupted()
@@ -259,13 +251,13 @@ class Tracker:
         """Tags on this stage's run and on the model run, if there is one."""
         for run_id in filter(None, (self.run_id, self.model_run_id)):
             for key, value in tags.items():
-                self.client.set_tag(run_id, key, value)
+                self.store.set_tag(run_id, key, value)
 
     @timed("tracking")
     @uninterrupted()
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         """A file for this stage's MLflow run."""
-        self.client.log_artifact(self.run_id, str(path), artifact_path)
+        self.store.log_artifact(self.run_id, str(path), artifact_path)
 
     @timed("model logging")
     @uninterrupted()
@@ -312,20 +304,15 @@ class Tracker:
     def log_datasets(self, splits: dict[str, Any], prepared_dir: Path, md5: str, target: str) -> None:
         """The splits (DataFrames) as MLflow datasets, on this stage's run and the model run;
         `md5` is DVC's hash of `prepared_dir`, their digest."""
-        from torchtrack.datasets import split_inputs
-
-        inputs = split_inputs(splits, prepared_dir, md5, target)
         for run_id in dict.fromkeys((self.run_id, self.model_run_id)):
             if run_id is not None:
-                self.client.log_inputs(run_id, datasets=inputs)
+                self.store.log_inputs(run_id, splits, str(prepared_dir), md5, target)
 
     @timed("tracking")
     @uninterrupted()
     def tag_model_run(self, tags: dict[str, str]) -> None:
         """Tags on the model run, e.g. the hashes of outputs once they are written."""
-        from mlflow.entities import RunTag
-
-        self.client.log_batch(self.model_run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+        self.store.log_batch(self.model_run_id, tags=list(tags.items()))
 
     @timed("tracking")
     @uninterrupted()
@@ -335,36 +322,28 @@ class Tracker:
         from torchtrack import registry
 
         with fluent_tracking_uri(tracking_uri()):  # MLflow looks the logged model up in the global store
-            return registry.register(self.client, self.config.experiment, model_uri, self.model_run_id)
+            return registry.register(connect(), self.config.experiment, model_uri, self.model_run_id)
 
     @timed("tracking")
     @uninterrupted()
     def record_test_metrics(self, metrics: dict[str, float]) -> Any:
         """Test metrics onto the model run's registry version; then `tracking.promote`'s rule,
         if one is set: returns its registry.Promotion, else None."""
-        from torchtrack import registry
-
-        name = self.config.experiment
-        version = registry.version_of_run(self.client, name, self.model_run_id)
-        if version is not None:
-            registry.tag_version(self.client, name, version, metrics)
-        if self.config.promote is None:
-            return None
-        return registry.promote(self.client, name, registry.rule_metric(self.config.promote))
+        return self.store.record_test_metrics(
+            self.config.experiment, self.model_run_id, metrics, self.config.promote
+        )
 
     @timed("tracking")
     @uninterrupted()
     def flush(self) -> None:
         """Write buffered metrics: to TensorBoard, then to MLflow in `log_batch` calls."""
-        from mlflow.entities import Metric
-
         for key, value, step, wall in self._metrics:
             self.writer.add_scalar(scalar_tag(key, self.stage), value, step, walltime=wall)
         self.writer.flush()
         for run_id, buffer in ((self.run_id, self._metrics), (self.model_run_id, self._summary)):
-            metrics = [Metric(key, value, int(wall * 1000), step) for key, value, step, wall in buffer]
+            metrics = [(key, value, int(wall * 1000), step) for key, value, step, wall in buffer]
             for start in range(0, len(metrics), MAX_BATCH):
-                self.client.log_batch(run_id, metrics=metrics[start : start + MAX_BATCH])
+                self.store.log_batch(run_id, metrics=metrics[start : start + MAX_BATCH])
             buffer.clear()
         self._last_flush = time.monotonic()
 
@@ -380,16 +359,17 @@ class Tracker:
             self.flush()
             self.writer.close()
             if self.log_dir.is_dir():
-                self.client.log_artifacts(self.run_id, str(self.log_dir), "tensorboard")
+                self.store.log_artifacts(self.run_id, str(self.log_dir), "tensorboard")
         finally:
             if self._monitor is not None:
                 self._monitor.finish()
             self._end_runs(status)
+            self.store.close()
 
     def _end_runs(self, status: str) -> None:
         for run_id in (self.run_id, self.model_run_id if self._owns_model_run else None):
             if run_id is not None:
-                self.client.set_terminated(run_id, status)
+                self.store.set_terminated(run_id, status)
 
     def __enter__(self) -> Tracker:
         return self

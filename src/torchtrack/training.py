@@ -7,6 +7,7 @@ import copy
 import gc
 import os
 import random
+import sys
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -44,7 +45,14 @@ def seed_everything(seed: int) -> torch.Generator:
     torch.manual_seed(seed)
     # cuBLAS is deterministic only with a fixed workspace; it reads this when CUDA starts.
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    if "torch._inductor.config" in sys.modules:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    else:
+        # torch.use_deterministic_algorithms also sets Inductor's flag, which imports Inductor and
+        # Dynamo (over a second of CPU per stage); nothing here compiles, so Inductor, if it is
+        # ever imported, reads the same flag from its environment variable instead.
+        os.environ["TORCHINDUCTOR_DETERMINISTIC"] = "1"
+        torch._C._set_deterministic_algorithms(True, warn_only=True)
     return torch.Generator().manual_seed(seed)
 
 

@@ -15,15 +15,16 @@ import numpy as np
 import pandas as pd
 
 from torchtrack.config import Config
-from torchtrack.data import TabularDataset, read_split, read_truth
+from torchtrack.data import read_split, read_truth
 from torchtrack.evaluation import least_squares_test_mse, predict, regression_metrics
 from torchtrack.figures import predictions_figure, save_figure
 from torchtrack.files import write_atomic, write_json
-from torchtrack.lineage import directory_md5, find_model_run
+from torchtrack.lineage import directory_md5, model_run_id
 from torchtrack.models import load_checkpoint
 from torchtrack.paths import EVALUATE_METRICS, MODEL_FILE, PREDICTIONS_CSV, PREDICTIONS_FIGURE, PREPARED_DIR
 from torchtrack.preprocessing import Preprocessor
 from torchtrack.recipe import output_tags
+from torchtrack.tabular import TabularDataset
 from torchtrack.tracking import Tracker
 
 PLOT_ROWS = 2000  # rows of predictions.csv: enough for a scatter, small enough for dvc plots
@@ -35,9 +36,8 @@ def run(config: Config) -> dict[str, float]:
     test_set = TabularDataset(read_split(PREPARED_DIR, "test"))
     model, payload = load_checkpoint(MODEL_FILE)
     preprocessor = Preprocessor.from_dict(payload["preprocessing"])  # maps outputs to the target's units
-    model_run_id = find_model_run(MODEL_FILE).info.run_id
     params = config.flat("data")
-    with Tracker(config.tracking, "evaluate", params=params, model_run=model_run_id) as tracker:
+    with Tracker(config.tracking, "evaluate", params=params, model_run=model_run_id(MODEL_FILE)) as tracker:
         tracker.log_datasets(
             {"test": test_set.data}, PREPARED_DIR, directory_md5(PREPARED_DIR), test_set.target
         )

@@ -21,7 +21,7 @@ from torchtrack import distributed, trial
 from torchtrack.activations import learned_activation_values
 from torchtrack.checkpoints import EpochCheckpoint, fingerprint
 from torchtrack.config import Config
-from torchtrack.data import TabularDataset, read_split
+from torchtrack.data import read_split
 from torchtrack.figures import loss_figure, save_figure
 from torchtrack.files import read_json, write_atomic, write_json
 from torchtrack.lineage import (
@@ -47,6 +47,7 @@ from torchtrack.paths import (
 from torchtrack.preprocessing import Preprocessor
 from torchtrack.progress import TrainingProgress
 from torchtrack.recipe import output_tags, recipe_tags
+from torchtrack.tabular import TabularDataset
 from torchtrack.tracking import Tracker
 from torchtrack.training import (
     epoch_metrics,
@@ -69,7 +70,7 @@ TRAINING_CODE = [Path(__file__)] + [
         "torchtrack.config", "torchtrack.cpu_kernels", "torchtrack.data", "torchtrack.distributed",
         "torchtrack.figures", "torchtrack.files", "torchtrack.loader", "torchtrack.losses",
         "torchtrack.models", "torchtrack.portable", "torchtrack.preprocessing", "torchtrack.synthetic",
-        "torchtrack.tables", "torchtrack.training", "torchtrack.trial",
+        "torchtrack.tabular", "torchtrack.tables", "torchtrack.training", "torchtrack.trial",
     )
 ]  # fmt: skip
 

@@ -1,0 +1,105 @@
+"""What a stage asks of the MLflow store, in plain values: ids, strings, numbers, tuples, frames.
+
+No MLflow entity goes in or comes out, so a stage can make these calls through the store
+daemon (store_daemon.py) without importing MLflow; `RunStore` over an `MlflowClient` is the
+same interface in-process, and what the daemon itself runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from torchtrack import store
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from torchtrack.registry import Promotion
+
+# (key, value, timestamp in ms, step) per metric; (key, value) per param or tag.
+MetricRow = tuple[str, float, int, int]
+Pair = tuple[str, str]
+
+
+class RunStore:
+    """The store operations of `Tracker` and the stages, made with `client`."""
+
+    def __init__(self, client: MlflowClient):
+        self.client = client
+
+    def close(self) -> None:
+        """Nothing to hang up in-process (the daemon's client hangs up here)."""
+
+    def experiment_id(self, name: str) -> str:
+        """The id of experiment `name`, created if it is new."""
+        return store.experiment_id(self.client, name)
+
+    def end_runs_of_gone_processes(self, experiment: str, host: str, who: str) -> None:
+        """store.end_runs_of_gone_processes on this store."""
+        store.end_runs_of_gone_processes(self.client, experiment, host, who)
+
+    def create_run(self, experiment: str, name: str, tags: dict[str, str]) -> str:
+        """A new RUNNING run; returns its id."""
+        return self.client.create_run(experiment, run_name=name, tags=tags).info.run_id
+
+    def log_batch(
+        self, run_id: str, metrics: list[MetricRow] = (), params: list[Pair] = (), tags: list[Pair] = ()
+    ) -> None:
+        """One `log_batch` call (MLflow's limits per call apply: the caller splits)."""
+        from mlflow.entities import Metric, Param, RunTag
+
+        self.client.log_batch(
+            run_id,
+            metrics=[Metric(key, value, timestamp, step) for key, value, timestamp, step in metrics],
+            params=[Param(key, value) for key, value in params],
+            tags=[RunTag(key, value) for key, value in tags],
+        )
+
+    def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        """`text` as the artifact `artifact_file` of the run."""
+        self.client.log_text(run_id, text, artifact_file)
+
+    def log_artifact(self, run_id: str, path: str, artifact_path: str | None = None) -> None:
+        """The file `path` (absolute) as an artifact of the run."""
+        self.client.log_artifact(run_id, path, artifact_path)
+
+    def log_artifacts(self, run_id: str, path: str, artifact_path: str | None = None) -> None:
+        """Every file under the folder `path` (absolute) as artifacts of the run."""
+        self.client.log_artifacts(run_id, path, artifact_path)
+
+    def set_tag(self, run_id: str, key: str, value: str) -> None:
+        """One tag on the run."""
+        self.client.set_tag(run_id, key, value)
+
+    def set_terminated(self, run_id: str, status: str) -> None:
+        """End the run with `status`."""
+        self.client.set_terminated(run_id, status)
+
+    def log_inputs(
+        self, run_id: str, splits: dict[str, Any], prepared_dir: str, md5: str, target: str
+    ) -> None:
+        """The splits (DataFrames) as MLflow datasets of the run (datasets.split_inputs)."""
+        from torchtrack.datasets import split_inputs
+
+        self.client.log_inputs(run_id, datasets=split_inputs(splits, Path(prepared_dir), md5, target))
+
+    def model_run_id(self, model_file: str) -> str:
+        """The id of the finished model run that made `model_file` (lineage.find_model_run)."""
+        from torchtrack.lineage import find_model_run
+
+        return find_model_run(Path(model_file), self.client).info.run_id
+
+    def record_test_metrics(
+        self, experiment: str, model_run_id: str, metrics: dict[str, float], promote: str | None
+    ) -> Promotion | None:
+        """Test metrics onto the model run's registry version; then the promotion rule `promote`,
+        if set: returns what it did, else None."""
+        from torchtrack import registry
+
+        version = registry.version_of_run(self.client, experiment, model_run_id)
+        if version is not None:
+            registry.tag_version(self.client, experiment, version, metrics)
+        if promote is None:
+            return None
+        return registry.promote(self.client, experiment, registry.rule_metric(promote))

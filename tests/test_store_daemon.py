@@ -1,0 +1,106 @@
+"""The store daemon: a stage on the local SQLite store logs through it without importing MLflow;
+concurrent stages are all answered; a killed daemon is replaced; MLflow's refusals arrive as
+one-line errors."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from mlflow import MlflowClient
+
+from torchtrack import store_daemon
+from torchtrack.errors import TrackingStoreError
+from torchtrack.store import tracking_uri
+from torchtrack.store_daemon import DAEMON_ENV, DaemonClient, open_run_store
+
+
+def test_a_stage_on_the_local_store_logs_through_the_daemon_without_importing_mlflow_or_torch(workdir):
+    probe = textwrap.dedent(
+        """
+        import sys
+        from torchtrack.config import TrackingConfig
+        from torchtrack.tracking import Tracker
+
+        with Tracker(TrackingConfig(experiment="probe"), "prepare", params={"seed": 1}) as tracker:
+            tracker.log_metrics({"rows": 10.0})
+            tracker.set_tags({"probe": "yes"})
+        print(tracker.run_id, "mlflow" in sys.modules, "torch" in sys.modules)
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    run_id, mlflow_imported, torch_imported = out.split()
+    assert (mlflow_imported, torch_imported) == ("False", "False")  # TensorBoard's events need no torch
+    run = MlflowClient(tracking_uri()).get_run(run_id)
+    assert (run.info.status, run.data.metrics, run.data.params) == ("FINISHED", {"rows": 10.0}, {"seed": "1"})
+    assert run.data.tags["probe"] == "yes"
+
+
+def test_concurrent_stages_each_get_their_own_answers(workdir):
+    experiment = open_run_store().experiment_id("concurrent")
+
+    def stage(index: int) -> str:
+        client = DaemonClient(tracking_uri())
+        run_id = client.create_run(experiment, f"stage-{index}", {"index": str(index)})
+        client.log_batch(run_id, metrics=[("index", float(index), 0, step) for step in range(50)])
+        client.set_terminated(run_id, "FINISHED")
+        client.close()
+        return run_id
+
+    with ThreadPoolExecutor(8) as pool:
+        run_ids = list(pool.map(stage, range(16)))
+    mlflow = MlflowClient(tracking_uri())
+    for index, run_id in enumerate(run_ids):
+        run = mlflow.get_run(run_id)
+        assert (run.data.tags["index"], run.data.metrics["index"]) == (str(index), index)
+        assert len(mlflow.get_metric_history(run_id, "index")) == 50
+
+
+def test_a_killed_daemon_is_replaced_by_the_next_stage(workdir):
+    first = DaemonClient(tracking_uri())
+    experiment = first.experiment_id("replaced")
+    daemon = store_daemon._started[-1]
+    daemon.send_signal(signal.SIGKILL)
+    daemon.wait(timeout=30)
+    with pytest.raises(TrackingStoreError, match="stopped answering"):
+        first.experiment_id("replaced")
+    assert DaemonClient(tracking_uri()).experiment_id("replaced") == experiment
+    assert store_daemon._started[-1].pid != daemon.pid
+
+
+def test_mlflows_refusal_arrives_as_a_one_line_error(workdir):
+    with pytest.raises(TrackingStoreError, match="the MLflow store refused a call: MlflowException"):
+        DaemonClient(tracking_uri()).set_terminated("no-such-run", "FINISHED")
+
+
+def test_the_daemon_exits_once_its_store_is_deleted(workdir):
+    client = DaemonClient(tracking_uri())
+    client.experiment_id("deleted")
+    client.close()
+    (workdir / "mlflow.db").unlink()
+    daemon = store_daemon._started[-1]
+    deadline = time.monotonic() + 30
+    while daemon.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert daemon.returncode == 0
+
+
+def test_a_remote_store_or_the_switch_keeps_the_store_in_process(workdir, monkeypatch):
+    monkeypatch.setenv(DAEMON_ENV, "0")
+    assert not isinstance(open_run_store(), DaemonClient)
+
+
+def test_a_store_deleted_and_made_again_gets_the_records_of_the_next_stage(workdir):
+    client = DaemonClient(tracking_uri())
+    client.experiment_id("before")
+    client.close()
+    (workdir / "mlflow.db").unlink()  # a cleaned store: the next stage starts a new one at once
+    DaemonClient(tracking_uri()).experiment_id("after")
+    mlflow = MlflowClient(tracking_uri())
+    assert mlflow.get_experiment_by_name("after") is not None
+    assert mlflow.get_experiment_by_name("before") is None
