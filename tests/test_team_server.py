@@ -215,12 +215,13 @@ def test_the_artifacts_are_objects_in_the_bucket(server, queued):
         assert f"{prefix}figures/loss.png" in keys
         assert any(key.startswith(f"{prefix}tensorboard/events.out.tfevents.") for key in keys)
     model_files = {key.rsplit("/artifacts/", 1)[1] for key in keys if "/models/m-" in key}
-    assert {"MLmodel", "data/model.pt2"} <= model_files
+    assert {"MLmodel", "served_model.py", "model.pt"} <= model_files  # model.pt under artifacts/
 
 
 def test_the_logged_model_loads_from_the_server_and_predicts(server, queued, monkeypatch):
     import mlflow.pyfunc
     import numpy as np
+    import pandas as pd
 
     for name, value in client_env(Path.cwd(), server).items():
         if name.startswith("MLFLOW_"):
@@ -228,9 +229,9 @@ def test_the_logged_model_loads_from_the_server_and_predicts(server, queued, mon
     torchtrack = experiment_id(server, "torchtrack")
     found = rest(server, "POST", "logged-models/search", experiment_ids=[torchtrack], max_results=1)
     model = mlflow.pyfunc.load_model(f"models:/{found['models'][0]['info']['model_id']}")
-    features = model.metadata.get_input_schema().inputs[0].shape[-1]
-    rows = np.zeros((3, features), dtype="float32")
-    assert np.asarray(model.predict(rows)).shape[0] == 3
+    columns = model.metadata.get_input_schema().input_names()  # raw rows, by column name
+    rows = pd.DataFrame({name: np.zeros(3) for name in columns})
+    assert np.isfinite(np.asarray(model.predict(rows), dtype=float)).all() and len(model.predict(rows)) == 3
 
 
 def test_compare_reads_the_server(server, queued, tmp_path):
@@ -343,7 +344,7 @@ def test_push_runs_copies_the_local_runs_whole_and_only_once(server, local_run):
     assert [m["info"]["status"] for m in models] == ["LOGGED_MODEL_READY"]
     model_id = models[0]["info"]["model_id"]
     assert any(
-        key.endswith(f"/models/{model_id}/artifacts/data/model.pt2")
+        key.endswith(f"/models/{model_id}/artifacts/artifacts/model.pt")
         for key in bucket_keys(server.s3_endpoint, server.bucket)
     )
 
