@@ -127,7 +127,7 @@ def test_load_config_empty_file_gives_defaults(tmp_path):
 def test_flat_gives_dotted_keys_for_every_field():
     flat = Config().flat()
     assert flat["seed"] == 42
-    assert flat["train.lr"] == 0.01
+    assert flat["train.lr"] == 0.03
     assert flat["data.source"] == "synthetic"
     assert flat["model.activation"] == "tanh_plus_x"
     assert flat["tracking.log_every_n_steps"] == 50

@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 
 from torchtrack import distributed
 from torchtrack.activations import learned_activation_values
+from torchtrack.budget import Budget
 from torchtrack.checkpoints import EpochCheckpoint
 from torchtrack.choices import LrSchedule, Optimizer, unknown
 from torchtrack.config import TrainConfig
@@ -95,12 +96,12 @@ def make_optimizer(params: Iterable[torch.Tensor], config: TrainConfig) -> torch
 
 
 def make_lr_schedule(
-    optimizer: torch.optim.Optimizer, config: TrainConfig
+    optimizer: torch.optim.Optimizer, config: TrainConfig, epochs: int
 ) -> torch.optim.lr_scheduler.LRScheduler | None:
     """The per-epoch learning rate schedule that `config.lr_schedule` names; None for `none`.
 
     step: lr times `lr_step_gamma` every `lr_step_epochs` epochs; cosine: from lr down to 0
-    over `config.epochs` epochs.
+    over the run's `epochs` epochs (`Budget.epochs`), so the last epochs settle the weights.
     """
     if config.lr_schedule == "none":
         return None
@@ -109,7 +110,7 @@ def make_lr_schedule(
             optimizer, step_size=config.lr_step_epochs, gamma=config.lr_step_gamma
         )
     if config.lr_schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
     raise unknown("lr_schedule", config.lr_schedule, LrSchedule)
 
 
@@ -291,8 +292,10 @@ def fit(
     the global step) and, after each epoch, `epoch_metrics` plus the values of the model's
     learnable activations (`activation.a`, ...) at the epoch number.
 
-    With `config.early_stopping_patience` > 0 training may stop before `config.epochs`, and
-    the model ends with the weights of its best validation epoch (see `final_epoch`).
+    The run lasts `Budget.plan`'s epochs: `config.max_steps` optimizer steps in whole epochs
+    (at most `config.epochs`), in batches of at most a tenth of the train rows. With
+    `config.early_stopping_patience` > 0 training may stop before that, and the model ends
+    with the weights of its best validation epoch (see `final_epoch`).
     With a `checkpoint`, training resumes after its last saved epoch (if it has one for
     these params and data) and saves the state after every epoch, before logging it; the
     restored epochs are not logged again. In a process group (torchrun), each process trains
@@ -306,13 +309,14 @@ def fit(
     trained = distributed.wrap(model, device)  # DistributedDataParallel under torchrun, else `model`
     train_set, val_set = resident(train_set, device), resident(val_set, device)
     loss_fn = build_loss(config.loss, config.huber_delta)
-    optimizer = make_optimizer(model.parameters(), config)
-    schedule = make_lr_schedule(optimizer, config)
-    stopper = EarlyStopping(config.early_stopping_patience) if config.early_stopping_patience else None
     share = {"rank": distributed.rank(), "world_size": distributed.world_size()}  # this process's rows
-    train_loader = make_loader(train_set, config.batch_size, config.shuffle, generator, **share)
+    budget = Budget.plan(config, len(train_set), share["world_size"])
+    optimizer = make_optimizer(model.parameters(), config)
+    schedule = make_lr_schedule(optimizer, config, budget.epochs)
+    stopper = EarlyStopping(config.early_stopping_patience) if config.early_stopping_patience else None
+    train_loader = make_loader(train_set, budget.batch_size, config.shuffle, generator, **share)
     val_loader = make_loader(
-        val_set, max(config.batch_size, 16384), False, **share
+        val_set, max(budget.batch_size, 16384), False, **share
     )  # forward only: big batches
     history = []
     # Everything the next epoch depends on; a checkpoint saves and restores all of it.
@@ -324,7 +328,7 @@ def fit(
             return _finish(history, stopper, model)
     steps_per_epoch = len(train_loader)
     with _no_full_collections():
-        for epoch in range(len(history) + 1, config.epochs + 1):
+        for epoch in range(len(history) + 1, budget.epochs + 1):
             lr = optimizer.param_groups[0]["lr"]
             train_loss = train_one_epoch(
                 trained,
