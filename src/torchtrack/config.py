@@ -84,7 +84,7 @@ class ModelConfig:
     """train: what the network is."""
 
     kind: ModelKind = "linear"
-    activation: Activation = "tanh_plus_x"
+    activation: Activation = "learnable_tanh_plus_x"  # holds tanh(x) + x and a line (docs/training-recipe.md)
     # mlp layer widths
     hidden_sizes: tuple[Annotated[Int, Field(ge=1)], ...] = Field(default=(64, 64), min_length=1)
     dropout: Number = Field(default=0.0, ge=0, lt=1)  # mlp only
