@@ -114,6 +114,36 @@ def make_lr_schedule(
     raise unknown("lr_schedule", config.lr_schedule, LrSchedule)
 
 
+@torch.no_grad()
+def start_at_the_target_mean(model: nn.Module, rows: Dataset, rounds: int = 60) -> bool:
+    """Shift the bias of `model`'s last linear layer so that its mean prediction (in eval mode)
+    on `rows` is their target's mean; return whether it did (False when no shift reaches it,
+    as with a bounded activation).
+
+    The output layer then starts where the target is ("init well": a target of mean 150
+    would otherwise cost thousands of small Adam steps just to move the bias there), and
+    the steps go to fitting its shape. Bisection, since the mean prediction rises with that
+    bias for every activation here that can reach the target.
+    """
+    X, y = rows[:]  # (N, F), (N, 1)
+    model.eval()  # no dropout, and no draw from the random stream
+    last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+    start, target, spread = last.bias.clone(), y.mean().item(), y.std(correction=0).item()
+    reach = abs(target) + 10 * spread + 1.0  # far enough past any target of this spread
+    low, high = start - reach, start + reach
+    for _ in range(rounds):  # each round halves the interval: 60 reach float32 resolution
+        middle = (low + high) / 2
+        last.bias.copy_(middle)
+        if model(X).mean().item() < target:
+            low = middle
+        else:
+            high = middle
+    if abs(model(X).mean().item() - target) > 1e-3 * (spread + 1e-12):
+        last.bias.copy_(start)  # out of reach: a saturated output would not learn
+        return False
+    return True
+
+
 class EarlyStopping:
     """Stops training after `patience` epochs without a lower validation loss; keeps the best weights.
 
@@ -292,7 +322,8 @@ def fit(
     the global step) and, after each epoch, `epoch_metrics` plus the values of the model's
     learnable activations (`activation.a`, ...) at the epoch number.
 
-    The run lasts `Budget.plan`'s epochs: `config.max_steps` optimizer steps in whole epochs
+    The model first starts at the train target's mean (`start_at_the_target_mean`). The run
+    lasts `Budget.plan`'s epochs: `config.max_steps` optimizer steps in whole epochs
     (at most `config.epochs`), in batches of at most a tenth of the train rows. With
     `config.early_stopping_patience` > 0 training may stop before that, and the model ends
     with the weights of its best validation epoch (see `final_epoch`).
@@ -311,6 +342,7 @@ def fit(
     loss_fn = build_loss(config.loss, config.huber_delta)
     share = {"rank": distributed.rank(), "world_size": distributed.world_size()}  # this process's rows
     budget = Budget.plan(config, len(train_set), share["world_size"])
+    start_at_the_target_mean(model, train_set)  # before a checkpoint's weights, if any
     optimizer = make_optimizer(model.parameters(), config)
     schedule = make_lr_schedule(optimizer, config, budget.epochs)
     stopper = EarlyStopping(config.early_stopping_patience) if config.early_stopping_patience else None
