@@ -15,6 +15,7 @@ from helpers import RecordingLogger
 from torchtrack.budget import MIN_STEPS_PER_EPOCH, Budget
 from torchtrack.config import TrainConfig
 from torchtrack.data import TabularDataset
+from torchtrack.loader import BLOCK_ROWS
 from torchtrack.models import MLP, RegressionModel
 from torchtrack.training import STEP_LOSS, final_epoch, fit, seed_everything, start_at_the_target_mean
 
@@ -123,3 +124,12 @@ def test_early_stopping_counts_epochs_within_the_budget_and_keeps_the_best_weigh
     with torch.no_grad():
         kept = torch.nn.functional.mse_loss(model(val.X), val.y).item()
     assert kept == pytest.approx(best.val_loss, rel=1e-5)
+
+
+def test_a_split_larger_than_a_block_starts_at_its_mean_from_evenly_spread_rows():
+    rows = table(3 * BLOCK_ROWS + 5, mean=40.0)
+    rows = TabularDataset(rows.data.sort_values("y", ignore_index=True))  # first rows: the lowest targets
+    model = RegressionModel(3, "identity")
+    assert start_at_the_target_mean(model, rows)
+    with torch.no_grad():
+        assert model(rows.X).mean().item() == pytest.approx(rows.y.mean().item(), rel=1e-3)

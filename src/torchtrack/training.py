@@ -25,7 +25,7 @@ from torchtrack.checkpoints import EpochCheckpoint
 from torchtrack.choices import LrSchedule, Optimizer, unknown
 from torchtrack.config import TrainConfig
 from torchtrack.errors import ConfigError, TrainingError
-from torchtrack.loader import make_loader, resident
+from torchtrack.loader import BLOCK_ROWS, make_loader, resident
 from torchtrack.losses import build_loss
 
 STEP_LOSS = "train_loss_step"  # a batch's loss, logged every `log_every` steps at the global step
@@ -118,14 +118,16 @@ def make_lr_schedule(
 def start_at_the_target_mean(model: nn.Module, rows: Dataset, rounds: int = 60) -> bool:
     """Shift the bias of `model`'s last linear layer so that its mean prediction (in eval mode)
     on `rows` is their target's mean; return whether it did (False when no shift reaches it,
-    as with a bounded activation).
+    as with a bounded activation). A split larger than a block (`BLOCK_ROWS`) is read at
+    evenly spaced rows, a block of them: a mean needs no more, and a million rows would cost
+    each round a full forward pass.
 
     The output layer then starts where the target is ("init well": a target of mean 150
     would otherwise cost thousands of small Adam steps just to move the bias there), and
     the steps go to fitting its shape. Bisection, since the mean prediction rises with that
     bias for every activation here that can reach the target.
     """
-    X, y = rows[:]  # (N, F), (N, 1)
+    X, y = rows[:: max(len(rows) // BLOCK_ROWS, 1)]  # (N, F), (N, 1)
     model.eval()  # no dropout, and no draw from the random stream
     last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
     start, target, spread = last.bias.clone(), y.mean().item(), y.std(correction=0).item()
