@@ -116,7 +116,7 @@ def _train(config: Config, device: torch.device) -> dict[str, float]:
     study_trial = trial.from_environment()  # set when `torchtrack tune` runs this experiment
     if study_trial is not None:
         tags |= study_trial.tags()
-    budget = Budget.plan(config.train, len(train_set))  # the run `fit` makes (its batch may be capped)
+    budget = Budget.plan(config.train, len(train_set), distributed.world_size())  # the run `fit` makes
     with Tracker(
         config.tracking,
         "train",
