@@ -65,7 +65,7 @@ def test_repro_runs_every_stage_and_writes_outputs_and_lock(repo):
         assert (repo / path).is_file(), path
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
     assert set(lock) == {"prepare", "train", "evaluate"}
-    assert lock["train"]["params"]["params.yaml"]["train.lr"] == 0.01
+    assert lock["train"]["params"]["params.yaml"]["train.lr"] == 0.03
     assert {out["path"] for out in lock["train"]["outs"]} >= {"models/model.pt", "metrics/train.json"}
 
 
@@ -90,7 +90,7 @@ def test_default_model_comes_within_half_a_percent_of_the_true_rule(repo, mlflow
 def test_mlflow_holds_one_model_run_with_nested_stage_runs(repo, mlflow):
     (model,) = model_runs(mlflow)
     assert model.info.status == "FINISHED"
-    assert model.data.params["train.lr"] == "0.01" and model.data.params["data.noise_std"] == "0.3"
+    assert model.data.params["train.lr"] == "0.03" and model.data.params["data.noise_std"] == "0.3"
     assert set(model.data.metrics) >= {
         "train_loss",
         "val_loss",
@@ -152,7 +152,7 @@ def test_tensorboard_has_one_log_directory_per_stage_execution(repo):
 def test_dvc_reads_metrics_params_and_plots_without_project_code(repo):
     metrics = json.loads(dvc(repo, "metrics", "show", "--json"))
     assert "test_mse" in json.dumps(metrics)
-    assert re.search(r"train\.lr\s+0\.01\s+0\.01", dvc(repo, "params", "diff", "--all"))
+    assert re.search(r"train\.lr\s+0\.03\s+0\.03", dvc(repo, "params", "diff", "--all"))
     dvc(repo, "plots", "show", "-o", "plots_html")
     assert (repo / "plots_html" / "index.html").is_file()
 
