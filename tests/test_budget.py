@@ -14,9 +14,9 @@ import torch
 from helpers import RecordingLogger
 from torchtrack.budget import MIN_STEPS_PER_EPOCH, Budget
 from torchtrack.config import TrainConfig
-from torchtrack.data import TabularDataset
 from torchtrack.loader import BLOCK_ROWS
 from torchtrack.models import MLP, RegressionModel
+from torchtrack.tabular import TabularDataset
 from torchtrack.training import STEP_LOSS, final_epoch, fit, seed_everything, start_at_the_target_mean
 
 CPU = torch.device("cpu")
