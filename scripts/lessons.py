@@ -27,15 +27,15 @@ LESSONS: dict[str, dict[str, Any]] = {
     },
     # week 2: several columns; a cosine schedule settles the fit onto least squares
     "linear-linear": {"data.family": "linear", "model.activation": "identity", "train.lr_schedule": "cosine"},
-    # week 3: tanh(z) + z data, without and with the matching activation (the default pipeline)
+    # week 3: tanh(z) + z data, without and with the matching activation
     "tanh-linear": {"model.activation": "identity"},
-    "tanh-tanh_plus_x": {},
+    "tanh-tanh_plus_x": {"model.activation": "tanh_plus_x"},
     # week 3: a learnable a * tanh(x) + b * x recovers a = 2, b = 0.5; autograd and hand-written backward
     "scaled_tanh-learnable": {"data.family": "scaled_tanh", "model.activation": "learnable_tanh_plus_x"},
     "scaled_tanh-manual_grad": {"data.family": "scaled_tanh", "model.activation": "manual_grad_tanh_plus_x"},
     # next: Huber loss against outliers
-    "outliers-mse": {"data.family": "outliers"},
-    "outliers-huber": {"data.family": "outliers", "train.loss": "huber"},
+    "outliers-mse": {"data.family": "outliers", "model.activation": "tanh_plus_x"},
+    "outliers-huber": {"data.family": "outliers", "model.activation": "tanh_plus_x", "train.loss": "huber"},
     # next: a deep network where a linear model cannot follow the target
     "nonlinear-linear": {"data.family": "nonlinear", "model.activation": "identity"},
     "nonlinear-mlp": {"data.family": "nonlinear", "model.kind": "mlp", "model.activation": "relu"},

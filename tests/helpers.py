@@ -59,9 +59,10 @@ class RecordingLogger:
 
 
 def save_model(path, model, features: list[str], target: str = "y"):
-    """`model` saved as train saves it, with a preprocessing that reads `features` as numbers
-    and changes nothing (no scaling, no gaps), so a logged model's answers are `model`'s own.
-    Returns that preprocessing, what `Tracker.log_model` takes with the file."""
+    """`model` (a RegressionModel with its own default activation) saved as train saves it,
+    with a preprocessing that reads `features` as numbers and changes nothing (no scaling, no
+    gaps), so a logged model's answers are `model`'s own. Returns that preprocessing, what
+    `Tracker.log_model` takes with the file."""
     import numpy as np
     import pandas as pd
 
@@ -73,5 +74,5 @@ def save_model(path, model, features: list[str], target: str = "y"):
     frame = pd.DataFrame(rows, columns=features).assign(**{target: 0.0})
     preprocessor = Preprocessor.fit(frame, target, DataConfig(source="synthetic", scale=False))
     extra = {"features": features, "target": target, "preprocessing": preprocessor.to_dict()}
-    save_checkpoint(path, model, ModelConfig(), extra)
+    save_checkpoint(path, model, ModelConfig(activation="tanh_plus_x"), extra)  # RegressionModel's default
     return preprocessor

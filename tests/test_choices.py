@@ -64,7 +64,7 @@ def test_every_optimizer_is_built(name):
 @pytest.mark.parametrize("name", names(choices.LrSchedule))
 def test_every_schedule_is_built(name):
     optimizer = make_optimizer(nn.Linear(2, 1).parameters(), TrainConfig())
-    schedule = make_lr_schedule(optimizer, TrainConfig(lr_schedule=name))
+    schedule = make_lr_schedule(optimizer, TrainConfig(lr_schedule=name), epochs=10)
     assert (schedule is None) == (name == "none")
 
 

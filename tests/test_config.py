@@ -127,9 +127,9 @@ def test_load_config_empty_file_gives_defaults(tmp_path):
 def test_flat_gives_dotted_keys_for_every_field():
     flat = Config().flat()
     assert flat["seed"] == 42
-    assert flat["train.lr"] == 0.01
+    assert flat["train.lr"] == 0.03
     assert flat["data.source"] == "synthetic"
-    assert flat["model.activation"] == "tanh_plus_x"
+    assert flat["model.activation"] == "learnable_tanh_plus_x"
     assert flat["tracking.log_every_n_steps"] == 50
     sections = [f for f in dataclasses.fields(Config) if f.name != "seed"]
     n_leaf_fields = 1 + sum(len(dataclasses.fields(f.default_factory)) for f in sections)

@@ -101,7 +101,7 @@ def test_two_processes_reach_the_single_process_test_mse_with_one_model_run(tmp_
 
 PARAMS = {  # epochs of several seconds each, so a kill after the first one lands mid-epoch
     "data": {"n_samples": 60000},
-    "train": {"epochs": 5, "batch_size": 8, "processes": 2},
+    "train": {"epochs": 5, "max_steps": 10**6, "batch_size": 8, "processes": 2},  # 5 epochs
 }
 DEADLINE_S = 60  # every rank gone and the stage ended by then, or it hangs
 

@@ -22,6 +22,7 @@ STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 # them (editing one reruns nothing). Each entry says why; anything else a stage imports is
 # a dependency of that stage.
 CANNOT_CHANGE_OUTPUTS = {
+    "torchtrack.baseline": "warns when the model is worse than least squares, and tags the run; records only",
     "torchtrack.compare": "ranks model runs, for the registry's champion; records only",
     "torchtrack.datasets": "describes the splits to MLflow as datasets; records only",
     "torchtrack.event_writer": "writes TensorBoard's event files; records only",

@@ -38,7 +38,7 @@ FLUSH_EVERY_SECONDS = 1
 # epoch 1 lands mid-training and timed flushes have happened by then.
 PARAMS = {
     "data": {"n_samples": 60000},
-    "train": {"epochs": 3, "batch_size": 8},
+    "train": {"epochs": 3, "max_steps": 10**6, "batch_size": 8},  # 3 epochs, whatever the step budget
     "tracking": {"log_every_n_steps": 5, "flush_every_seconds": FLUSH_EVERY_SECONDS},
 }
 

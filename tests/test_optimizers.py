@@ -68,7 +68,7 @@ def test_unknown_optimizer_names_the_allowed_values():
 def test_unknown_schedule_names_the_allowed_values():
     optimizer = make_optimizer(nn.Linear(1, 1).parameters(), TrainConfig())
     with pytest.raises(ValueError, match="allowed: none, step, cosine"):
-        make_lr_schedule(optimizer, SimpleNamespace(lr_schedule="linear"))  # TrainConfig refuses it
+        make_lr_schedule(optimizer, SimpleNamespace(lr_schedule="linear"), 10)  # TrainConfig refuses it
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
@@ -86,7 +86,7 @@ def test_every_optimizer_lowers_the_loss(optimizer):
 
 
 def test_constant_lr_without_a_schedule():
-    _, history = train(TrainConfig(lr=0.02, epochs=3, batch_size=32))
+    _, history = train(TrainConfig(lr=0.02, lr_schedule="none", epochs=3, batch_size=32))
     assert [r.lr for r in history] == [0.02] * 3
 
 

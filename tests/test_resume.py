@@ -15,7 +15,7 @@ from torchtrack.cli import main
 pytestmark = pytest.mark.slow
 PARAMS = {
     "data": {"n_samples": 12000},
-    "train": {"epochs": 3, "batch_size": 8, "device": "cpu", "resume": True},
+    "train": {"epochs": 3, "max_steps": 10**6, "batch_size": 8, "device": "cpu", "resume": True},  # 3 epochs
     "tracking": {"log_every_n_steps": 50},
 }
 OUTPUTS = ("models/model.pt", "metrics/train.json", "plots/loss.csv")

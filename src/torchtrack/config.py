@@ -84,7 +84,7 @@ class ModelConfig:
     """train: what the network is."""
 
     kind: ModelKind = "linear"
-    activation: Activation = "tanh_plus_x"
+    activation: Activation = "learnable_tanh_plus_x"  # holds tanh(x) + x and a line (docs/training-recipe.md)
     # mlp layer widths
     hidden_sizes: tuple[Annotated[Int, Field(ge=1)], ...] = Field(default=(64, 64), min_length=1)
     dropout: Number = Field(default=0.0, ge=0, lt=1)  # mlp only
@@ -97,15 +97,16 @@ class TrainConfig:
     loss: Loss = "mse"
     huber_delta: Number = Field(default=1.0, gt=0)
     optimizer: Optimizer = "adam"
-    lr: Number = Field(default=0.01, gt=0)
+    lr: Number = Field(default=0.03, gt=0)
     momentum: Number = Field(default=0.0, ge=0, lt=1)  # sgd only
     weight_decay: Number = Field(default=0.0, ge=0)
-    lr_schedule: LrSchedule = "none"
+    lr_schedule: LrSchedule = "cosine"  # cosine: to 0 over the run's epochs
     lr_step_epochs: Int = Field(default=10, ge=1)  # step: decay every this many epochs
     lr_step_gamma: Number = Field(default=0.1, gt=0, lt=1)  # step factor
-    early_stopping_patience: Int = Field(default=0, ge=0)  # epochs; 0 = off
-    epochs: Int = Field(default=20, ge=1)
-    batch_size: Int = Field(default=256, ge=1)
+    early_stopping_patience: Int = Field(default=0, ge=0)  # epochs (one validation each); 0 = off
+    max_steps: Int = Field(default=2000, ge=1)  # optimizer steps, rounded up to whole epochs (budget.py)
+    epochs: Int | None = Field(default=None, ge=1)  # at most this many epochs; None = as max_steps takes
+    batch_size: Int = Field(default=256, ge=1)  # the largest batch: at most a tenth of the train rows
     shuffle: Bool = True  # reshuffle the training rows every epoch
     device: Device = "auto"
     num_threads: Int = Field(default=1, ge=0)  # CPU threads; 0 = one per core

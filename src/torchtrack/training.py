@@ -20,11 +20,12 @@ from torch.utils.data import Dataset
 
 from torchtrack import distributed
 from torchtrack.activations import learned_activation_values
+from torchtrack.budget import Budget
 from torchtrack.checkpoints import EpochCheckpoint
 from torchtrack.choices import LrSchedule, Optimizer, unknown
 from torchtrack.config import TrainConfig
 from torchtrack.errors import ConfigError, TrainingError
-from torchtrack.loader import make_loader, resident
+from torchtrack.loader import BLOCK_ROWS, make_loader, resident
 from torchtrack.losses import build_loss
 
 STEP_LOSS = "train_loss_step"  # a batch's loss, logged every `log_every` steps at the global step
@@ -95,12 +96,12 @@ def make_optimizer(params: Iterable[torch.Tensor], config: TrainConfig) -> torch
 
 
 def make_lr_schedule(
-    optimizer: torch.optim.Optimizer, config: TrainConfig
+    optimizer: torch.optim.Optimizer, config: TrainConfig, epochs: int
 ) -> torch.optim.lr_scheduler.LRScheduler | None:
     """The per-epoch learning rate schedule that `config.lr_schedule` names; None for `none`.
 
     step: lr times `lr_step_gamma` every `lr_step_epochs` epochs; cosine: from lr down to 0
-    over `config.epochs` epochs.
+    over the run's `epochs` epochs (`Budget.epochs`), so the last epochs settle the weights.
     """
     if config.lr_schedule == "none":
         return None
@@ -109,8 +110,40 @@ def make_lr_schedule(
             optimizer, step_size=config.lr_step_epochs, gamma=config.lr_step_gamma
         )
     if config.lr_schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
     raise unknown("lr_schedule", config.lr_schedule, LrSchedule)
+
+
+@torch.no_grad()
+def start_at_the_target_mean(model: nn.Module, rows: Dataset, rounds: int = 60) -> bool:
+    """Shift the bias of `model`'s last linear layer so that its mean prediction (in eval mode)
+    on `rows` is their target's mean; return whether it did (False when no shift reaches it,
+    as with a bounded activation). A split larger than a block (`BLOCK_ROWS`) is read at
+    evenly spaced rows, a block of them: a mean needs no more, and a million rows would cost
+    each round a full forward pass.
+
+    The output layer then starts where the target is ("init well": a target of mean 150
+    would otherwise cost thousands of small Adam steps just to move the bias there), and
+    the steps go to fitting its shape. Bisection, since the mean prediction rises with that
+    bias for every activation here that can reach the target.
+    """
+    X, y = rows[:: max(len(rows) // BLOCK_ROWS, 1)]  # (N, F), (N, 1)
+    model.eval()  # no dropout, and no draw from the random stream
+    last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+    start, target, spread = last.bias.clone(), y.mean().item(), y.std(correction=0).item()
+    reach = abs(target) + 10 * spread + 1.0  # far enough past any target of this spread
+    low, high = start - reach, start + reach
+    for _ in range(rounds):  # each round halves the interval: 60 reach float32 resolution
+        middle = (low + high) / 2
+        last.bias.copy_(middle)
+        if model(X).mean().item() < target:
+            low = middle
+        else:
+            high = middle
+    if abs(model(X).mean().item() - target) > 1e-3 * (spread + 1e-12):
+        last.bias.copy_(start)  # out of reach: a saturated output would not learn
+        return False
+    return True
 
 
 class EarlyStopping:
@@ -291,8 +324,11 @@ def fit(
     the global step) and, after each epoch, `epoch_metrics` plus the values of the model's
     learnable activations (`activation.a`, ...) at the epoch number.
 
-    With `config.early_stopping_patience` > 0 training may stop before `config.epochs`, and
-    the model ends with the weights of its best validation epoch (see `final_epoch`).
+    The model first starts at the train target's mean (`start_at_the_target_mean`). The run
+    lasts `Budget.plan`'s epochs: `config.max_steps` optimizer steps in whole epochs
+    (at most `config.epochs`), in batches of at most a tenth of the train rows. With
+    `config.early_stopping_patience` > 0 training may stop before that, and the model ends
+    with the weights of its best validation epoch (see `final_epoch`).
     With a `checkpoint`, training resumes after its last saved epoch (if it has one for
     these params and data) and saves the state after every epoch, before logging it; the
     restored epochs are not logged again. In a process group (torchrun), each process trains
@@ -306,13 +342,15 @@ def fit(
     trained = distributed.wrap(model, device)  # DistributedDataParallel under torchrun, else `model`
     train_set, val_set = resident(train_set, device), resident(val_set, device)
     loss_fn = build_loss(config.loss, config.huber_delta)
-    optimizer = make_optimizer(model.parameters(), config)
-    schedule = make_lr_schedule(optimizer, config)
-    stopper = EarlyStopping(config.early_stopping_patience) if config.early_stopping_patience else None
     share = {"rank": distributed.rank(), "world_size": distributed.world_size()}  # this process's rows
-    train_loader = make_loader(train_set, config.batch_size, config.shuffle, generator, **share)
+    budget = Budget.plan(config, len(train_set), share["world_size"])
+    start_at_the_target_mean(model, train_set)  # before a checkpoint's weights, if any
+    optimizer = make_optimizer(model.parameters(), config)
+    schedule = make_lr_schedule(optimizer, config, budget.epochs)
+    stopper = EarlyStopping(config.early_stopping_patience) if config.early_stopping_patience else None
+    train_loader = make_loader(train_set, budget.batch_size, config.shuffle, generator, **share)
     val_loader = make_loader(
-        val_set, max(config.batch_size, 16384), False, **share
+        val_set, max(budget.batch_size, 16384), False, **share
     )  # forward only: big batches
     history = []
     # Everything the next epoch depends on; a checkpoint saves and restores all of it.
@@ -324,7 +362,7 @@ def fit(
             return _finish(history, stopper, model)
     steps_per_epoch = len(train_loader)
     with _no_full_collections():
-        for epoch in range(len(history) + 1, config.epochs + 1):
+        for epoch in range(len(history) + 1, budget.epochs + 1):
             lr = optimizer.param_groups[0]["lr"]
             train_loss = train_one_epoch(
                 trained,

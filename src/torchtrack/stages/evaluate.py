@@ -3,8 +3,9 @@
 Run by `dvc repro` as `python -m torchtrack evaluate`. Metrics are in the target's own units
 (the checkpoint's preprocessing maps a standardized target back). Adds the test metrics to the model's
 MLflow run, so its row in the MLflow UI holds train, val and test figures together; the
-least-squares fit's test MSE rides along as the linear reference. The model run is the one
-tagged with models/model.pt's content hash (lineage.find_model_run).
+least-squares fit's test MSE rides along as the linear reference, and a model worse than it
+gets a warning and a tag (baseline.py). The model run is the one tagged with models/model.pt's
+content hash (lineage.find_model_run).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 import numpy as np
 import pandas as pd
 
+from torchtrack.baseline import WORSE_TAG, least_squares_warning
 from torchtrack.config import Config
 from torchtrack.data import read_split, read_truth
 from torchtrack.evaluation import least_squares_test_mse, predict, regression_metrics
@@ -55,6 +57,10 @@ def run(config: Config) -> dict[str, float]:
         if truth is not None and truth.noise_variance > 0:
             # The noise variance is the best MSE any model can reach on this data.
             metrics["test_mse_over_noise_variance"] = metrics["test_mse"] / truth.noise_variance
+        warning = least_squares_warning(metrics["test_mse"], metrics["test_mse_least_squares"])
+        if warning is not None:
+            print(f"torchtrack evaluate: warning: {warning}", file=sys.stderr)
+            tracker.set_tags({WORSE_TAG: warning})
         write_json(EVALUATE_METRICS, metrics)
         tracker.log_metrics(metrics)
         tracker.log_summary(metrics)

@@ -8,7 +8,6 @@ with `train.resume` a rerun after an interruption continues from it.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict
 from importlib import import_module
@@ -19,6 +18,7 @@ import torch
 
 from torchtrack import distributed, trial
 from torchtrack.activations import learned_activation_values
+from torchtrack.budget import Budget
 from torchtrack.checkpoints import EpochCheckpoint, fingerprint
 from torchtrack.config import Config
 from torchtrack.data import read_split
@@ -66,11 +66,12 @@ UNSHAPING_PARAMS = ("train.resume",)  # resuming gives the same model (tests/tes
 TRAINING_CODE = [Path(__file__)] + [
     Path(import_module(name).__file__)
     for name in (
-        "torchtrack", "torchtrack.activations", "torchtrack.checkpoints", "torchtrack.choices",
-        "torchtrack.config", "torchtrack.cpu_kernels", "torchtrack.data", "torchtrack.distributed",
-        "torchtrack.figures", "torchtrack.files", "torchtrack.loader", "torchtrack.losses",
-        "torchtrack.models", "torchtrack.portable", "torchtrack.preprocessing", "torchtrack.synthetic",
-        "torchtrack.tabular", "torchtrack.tables", "torchtrack.training", "torchtrack.trial",
+        "torchtrack", "torchtrack.activations", "torchtrack.budget", "torchtrack.checkpoints",
+        "torchtrack.choices", "torchtrack.config", "torchtrack.cpu_kernels", "torchtrack.data",
+        "torchtrack.distributed", "torchtrack.figures", "torchtrack.files", "torchtrack.loader",
+        "torchtrack.losses", "torchtrack.models", "torchtrack.portable", "torchtrack.preprocessing",
+        "torchtrack.synthetic", "torchtrack.tabular", "torchtrack.tables", "torchtrack.training",
+        "torchtrack.trial",
     )
 ]  # fmt: skip
 
@@ -115,7 +116,7 @@ def _train(config: Config, device: torch.device) -> dict[str, float]:
     study_trial = trial.from_environment()  # set when `torchtrack tune` runs this experiment
     if study_trial is not None:
         tags |= study_trial.tags()
-    steps_per_epoch = math.ceil(len(train_set) / config.train.batch_size)
+    budget = Budget.plan(config.train, len(train_set), distributed.world_size())  # the run `fit` makes
     with Tracker(
         config.tracking,
         "train",
@@ -127,7 +128,7 @@ def _train(config: Config, device: torch.device) -> dict[str, float]:
         splits = {"train": train_set.data, "val": val_set.data}
         tracker.log_datasets(splits, PREPARED_DIR, prepared_md5, train_set.target)
         tracker.log_graph(model, train_set.X[:8])
-        with TrainingProgress(config.train.epochs, steps_per_epoch) as progress:
+        with TrainingProgress(budget.epochs, budget.steps_per_epoch) as progress:
             started = time.perf_counter()
             history = fit(
                 model,
@@ -149,6 +150,7 @@ def _train(config: Config, device: torch.device) -> dict[str, float]:
             "train_loss": kept.train_loss,
             "val_loss": kept.val_loss,
             "epochs": len(history),
+            "batch_size": budget.batch_size,
             **learned_activation_values(model),
         }
         tracker.log_summary(final, step=len(history))
