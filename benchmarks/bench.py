@@ -421,8 +421,10 @@ def measured(command: list[str], cwd: Path, env: dict[str, str]) -> tuple[float,
 
 def plain_settings(repo: Path) -> dict:
     """The plain pipeline's sizes: the clone's params.yaml, read by torchtrack's config, and the
-    epochs that its train stage ran (fewer than train.epochs where training stopped early)."""
+    epochs and batch that its train stage ran (metrics/train.json: the step budget's plan, fewer
+    epochs where training stopped early)."""
     config = load_config(repo / "params.yaml")
+    ran = json.loads((repo / "metrics" / "train.json").read_text())
     data, train = config.data, config.train
     return {
         "rows": data.n_samples,
@@ -431,9 +433,11 @@ def plain_settings(repo: Path) -> dict:
         "seed": config.seed,
         "val_fraction": data.val_fraction,
         "test_fraction": data.test_fraction,
-        "epochs": int(json.loads((repo / "metrics" / "train.json").read_text())["epochs"]),
-        "batch_size": train.batch_size,
+        "epochs": ran["epochs"],
+        "batch_size": ran["batch_size"],  # the step budget's batch: at most a tenth of the train rows
         "lr": train.lr,
+        "cosine": train.lr_schedule == "cosine",
+        "learnable": config.model.activation == "learnable_tanh_plus_x",
     }
 
 

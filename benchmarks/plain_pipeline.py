@@ -3,11 +3,12 @@
     python benchmarks/plain_pipeline.py prepare|train|evaluate FOLDER SETTINGS_JSON
 
 Three plain Python processes, one per step, as `dvc repro` runs three stages: generate and
-split the synthetic rows (tanh(z) + z + noise) to Parquet; train Linear -> tanh(x) + x with
-Adam on one thread, with a validation pass per epoch; score the test split. SETTINGS_JSON
-holds the sizes (rows, features, noise, seed, epochs, batch_size, lr): bench.py takes them from
-params.yaml through torchtrack's config, and the epochs from what the train stage ran, so
-both sides do the same work. Only NumPy, pandas and torch: no torchtrack import, so its own
+split the synthetic rows (tanh(z) + z + noise) to Parquet; train Linear -> tanh(x) + x (or its
+learnable a * tanh(x) + b * x) with Adam on one thread, the lr decayed per epoch under a cosine
+schedule if the params say so, with a validation pass per epoch; score the test split.
+SETTINGS_JSON holds the sizes (rows, features, noise, seed, epochs, batch_size, lr, cosine,
+learnable): bench.py takes them from params.yaml through torchtrack's config, and the epochs
+and batch from what the train stage ran, so both sides do the same work. Only NumPy, pandas and torch: no torchtrack import, so its own
 costs are not in the baseline.
 """
 
@@ -49,14 +50,19 @@ def tensors(folder: Path, name: str):
     return torch.from_numpy(X), torch.from_numpy(y)
 
 
-def model(features: int):
-    """Linear -> tanh(x) + x."""
+def model(features: int, learnable: bool):
+    """Linear -> a * tanh(x) + b * x, with a = b = 1 fixed or learnable."""
     import torch
     from torch import nn
 
     class TanhPlusX(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Parameter(torch.tensor(1.0), requires_grad=learnable)
+            self.b = nn.Parameter(torch.tensor(1.0), requires_grad=learnable)
+
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return torch.tanh(x) + x
+            return self.a * torch.tanh(x) + self.b * x
 
     return nn.Sequential(nn.Linear(features, 1), TanhPlusX())
 
@@ -70,8 +76,9 @@ def train(folder: Path, settings: dict) -> None:
     torch.manual_seed(settings["seed"])
     X, y = tensors(folder, "train")
     val_X, val_y = tensors(folder, "val")
-    net = model(X.shape[1])
-    optimizer = torch.optim.Adam(net.parameters(), lr=settings["lr"])
+    net = model(X.shape[1], settings["learnable"])
+    optimizer = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=settings["lr"])
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings["epochs"])
     loss_fn = nn.MSELoss()
     batch = settings["batch_size"]
     for _ in range(settings["epochs"]):
@@ -83,6 +90,8 @@ def train(folder: Path, settings: dict) -> None:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+        if settings["cosine"]:
+            schedule.step()
         net.eval()
         with torch.no_grad():
             val_loss = loss_fn(net(val_X), val_y).item()
@@ -96,7 +105,7 @@ def evaluate(folder: Path, settings: dict) -> None:
 
     torch.set_num_threads(1)
     X, y = tensors(folder, "test")
-    net = model(X.shape[1])
+    net = model(X.shape[1], settings["learnable"])
     net.load_state_dict(torch.load(folder / "model.pt"))
     net.eval()
     with torch.no_grad():

@@ -17,7 +17,7 @@ import pandas as pd
 from torchtrack.errors import InputError
 from torchtrack.lineage import PREPARED_TAG, RELOG
 
-KEY_PARAMS = ("model.activation", "train.optimizer", "train.lr", "train.epochs", "train.batch_size")
+KEY_PARAMS = ("model.activation", "train.optimizer", "train.lr", "train.max_steps", "train.batch_size")
 KEY_METRICS = ("test_mse", "test_mae", "test_r2", "val_loss")
 MODEL_RUNS = "tags.`torchtrack.kind` = 'model'"
 FINISHED = "attributes.status = 'FINISHED'"
