@@ -8,8 +8,8 @@ learnable a * tanh(x) + b * x) with Adam on one thread, the lr decayed per epoch
 schedule if the params say so, with a validation pass per epoch; score the test split.
 SETTINGS_JSON holds the sizes (rows, features, noise, seed, epochs, batch_size, lr, cosine,
 learnable): bench.py takes them from params.yaml through torchtrack's config, and the epochs
-and batch from what the train stage ran, so both sides do the same work. Only NumPy, pandas and torch: no torchtrack import, so its own
-costs are not in the baseline.
+and batch from what the train stage ran, so both sides do the same work. Only NumPy, pandas
+and torch: no torchtrack import, so its own costs are not in the baseline.
 """
 
 import json

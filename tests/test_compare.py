@@ -15,7 +15,8 @@ from torchtrack.tracking import Tracker
 
 EXPERIMENT = "compare-test"
 BASE_PARAMS = {"model.activation": "tanh_plus_x", "train.optimizer": "adam", "train.lr": 0.01,
-               "train.max_steps": 2000, "train.batch_size": 256, "data.n_samples": 1000, "seed": 42}  # fmt: skip
+               "train.max_steps": 2000, "train.batch_size": 256, "data.n_samples": 1000,
+               "seed": 42}  # fmt: skip
 # run name -> (params that differ from BASE_PARAMS, the model run's summary metrics)
 RUNS = {
     "middling": ({"train.lr": 0.1}, {"test_mse": 0.2, "test_r2": 0.8, "val_loss": 0.21}),
@@ -71,7 +72,7 @@ def test_ranking_by_r2_puts_the_highest_first(store):
 def test_table_shows_key_params_params_that_differ_and_the_ranking_metric_first(store):
     table = runs_table(rank_runs(find_model_runs(EXPERIMENT, store), "val_loss"), "val_loss")
     assert list(table.columns) == ["#", "run", "id", "model.activation", "train.optimizer", "train.lr",
-                                   "train.max_steps", "train.batch_size", "seed",  # seed differs; n_samples not
+                                   "train.max_steps", "train.batch_size", "seed",  # not n_samples
                                    "val_loss", "test_mse", "test_mae", "test_r2"]  # fmt: skip
     assert table.iloc[0].to_dict() | {"id": "?"} == {
         "#": 1, "run": "unevaluated", "id": "?", "model.activation": "tanh_plus_x", "train.optimizer": "adam",

@@ -53,7 +53,6 @@ def test_each_column_gets_its_role_and_each_gap_its_indicator(table_project, nam
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="needs the default-fit recipe", strict=False)
 @pytest.mark.parametrize("name", TABLES)
 def test_the_default_model_is_no_worse_than_least_squares(table_project, name):
     metrics = table_project(name).json("metrics/evaluate.json")
