@@ -85,19 +85,27 @@ def test_a_missing_space_file_exits_2_with_one_line(tmp_path, capsys, monkeypatc
 # -- the train stage's side of a trial -------------------------------------------------------
 
 
-def test_a_trial_worse_than_the_median_is_pruned_and_says_so(tmp_path):
+PRUNER = {"startup_trials": 1, "warmup_epochs": 0}
+
+
+def study_after_a_good_trial(tmp_path, epochs: int) -> tuple[optuna.Study, StudyTrial]:
+    """A study whose one finished trial reported val loss 0.1 for `epochs` epochs, and the
+    train stage's reporter for its second trial, just asked."""
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    pruner = {"startup_trials": 1, "warmup_epochs": 0}
     study = optuna.create_study(
-        storage=open_storage(storage, heartbeat=False), study_name="s", pruner=make_pruner(pruner)
+        storage=open_storage(storage, heartbeat=False), study_name="s", pruner=make_pruner(PRUNER)
     )
     good = study.ask()
-    for epoch in (1, 2):
+    for epoch in range(1, epochs + 1):
         good.report(0.1, epoch)
     study.tell(good, 0.1)
     trial = study.ask()
     spec = {"storage": storage, "study": "s", "number": trial.number, "trial_id": trial._trial_id}
-    reporter = StudyTrial({**spec, "pruner": pruner})
+    return study, StudyTrial({**spec, "pruner": PRUNER})
+
+
+def test_a_trial_worse_than_the_median_is_pruned_and_says_so(tmp_path):
+    study, reporter = study_after_a_good_trial(tmp_path, epochs=2)
     assert reporter.tags() == {STUDY_TAG: "s", TRIAL_TAG: "1"}
     with pytest.raises(TrialPruned, match="trial 1 of study 's' pruned after epoch 1"):
         reporter.report(1, 5.0)
@@ -106,18 +114,8 @@ def test_a_trial_worse_than_the_median_is_pruned_and_says_so(tmp_path):
 
 
 def test_a_trial_as_good_as_the_median_is_not_pruned(tmp_path):
-    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    pruner = {"startup_trials": 1, "warmup_epochs": 0}
-    study = optuna.create_study(
-        storage=open_storage(storage, heartbeat=False), study_name="s", pruner=make_pruner(pruner)
-    )
-    good = study.ask()
-    good.report(0.1, 1)
-    study.tell(good, 0.1)
-    trial = study.ask()
-    StudyTrial(
-        {"storage": storage, "study": "s", "number": 1, "trial_id": trial._trial_id, "pruner": pruner}
-    ).report(1, 0.05)
+    study, reporter = study_after_a_good_trial(tmp_path, epochs=1)
+    reporter.report(1, 0.05)
     assert PRUNED_ATTR not in study.trials[1].user_attrs
 
 

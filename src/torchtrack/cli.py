@@ -171,8 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
     def add(name: str, text: str, description: str | None = None) -> argparse.ArgumentParser:
         return commands.add_parser(name, help=text, description=description or text, epilog=EXIT_CODES_LINE)
 
-    def add_params(command: argparse.ArgumentParser) -> None:
+    def add_params(command: argparse.ArgumentParser, ranked: bool = False) -> None:
         command.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
+        if ranked:  # a command that orders model runs
+            command.add_argument(
+                "--metric", default="test_mse", help="rank by this metric (default: %(default)s)"
+            )
 
     for name, text in STAGES.items():
         stage = add(name, text, f"{text[0].upper()}{text[1:]}. {STAGE_NOTE}")
@@ -223,7 +227,6 @@ def build_parser() -> argparse.ArgumentParser:
         "R^2 (names ending in r2).",
     )
     compare.add_argument("--experiment", help="MLflow experiment (default: tracking.experiment in --params)")
-    compare.add_argument("--metric", default="test_mse", help="rank by this metric (default: %(default)s)")
     compare.add_argument(
         "--limit", type=positive_int, default=20, help="show the best N (default: %(default)s)"
     )
@@ -231,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--all", action="store_true", help="also list FAILED, KILLED and RUNNING runs, with a status column"
     )
     compare.add_argument("--dataset", metavar="MD5", help="only runs on this data (a prefix of its DVC hash)")
-    add_params(compare)
+    add_params(compare, ranked=True)
     compare.set_defaults(handler=run_compare)
 
     promote = add(
@@ -241,8 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the version whose model run is best by --metric, and say which version had it. "
         "`challenger` always marks the newest version. Use models:/<name>@champion in predict and serve.",
     )
-    promote.add_argument("--metric", default="test_mse", help="rank by this metric (default: %(default)s)")
-    add_params(promote)
+    add_params(promote, ranked=True)
     promote.set_defaults(handler=run_promote)
 
     reproduce = add(

@@ -162,18 +162,23 @@ def params_mapping(config: Config) -> dict[str, Any]:
     return params
 
 
-def load_config(path: str | Path = PARAMS_FILE) -> Config:
-    """Read and validate params.yaml; raise ConfigError naming the first bad key."""
+def read_yaml(path: str | Path, not_found: str = "file not found") -> Any:
+    """The YAML document in `path` ({} when empty); ConfigError in one line when the file is
+    missing (`not_found` says what to do) or is not YAML."""
     import yaml
 
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: file not found")
+        raise ConfigError(f"{path}: {not_found}")
     try:
-        raw = yaml.safe_load(path.read_bytes()) or {}
+        return yaml.safe_load(path.read_bytes()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None  # one line
-    return config_from_dict(raw, source=str(path))
+
+
+def load_config(path: str | Path = PARAMS_FILE) -> Config:
+    """Read and validate params.yaml; raise ConfigError naming the first bad key."""
+    return config_from_dict(read_yaml(path), source=str(path))
 
 
 _PARAMS = TypeAdapter(Config)

@@ -32,10 +32,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from torchtrack.compare import higher_is_better
-from torchtrack.config import Config, config_from_dict, load_config, params_mapping
+from torchtrack.config import Config, config_from_dict, load_config, params_mapping, read_yaml
 from torchtrack.errors import ConfigError, InputError, TrainingError
 from torchtrack.signals import Terminated
 from torchtrack.trial import PRUNED_ATTR, STUDY_TAG, TRIAL_ENV, TRIAL_TAG
@@ -90,12 +88,7 @@ def load_space(path: Path, config: Config) -> SearchSpace:
     """Read and check a search space file: every key a params key, every end and choice a value
     that params.yaml accepts there; ConfigError naming the first bad entry."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: search space file not found (see docs/scaling.md for its format)")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
+    raw = read_yaml(path, not_found="search space file not found (see docs/scaling.md for its format)")
     if not isinstance(raw, dict) or not isinstance(raw.get("space"), dict) or not raw["space"]:
         raise ConfigError(f"{path}: needs a non-empty `space:` mapping of params keys to ranges or choices")
     unknown = sorted(set(raw) - {"space", "study", "metric", "pruner"})
