@@ -35,6 +35,22 @@ def test_header_names_are_trimmed_and_question_marks_are_gaps(tmp_path):
     assert list(frame.columns) == ["a", "b", "y"] and frame["b"].isna().tolist() == [True, False]
 
 
+def test_decimal_commas_in_a_semicolon_file_are_numbers_and_say_so(tmp_path, capsys):
+    path = tmp_path / "rows.csv"
+    path.write_text("price;size;code;y\n1.234,5;1,5;1,5a;3\n-2,25;;2;4\n7;2;3;5\n")
+    frame = read_csv(path)
+    assert frame["price"].tolist() == [1234.5, -2.25, 7.0]
+    assert frame["size"].tolist()[::2] == [1.5, 2.0] and frame["size"].isna().tolist() == [False, True, False]
+    assert frame["code"].tolist() == ["1,5a", "2", "3"]  # not every value a number: left as text
+    assert "read 'price', 'size' with a decimal comma" in capsys.readouterr().err
+
+
+def test_a_quoted_comma_in_a_comma_file_stays_text(tmp_path):
+    path = tmp_path / "rows.csv"
+    path.write_text('price,y\n"1,234",3\n"2,5",4\n')
+    assert read_csv(path)["price"].tolist() == ["1,234", "2,5"]
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import sys
 from pathlib import Path
 
@@ -19,6 +20,10 @@ DELIMITERS = ",;\t|"  # tried in this order; the first that splits every sampled
 ENCODINGS = ("utf-8-sig", "cp1252", "latin-1")  # utf-8 (with or without a BOM), then Windows, then any byte
 MISSING_MARKERS = ["?"]  # gaps on top of pandas' own: an empty cell, NA, NaN, null, n/a, ...
 SAMPLE_LINES = 50  # lines the delimiter is judged on
+# A number written with a decimal comma, as a spreadsheet set to most European locales saves
+# it in a `;`-separated file: 1,5 or -1.234,5 (dots group thousands). Only a column where
+# every value reads so, and one at least has the comma, is taken for numbers.
+DECIMAL_COMMA = re.compile(r"[+-]?(\d+|\d{1,3}(\.\d{3})+)(,\d+)?")
 # The first bytes of the files most often given instead of a CSV.
 BINARY_KINDS = {
     b"PAR1": "a Parquet file",
@@ -91,4 +96,23 @@ def read_csv(path: str | Path, what: str = "CSV file") -> pd.DataFrame:
         raise DataError(f"{path}: column name(s) used twice: {', '.join(map(repr, repeated))}")
     if delimiter != ",":
         note(f"{path}: columns separated by {delimiter!r}")
+        read_decimal_commas(frame, path)
     return frame
+
+
+def read_decimal_commas(frame: pd.DataFrame, path: Path) -> None:
+    """Turn, in place, each text column whose values all read as DECIMAL_COMMA numbers (1,5)
+    into numbers, with a line naming them. Not in a comma-separated file, where a quoted
+    "1,234" is more likely a thousand and thirty-four."""
+    converted = []
+    for name in frame.columns:
+        if not pd.api.types.is_string_dtype(frame[name]):  # text (object or str dtype) only
+            continue
+        values = frame[name].dropna().astype(str).str.strip()
+        if not values.str.contains(",").any() or not values.str.fullmatch(DECIMAL_COMMA).all():
+            continue
+        numbers = values.str.replace(".", "", regex=False).str.replace(",", ".", regex=False)
+        frame[name] = pd.to_numeric(numbers).reindex(frame.index)
+        converted.append(name)
+    if converted:
+        note(f"{path}: read {', '.join(map(repr, converted))} with a decimal comma (1,5 = 1.5)")
