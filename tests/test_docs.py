@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import fnmatch
 import importlib.util
+import json
 import re
 from pathlib import Path
 
@@ -64,6 +65,14 @@ def test_the_performance_page_is_what_the_benchmark_results_give():
     assert docs_tables.performance_doc() == docs_tables.PERFORMANCE.read_text(), (
         "docs/performance.md differs from benchmarks/results*.json: python scripts/docs_tables.py performance"
     )
+
+
+def test_the_readme_s_speed_ratio_is_the_benchmark_s():
+    """The README gives the fixed-cost ratio (issue 16) as benchmarks/results.json has it."""
+    speed = README.read_text().split("## Speed")[1].split("\n## ")[0]
+    ratio = json.loads((ROOT / "benchmarks" / "results.json").read_text())["fixed_cost"]["ratio"]
+    assert re.findall(r"(\d+\.\d+)x\s+the\s+same\s+work", speed) == [f"{ratio:.2f}"]
+    assert "python benchmarks/bench.py --only fixed" in speed
 
 
 def test_the_lessons_page_holds_a_table_that_make_sweep_wrote():
