@@ -20,11 +20,8 @@ if TYPE_CHECKING:
 # (key, value, timestamp in ms, step) per metric; (key, value) per param or tag.
 MetricRow = tuple[str, float, int, int]
 Pair = tuple[str, str]
-REQUIREMENTS = (
-    "torch",
-    "mlflow",
-    "pandas",
-)  # the logged model's pip requirements, at this environment's versions
+# The logged model's pip requirements, at this environment's versions.
+REQUIREMENTS = ("torch", "mlflow", "pandas")
 
 
 class RunStore:
