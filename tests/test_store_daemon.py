@@ -11,13 +11,21 @@ import textwrap
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
+import yaml
 from mlflow import MlflowClient
 
+from helpers import isolated_env
 from torchtrack import store_daemon
 from torchtrack.errors import TrackingStoreError
+from torchtrack.lineage import MODEL_URI_TAG, find_model_run
+from torchtrack.predict import Predictor
 from torchtrack.store import tracking_uri
 from torchtrack.store_daemon import DAEMON_ENV, DaemonClient, open_run_store
+from torchtrack.synthetic import make_synthetic
+from torchtrack.tracking import fluent_tracking_uri
+from trained_project import TINY_PARAMS
 
 
 def test_a_stage_on_the_local_store_logs_through_the_daemon_without_importing_mlflow_or_torch(workdir):
@@ -39,6 +47,50 @@ def test_a_stage_on_the_local_store_logs_through_the_daemon_without_importing_ml
     run = MlflowClient(tracking_uri()).get_run(run_id)
     assert (run.info.status, run.data.metrics, run.data.params) == ("FINISHED", {"rows": 10.0}, {"seed": "1"})
     assert run.data.tags["probe"] == "yes"
+
+
+def test_train_on_the_local_store_logs_its_model_and_system_metrics_without_importing_mlflow(workdir):
+    import mlflow.pyfunc
+
+    (workdir / "params.yaml").write_text(yaml.safe_dump(TINY_PARAMS))
+    probe = textwrap.dedent(
+        """
+        import sys
+        from torchtrack.cli import main
+
+        assert main(["prepare"]) == 0 and main(["train"]) == 0
+        print("mlflow" in sys.modules)
+        """
+    )
+    env = isolated_env() | {"MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "0.1"}  # MLflow's own override
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split()[-1] == "False"
+    client = MlflowClient(tracking_uri())
+    model_run = find_model_run(workdir / "models" / "model.pt", client)
+    (train,) = client.search_runs(
+        [model_run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{model_run.info.run_id}'"
+    )
+    assert "system/cpu_utilization_percentage" in train.data.metrics  # sampled by the daemon
+    assert client.get_model_version_by_alias("tiny", "challenger").run_id == model_run.info.run_id
+    rows = make_synthetic(6, TINY_PARAMS["data"]["n_features"], noise_std=0.3, seed=7)[0].drop(columns="y")
+    with fluent_tracking_uri(tracking_uri()):
+        logged = mlflow.pyfunc.load_model(model_run.data.tags[MODEL_URI_TAG])
+    served = np.asarray(logged.predict(rows)).reshape(-1)
+    np.testing.assert_allclose(served, Predictor.load(workdir / "models" / "model.pt")(rows), rtol=1e-6)
+
+
+def test_a_stage_that_hangs_up_stops_the_system_metrics_it_started(workdir):
+    client = DaemonClient(tracking_uri())
+    run_id = client.create_run(client.experiment_id("monitored"), "train", {})
+    client.start_system_metrics(run_id, 0.1)
+    time.sleep(1.0)
+    client.close()  # as a killed stage does: its run is still RUNNING
+    time.sleep(0.5)
+    mlflow = MlflowClient(tracking_uri())
+    samples = len(mlflow.get_metric_history(run_id, "system/cpu_utilization_percentage"))
+    time.sleep(1.0)
+    assert samples > 0
+    assert len(mlflow.get_metric_history(run_id, "system/cpu_utilization_percentage")) == samples
 
 
 def test_concurrent_stages_each_get_their_own_answers(workdir):

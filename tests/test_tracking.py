@@ -14,6 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from helpers import read_scalars, save_model
 from torchtrack.models import RegressionModel
 from torchtrack.store import repo_root, tracking_uri
+from torchtrack.store_daemon import DAEMON_ENV
 from torchtrack.tracking import Tracker, fluent_tracking_uri
 
 
@@ -129,9 +130,13 @@ def test_dvc_experiment_name_names_the_model_run(workdir, tracking_config, monke
     assert run.data.tags["dvc.exp_name"] == "brave-lr"
 
 
-def test_logged_model_loads_with_pyfunc_and_predicts_like_the_module(workdir, tracking_config):
+@pytest.mark.parametrize("daemon", ["1", "0"], ids=["store-daemon", "in-process"])
+def test_logged_model_loads_with_pyfunc_and_predicts_like_the_module(
+    workdir, tracking_config, monkeypatch, daemon
+):
     import mlflow
 
+    monkeypatch.setenv(DAEMON_ENV, daemon)
     torch.manual_seed(0)
     model = RegressionModel(3)
     preprocessor = save_model(workdir / "model.pt", model, ["a", "b", "c"])
@@ -165,9 +170,13 @@ def test_a_dvc_experiment_names_its_tensorboard_run_directories(workdir, trackin
     assert tracker.log_dir.name.endswith(f"-brave-lr-{tracker.run_id[:8]}")
 
 
-def test_system_metrics_sample_cpu_and_memory_into_the_stage_run(workdir, tracking_config, monkeypatch):
+@pytest.mark.parametrize("daemon", ["1", "0"], ids=["store-daemon", "in-process"])
+def test_system_metrics_sample_cpu_and_memory_into_the_stage_run(
+    workdir, tracking_config, monkeypatch, daemon
+):
     import time
 
+    monkeypatch.setenv(DAEMON_ENV, daemon)
     monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")  # MLflow's own override
     with Tracker(tracking_config, "train", params={}, model_run="new", system_metrics=True) as tracker:
         time.sleep(1.5)

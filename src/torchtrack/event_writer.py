@@ -8,13 +8,35 @@ which only train writes, still come from torch's functions for them.
 
 from __future__ import annotations
 
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tensorboard.compat.proto.event_pb2 import Event, TaggedRunMetadata
-from tensorboard.compat.proto.summary_pb2 import Summary
-from tensorboard.summary.writer.event_file_writer import EventFileWriter
+# What TensorBoard's file layer imports in case a log folder is remote (s3://, an fsspec URL):
+# a fifth of a second of every stage. A run folder is local (Tracker.log_dir), so these are kept
+# out while the writer loads, and importable again after.
+REMOTE_FILE_MODULES = ("boto3", "fsspec")
+
+
+@contextmanager
+def unimportable(names: tuple[str, ...]) -> Iterator[None]:
+    """Importing any of `names` fails (ImportError) for the duration, unless it is imported already."""
+    absent = [name for name in names if name not in sys.modules]
+    sys.modules.update(dict.fromkeys(absent))  # None there: Python's "not importable"
+    try:
+        yield
+    finally:
+        for name in absent:
+            del sys.modules[name]
+
+
+with unimportable(REMOTE_FILE_MODULES):
+    from tensorboard.compat.proto.event_pb2 import Event, TaggedRunMetadata
+    from tensorboard.compat.proto.summary_pb2 import Summary
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
 
 class EventWriter:

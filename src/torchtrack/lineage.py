@@ -80,14 +80,24 @@ def find_model_run(model_file: Path, client: MlflowClient | None = None) -> Run:
     return (mine or runs)[0]
 
 
+def prepare_run_id(prepared_md5: str) -> str | None:
+    """`find_prepare_run` through the stage's way to the store, so that train need not import MLflow."""
+    return _ask_store("prepare_run_id", prepared_md5)
+
+
 def model_run_id(model_file: Path) -> str:
-    """The id of `find_model_run`'s run, found through the stage's way to the store
-    (store_daemon.open_run_store), so that evaluate need not import MLflow."""
+    """The id of `find_model_run`'s run, found through the stage's way to the store, so that
+    evaluate need not import MLflow."""
+    return _ask_store("model_run_id", str(model_file))
+
+
+def _ask_store(method: str, *args: str) -> str | None:
+    """RunStore.`method`(*args) through store_daemon.open_run_store."""
     from torchtrack.store_daemon import open_run_store
 
     store = open_run_store()
     try:
-        return store.model_run_id(str(model_file))
+        return getattr(store, method)(*args)
     finally:
         store.close()
 

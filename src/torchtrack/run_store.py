@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 # (key, value, timestamp in ms, step) per metric; (key, value) per param or tag.
 MetricRow = tuple[str, float, int, int]
 Pair = tuple[str, str]
+# The logged model's pip requirements, at this environment's versions.
+REQUIREMENTS = ("torch", "mlflow", "pandas")
 
 
 class RunStore:
@@ -27,6 +29,7 @@ class RunStore:
 
     def __init__(self, client: MlflowClient):
         self.client = client
+        self._monitors: dict[str, Any] = {}  # run id -> its running SystemMetricsMonitor
 
     def close(self) -> None:
         """Nothing to hang up in-process (the daemon's client hangs up here)."""
@@ -84,6 +87,12 @@ class RunStore:
 
         self.client.log_inputs(run_id, datasets=split_inputs(splits, Path(prepared_dir), md5, target))
 
+    def prepare_run_id(self, prepared_md5: str) -> str | None:
+        """The id of the newest prepare run that made splits with this hash (lineage.find_prepare_run)."""
+        from torchtrack.lineage import find_prepare_run
+
+        return find_prepare_run(prepared_md5, self.client)
+
     def model_run_id(self, model_file: str) -> str:
         """The id of the finished model run that made `model_file` (lineage.find_model_run)."""
         from torchtrack.lineage import find_model_run
@@ -103,3 +112,80 @@ class RunStore:
         if promote is None:
             return None
         return registry.promote(self.client, experiment, registry.rule_metric(promote))
+
+    def log_model(
+        self, run_id: str, checkpoint: str, columns: list[Pair], example: Any, metadata: dict[str, Any]
+    ) -> str:
+        """The checkpoint file (absolute path) to the run as an MLflow pyfunc model from code
+        (served_model.py), taking the `columns` ((name, MLflow column type) in order) and answering
+        one double per row; `example` (a DataFrame) is its input example. Returns its models:/ URI.
+
+        MLflow checks the input example by loading the model and predicting, so the process making
+        this call imports torch (the store daemon once, for every later model).
+        """
+        from importlib.metadata import version
+
+        import mlflow
+        import mlflow.pyfunc
+        from mlflow.models import ModelSignature
+        from mlflow.types.schema import ColSpec, Schema
+
+        from torchtrack.tracking import (
+            CHECKPOINT_ARTIFACT,
+            PREDICTION_DEVICE,
+            SERVED_MODEL_CODE,
+            environment,
+            fluent_tracking_uri,
+        )
+
+        signature = ModelSignature(
+            inputs=Schema([ColSpec(kind, name) for name, kind in columns]),
+            outputs=Schema([ColSpec("double")]),
+        )
+        with (
+            fluent_tracking_uri(self.client.tracking_uri),
+            environment(PREDICTION_DEVICE),
+            mlflow.start_run(run_id=run_id),
+        ):
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=str(SERVED_MODEL_CODE),
+                artifacts={CHECKPOINT_ARTIFACT: checkpoint},
+                signature=signature,
+                input_example=example,
+                metadata=metadata,
+                pip_requirements=[f"{name}=={version(name).split('+')[0]}" for name in REQUIREMENTS],
+            )
+        return info.model_uri
+
+    def register_model(self, name: str, model_uri: str, run_id: str) -> str:
+        """The logged model at `model_uri` as the newest version of the registered model `name`
+        (registry.register); returns the version number."""
+        from torchtrack import registry
+        from torchtrack.tracking import fluent_tracking_uri
+
+        # MLflow looks the logged model up in the global store
+        with fluent_tracking_uri(self.client.tracking_uri):
+            return registry.register(self.client, name, model_uri, run_id)
+
+    def start_system_metrics(self, run_id: str, every_s: float) -> None:
+        """Sample CPU, memory, disk, network (and GPU) into the run every `every_s` seconds with MLflow's
+        system metrics monitor, in a thread of this process, until `stop_system_metrics`.
+
+        Its figures are the machine's, not a process's, so the store daemon samples them as well
+        as the stage would. MLflow's MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL overrides `every_s`.
+        """
+        import psutil
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        psutil.cpu_percent()  # the first sample's CPU figure then covers this run, not the time before it
+        uri = self.client.tracking_uri
+        monitor = SystemMetricsMonitor(run_id, sampling_interval=every_s, tracking_uri=uri)
+        monitor.start()
+        self._monitors[run_id] = monitor
+
+    def stop_system_metrics(self, run_id: str) -> None:
+        """Stop the run's system metrics monitor, once its last samples are written (a no-op if none runs)."""
+        monitor = self._monitors.pop(run_id, None)
+        if monitor is not None:
+            monitor.finish()

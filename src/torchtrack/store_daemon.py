@@ -5,9 +5,10 @@ of CPU per stage, `make bench`).
     python -m torchtrack.store_daemon URI ADDRESS    (started by the first stage that needs it)
 
 `open_run_store()` is a stage's way to the store: for the local SQLite store a `DaemonClient`,
-which starts the daemon when none answers; for a remote tracking URI (a team server), with
-TORCHTRACK_STORE_DAEMON=0, or for train (which imports MLflow anyway, to log the model), a
-`RunStore` in the stage's own process. Both have RunStore's methods.
+which starts the daemon when none answers; for a remote tracking URI (a team server) or with
+TORCHTRACK_STORE_DAEMON=0, a `RunStore` in the stage's own process. Both have RunStore's methods,
+model logging and the system metrics monitor included, so no stage imports MLflow on the daemon's
+path. A monitor runs until its stage stops it or hangs up (is killed).
 
 Every call waits for the daemon's answer, sent once the store has the record, so a stage that
 returned from a call may be killed without losing it. Calls from all stages run one at a time,
@@ -48,11 +49,10 @@ HEADER = struct.Struct("!Q")  # each message: its length, then the pickled value
 _started: list[subprocess.Popen] = []  # daemons this process started, kept so none is reaped as garbage
 
 
-def open_run_store(in_process: bool = False) -> RunStore | DaemonClient:
-    """The store of `store.tracking_uri()`: through its daemon when it is a local SQLite file,
-    unless `in_process` (a caller that imports MLflow anyway makes its calls cheapest itself)."""
+def open_run_store() -> RunStore | DaemonClient:
+    """The store of `store.tracking_uri()`: through its daemon when it is a local SQLite file."""
     uri = tracking_uri()
-    if uri.startswith("sqlite:///") and os.environ.get(DAEMON_ENV) != "0" and not in_process:
+    if uri.startswith("sqlite:///") and os.environ.get(DAEMON_ENV) != "0":
         return DaemonClient(uri)
     from torchtrack.store import connect
 
@@ -239,18 +239,24 @@ class Daemon:
             threading.Thread(target=self.answer, args=(connection,), daemon=True).start()
 
     def answer(self, connection: socket.socket) -> None:
-        """Answer one stage's calls until it hangs up (or is killed)."""
+        """Answer one stage's calls until it hangs up (or is killed); then stop the system metrics
+        monitors it started, so none samples on into the run of a killed stage."""
+        monitored = []  # run ids: start_system_metrics(run_id, every_s)'s first argument
         try:
             while True:
                 request = receive(connection)
                 if request == HELLO:
                     send(connection, HELLO if self.store_is_current() else GONE)
-                else:
-                    send(connection, self.call(*request))
+                    continue
+                if request[0] == "start_system_metrics":
+                    monitored.append(request[1][0])
+                send(connection, self.call(*request))
         except (OSError, EOFError):
             pass
         finally:
             connection.close()
+            for run_id in monitored:  # a no-op for those the stage stopped itself
+                self.store.stop_system_metrics(run_id)
             with self.counting:
                 self.connected -= 1
                 self.last_seen = time.monotonic()

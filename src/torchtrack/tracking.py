@@ -28,7 +28,7 @@ from torchtrack.config import TrackingConfig
 from torchtrack.processes import ProcessIdentity
 from torchtrack.profiling import timed
 from torchtrack.signals import uninterrupted
-from torchtrack.store import connect, git_commit, repo_root, tracking_uri
+from torchtrack.store import git_commit, repo_root
 from torchtrack.store_daemon import open_run_store
 from torchtrack.tensorboard_layout import run_dir_name, scalar_tag
 
@@ -40,8 +40,8 @@ PREDICTION_DEVICE = {"MLFLOW_DEFAULT_PREDICTION_DEVICE": "cpu"}
 SERVED_MODEL_CODE = Path(__file__).with_name("served_model.py")  # the logged model: MLflow model from code
 CHECKPOINT_ARTIFACT = "checkpoint"  # the logged model's artifact holding models/model.pt
 # Seconds between MLflow's system-metrics samples (CPU, memory, GPU where present): one psutil
-# read and one small write each, off the training thread. MLflow's
-# MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL overrides it.
+# read and one small write each, off the training thread (in the store daemon, where there is one).
+# MLflow's MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL overrides it.
 SYSTEM_METRICS_EVERY_S = 10
 
 
@@ -115,9 +115,7 @@ class Tracker:
         self.config = config
         self.stage = stage
         self.root = repo_root()
-        # The system metrics monitor (train's) imports MLflow into this process anyway; the store's
-        # calls are then cheapest made here, not through the store daemon.
-        self.store = open_run_store(in_process=system_metrics)  # plain values in and out
+        self.store = open_run_store()  # plain values in and out
         # (key, value, step, wall time) waiting for `flush`: this stage's scalars, for both
         # backends, and the model run's summary, for MLflow only.
         self._metrics: list[tuple[str, float, int, float]] = []
@@ -154,7 +152,10 @@ class Tracker:
             from torchtrack.event_writer import EventWriter
 
             self.writer = EventWriter(self.log_dir)
-            self._monitor = self._system_monitor(tracking_uri()) if system_metrics else None
+            self._monitored: str | None = None  # the run whose system metrics are being sampled
+            if system_metrics:
+                self.store.start_system_metrics(self.run_id, SYSTEM_METRICS_EVERY_S)
+                self._monitored = self.run_id
         except BaseException as exc:  # a half-made Tracker never reaches __exit__
             self._end_runs(run_status(type(exc)))
             raise
@@ -169,15 +170,6 @@ class Tracker:
         if os.environ.get("DVC_EXP_NAME"):
             tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
         return tags
-
-    def _system_monitor(self, uri: str) -> Any:
-        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
-
-        monitor = SystemMetricsMonitor(
-            self.run_id, sampling_interval=SYSTEM_METRICS_EVERY_S, tracking_uri=uri
-        )
-        monitor.start()
-        return monitor
 
     @timed("params")
     def _log_params(self, run_id: str, params: dict[str, Any]) -> None:
@@ -266,38 +258,14 @@ class Tracker:
         it takes raw rows, with a column signature made from `preprocessor`'s inputs (a
         `preprocessing.Preprocessor`), and answers in the target's units.
         """
-        from importlib.metadata import version
-
-        import mlflow
-        import mlflow.pyfunc
-        import torch
-        from mlflow.models import ModelSignature
-        from mlflow.types.schema import ColSpec, Schema
-
         types = {"number": "double", "boolean": "boolean", "text": "string"}
-        signature = ModelSignature(
-            inputs=Schema([ColSpec(types[c.kind], c.name) for c in preprocessor.inputs]),
-            outputs=Schema([ColSpec("double")]),
+        return self.store.log_model(
+            self.model_run_id,
+            str(Path(checkpoint).resolve()),
+            [(c.name, types[c.kind]) for c in preprocessor.inputs],
+            preprocessor.example(),
+            {"features": preprocessor.features, "target": preprocessor.target},
         )
-        with (
-            fluent_tracking_uri(tracking_uri()),
-            environment(PREDICTION_DEVICE),
-            mlflow.start_run(run_id=self.model_run_id),
-        ):
-            info = mlflow.pyfunc.log_model(
-                name="model",
-                python_model=str(SERVED_MODEL_CODE),
-                artifacts={CHECKPOINT_ARTIFACT: str(checkpoint)},
-                signature=signature,
-                input_example=preprocessor.example(),
-                metadata={"features": preprocessor.features, "target": preprocessor.target},
-                pip_requirements=[
-                    f"torch=={torch.__version__.split('+')[0]}",
-                    f"mlflow=={version('mlflow')}",
-                    f"pandas=={version('pandas')}",
-                ],
-            )
-        return info.model_uri
 
     @timed("step metrics")
     @uninterrupted()
@@ -319,10 +287,7 @@ class Tracker:
     def register_model(self, model_uri: str) -> str:
         """The logged model as the newest version (alias challenger) of the registered model
         named after the experiment; returns the version number."""
-        from torchtrack import registry
-
-        with fluent_tracking_uri(tracking_uri()):  # MLflow looks the logged model up in the global store
-            return registry.register(connect(), self.config.experiment, model_uri, self.model_run_id)
+        return self.store.register_model(self.config.experiment, model_uri, self.model_run_id)
 
     @timed("tracking")
     @uninterrupted()
@@ -361,8 +326,8 @@ class Tracker:
             if self.log_dir.is_dir():
                 self.store.log_artifacts(self.run_id, str(self.log_dir), "tensorboard")
         finally:
-            if self._monitor is not None:
-                self._monitor.finish()
+            if self._monitored is not None:
+                self.store.stop_system_metrics(self._monitored)
             self._end_runs(status)
             self.store.close()
 

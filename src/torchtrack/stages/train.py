@@ -31,7 +31,7 @@ from torchtrack.lineage import (
     PREPARED_TAG,
     directory_md5,
     file_md5,
-    find_prepare_run,
+    prepare_run_id,
 )
 from torchtrack.models import build_model, save_checkpoint
 from torchtrack.paths import (
@@ -110,7 +110,7 @@ def _train(config: Config, device: torch.device) -> dict[str, float]:
         return {}
     prepared_md5 = directory_md5(PREPARED_DIR)  # as dvc.lock records it: the datasets' digest too
     tags = {"device": str(device), PREPARED_TAG: prepared_md5} | recipe_tags(Path.cwd())
-    prepare_run = find_prepare_run(prepared_md5)
+    prepare_run = prepare_run_id(prepared_md5)
     if prepare_run is not None:
         tags[PREPARE_RUN_TAG] = prepare_run
     study_trial = trial.from_environment()  # set when `torchtrack tune` runs this experiment
