@@ -78,7 +78,8 @@ def measure(config: Config, table: str, seed: int) -> dict[str, float | str]:
     trained = ratio()
     choice = keep_the_better(model, train, config.train)
     kept = "line" if choice is not None and choice.kept_line else "trained"
-    return {"rows": len(frame), "trained": trained, "kept": ratio(), "which": kept}
+    saved = f"{choice.saved:.2f} (needs {choice.cost:g})" if choice is not None else "-"
+    return {"rows": len(frame), "trained": trained, "kept": ratio(), "which": kept, "saved": saved}
 
 
 def main() -> None:
@@ -88,14 +89,14 @@ def main() -> None:
     args = parser.parse_args()
     config = load_config(ROOT / "params.yaml")
     set_threads(config.train.num_threads)
-    print("| table | seed | rows | trained / LS | kept / LS | kept |")
-    print("|---|---|---|---|---|---|")
+    print("| table | seed | rows | trained / LS | curve's saving, sigma^2 | kept | kept / LS |")
+    print("|---|---|---|---|---|---|---|")
     for table in args.tables:
         for seed in args.seeds[:1] if table in ONE_SEED else args.seeds:
             row = measure(config, table, seed)
             print(
                 f"| {table} | {seed if table not in ONE_SEED else '-'} | {row['rows']} | "
-                f"{row['trained']:.4f} | {row['kept']:.4f} | {row['which']} |",
+                f"{row['trained']:.4f} | {row['saved']} | {row['which']} | {row['kept']:.4f} |",
                 flush=True,
             )
 
