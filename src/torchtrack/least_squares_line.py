@@ -6,7 +6,7 @@ weights pay for their extra parameters by Akaike's criterion.
 
 a*tanh(z) + b*z has two parameters more than the line b*z, so on the train rows it always
 fits a little better, noise included: on a few hundred rows of a nearly linear table the
-trained curve ended 1% to 6% above least squares on the test rows. Akaike's criterion (for
+trained curve ended up to 6% above least squares on the test rows. Akaike's criterion (for
 a Gaussian error, Mallows' Cp) says what those parameters must earn: a curve is expected to
 be better on new rows only when it lowers the train rows' sum of squared errors by more than
 2 * sigma^2 per extra parameter, sigma^2 being the line's residual variance. It reads the
@@ -26,6 +26,7 @@ from torchtrack.activations import LearnableTanhPlusX
 from torchtrack.config import TrainConfig
 from torchtrack.evaluation import least_squares_fit, predict
 from torchtrack.models import RegressionModel
+from torchtrack.tabular import TabularDataset
 
 LINE_ACTIVATIONS = (nn.Identity, LearnableTanhPlusX)  # what can be z itself (a = 0, b = 1)
 AKAIKE_COST = 2.0  # the sum of squared errors, in units of sigma^2, that each extra parameter must save
@@ -74,12 +75,12 @@ def set_to_line(model: RegressionModel, coef: list[float]) -> None:
         model.activation.b.fill_(1.0)
 
 
-def keep_the_better(model: nn.Module, train_set, config: TrainConfig) -> LineChoice | None:
-    """After training: set `model` to the least-squares line on `train_set` (a `TabularDataset`)
-    unless its trained weights lower the train sum of squared errors by more than AKAIKE_COST
-    times sigma^2 per parameter of its activation; return what was decided. None, and the
-    model untouched, when it cannot be a line or the loss is not `mse` (the criterion is
-    Gaussian's; least squares is not the fit an l1 or huber loss asks for).
+def keep_the_better(model: nn.Module, train_set: TabularDataset, config: TrainConfig) -> LineChoice | None:
+    """After training: set `model` to the least-squares line on `train_set` unless its trained
+    weights lower the train sum of squared errors by more than AKAIKE_COST times sigma^2 per
+    parameter of its activation; return what was decided. None, and the model untouched, when
+    it cannot be a line or the loss is not `mse` (the criterion is Gaussian's; least squares is
+    not the fit an l1 or huber loss asks for).
     """
     if config.loss != "mse" or not can_be_a_line(model):
         return None
