@@ -171,6 +171,9 @@ def _train(config: Config, device: torch.device) -> dict[str, float]:
                 "features": train_set.features,
                 "target": train_set.target,
                 "preprocessing": preprocessor.to_dict(),  # train_loss and val_loss are on its target scale
+                # Runs find their model by its content hash (lineage.py), and the least-squares
+                # line is the same weights whatever the lr: the params tell such models apart.
+                "params": shaping_params,
             },
         )
         write_json(TRAIN_METRICS, final)
