@@ -10,7 +10,7 @@ import yaml
 from mlflow import MlflowClient
 
 from helpers import isolate_env
-from torchtrack.baseline import WORSE_TAG, least_squares_warning
+from torchtrack.baseline import SAME_FIT, WORSE_TAG, least_squares_warning
 from torchtrack.cli import main
 from torchtrack.lineage import find_model_run
 
@@ -18,6 +18,11 @@ from torchtrack.lineage import find_model_run
 def test_no_warning_when_the_model_is_as_good_or_better():
     assert least_squares_warning(0.09, 0.16) is None
     assert least_squares_warning(0.16, 0.16) is None
+
+
+def test_a_model_within_float32_resolution_of_least_squares_is_the_same_fit():
+    assert least_squares_warning(0.16 * (1 + SAME_FIT / 2), 0.16) is None
+    assert least_squares_warning(0.16 * (1 + 10 * SAME_FIT), 0.16) is not None
 
 
 def test_the_warning_says_by_how_much_and_what_to_try():
@@ -56,7 +61,8 @@ def evaluated_project(root, capsys, train: dict) -> tuple[dict, str, dict]:
 
 @pytest.mark.slow
 def test_evaluate_warns_and_tags_the_run_when_the_model_is_worse(tmp_path, capsys):
-    metrics, stderr, tags = evaluated_project(tmp_path, capsys, {"max_steps": 1})  # one step: no fit
+    # One step and no least-squares fallback: no fit.
+    metrics, stderr, tags = evaluated_project(tmp_path, capsys, {"max_steps": 1, "least_squares_line": False})
     assert metrics["test_mse"] > metrics["test_mse_least_squares"]
     (line,) = [line for line in stderr.splitlines() if "least-squares" in line]
     assert line.startswith("torchtrack evaluate: warning: the model's test MSE")

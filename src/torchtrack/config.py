@@ -112,6 +112,7 @@ class TrainConfig:
     num_threads: Int = Field(default=1, ge=0)  # CPU threads; 0 = one per core
     processes: Int = Field(default=1, ge=1)  # ranks under torchrun (DDP); docs/scaling.md
     resume: Bool = False  # continue an interrupted run from its last epoch checkpoint
+    least_squares_line: Bool = True  # the line unless the curve pays for itself (least_squares_line.py)
 
 
 @dataclass(frozen=True, config=SECTION)

@@ -47,14 +47,21 @@ def least_squares_test_mse(
     chunk_rows: int = BLOCK_ROWS,
 ) -> float:
     """Test MSE of the exact least-squares linear fit (with intercept) on the train rows: the
-    best any linear model can do, the same optimum as scikit-learn's LinearRegression.
+    best any linear model can do, the same optimum as scikit-learn's LinearRegression."""
+    coef = least_squares_fit(X_train, y_train, chunk_rows)
+    residual = portable.matvec(_with_intercept(X_test), coef) - np.asarray(y_test, np.float64).reshape(-1)
+    return portable.mean(residual * residual)
+
+
+def least_squares_fit(X_train: np.ndarray, y_train: np.ndarray, chunk_rows: int = BLOCK_ROWS) -> list[float]:
+    """The exact least-squares linear fit of `y_train` on `X_train` (N, F): F weights, then the intercept.
 
     Solved from the normal equations, accumulated a chunk of rows at a time, so memory grows
     with the number of features squared, not with the rows. Every sum is `portable`'s and the
     solve is plain Python: the same bits on every CPU, where `@` and lstsq run BLAS and LAPACK
     kernels that the CPU chooses.
     """
-    X_train, X_test = np.asarray(X_train, np.float64), np.asarray(X_test, np.float64)
+    X_train = np.asarray(X_train, np.float64)
     y_train = np.asarray(y_train, np.float64).reshape(-1)
     size = X_train.shape[1] + 1
     gram = [[0.0] * size for _ in range(size)]
@@ -69,9 +76,7 @@ def least_squares_test_mse(
     for i in range(size):
         for j in range(i):
             gram[i][j] = gram[j][i]
-    coef = _solve_normal_equations(gram, moment)
-    residual = portable.matvec(_with_intercept(X_test), coef) - np.asarray(y_test, np.float64).reshape(-1)
-    return portable.mean(residual * residual)
+    return _solve_normal_equations(gram, moment)
 
 
 def _solve_normal_equations(gram: list[list[float]], moment: list[float]) -> list[float]:

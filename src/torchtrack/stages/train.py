@@ -24,6 +24,7 @@ from torchtrack.config import Config
 from torchtrack.data import read_split
 from torchtrack.figures import loss_figure, save_figure
 from torchtrack.files import read_json, write_atomic, write_json
+from torchtrack.least_squares_line import keep_the_better
 from torchtrack.lineage import (
     MODEL_TAG,
     MODEL_URI_TAG,
@@ -47,6 +48,7 @@ from torchtrack.paths import (
 from torchtrack.preprocessing import Preprocessor
 from torchtrack.progress import TrainingProgress
 from torchtrack.recipe import output_tags, recipe_tags
+from torchtrack.tables import note
 from torchtrack.tabular import TabularDataset
 from torchtrack.tracking import Tracker
 from torchtrack.training import (
@@ -68,10 +70,10 @@ TRAINING_CODE = [Path(__file__)] + [
     for name in (
         "torchtrack", "torchtrack.activations", "torchtrack.budget", "torchtrack.checkpoints",
         "torchtrack.choices", "torchtrack.config", "torchtrack.cpu_kernels", "torchtrack.data",
-        "torchtrack.distributed", "torchtrack.figures", "torchtrack.files", "torchtrack.loader",
-        "torchtrack.losses", "torchtrack.models", "torchtrack.portable", "torchtrack.preprocessing",
-        "torchtrack.synthetic", "torchtrack.tabular", "torchtrack.tables", "torchtrack.training",
-        "torchtrack.trial",
+        "torchtrack.distributed", "torchtrack.evaluation", "torchtrack.figures", "torchtrack.files",
+        "torchtrack.least_squares_line", "torchtrack.loader", "torchtrack.losses", "torchtrack.models",
+        "torchtrack.portable", "torchtrack.preprocessing", "torchtrack.synthetic", "torchtrack.tabular",
+        "torchtrack.tables", "torchtrack.training", "torchtrack.trial",
     )
 ]  # fmt: skip
 
@@ -145,14 +147,13 @@ def _train(config: Config, device: torch.device) -> dict[str, float]:
         tracker.log_metrics(distributed.throughput(trained_rows, started, device), len(history))
         for result in history[: checkpoint.resumed_epochs]:  # so a resumed run's curves are whole
             tracker.log_metrics(epoch_metrics(result), result.epoch)
-        kept = final_epoch(history, config.train)  # the epoch whose weights the model holds
-        final = {
-            "train_loss": kept.train_loss,
-            "val_loss": kept.val_loss,
-            "epochs": len(history),
-            "batch_size": budget.batch_size,
-            **learned_activation_values(model),
-        }
+        kept = final_epoch(history, config.train)  # the epoch whose weights training left
+        final = {"train_loss": kept.train_loss, "val_loss": kept.val_loss}
+        line = keep_the_better(model, train_set, config.train) if config.train.least_squares_line else None
+        if line is not None:
+            note(line.describe())
+            final |= line.metrics()
+        final |= {"epochs": len(history), "batch_size": budget.batch_size, **learned_activation_values(model)}
         tracker.log_summary(final, step=len(history))
         tracker.log_hyperparams(config.flat(*PARAM_SECTIONS), final)
 
@@ -170,6 +171,9 @@ def _train(config: Config, device: torch.device) -> dict[str, float]:
                 "features": train_set.features,
                 "target": train_set.target,
                 "preprocessing": preprocessor.to_dict(),  # train_loss and val_loss are on its target scale
+                # Runs find their model by its content hash (lineage.py), and the least-squares
+                # line is the same weights whatever the lr: the params tell such models apart.
+                "params": shaping_params,
             },
         )
         write_json(TRAIN_METRICS, final)
