@@ -58,6 +58,11 @@ def test_csv_source_with_path_is_accepted():
             id="unknown-activation",
         ),
         pytest.param(
+            {"tracking": {"promote": "best"}},
+            ["tracking.promote must be one of best_test_mse, null; got 'best'"],
+            id="unknown-optional-choice",
+        ),
+        pytest.param(
             {"train": {"optimizer": "rmsprop"}},
             ["train.optimizer", "sgd", "adam", "'rmsprop'"],
             id="unknown-optimizer",

@@ -10,7 +10,7 @@ typing only, so that reading params.yaml imports no torch.
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Literal, get_args, get_origin
 
 Source = Literal["synthetic", "csv", "diabetes"]  # data.source: where the rows come from
 Family = Literal[  # data.family, a synthetic target rule: y = f(z) + noise with z = X @ weights + bias
@@ -50,8 +50,11 @@ PromoteRule = Literal["best_test_mse"]  # tracking.promote: which version gets t
 
 
 def names(choice: object) -> tuple[str, ...]:
-    """The allowed values of a choice type, in order: `names(Loss) == ("mse", "l1", "huber")`."""
-    return get_args(choice)
+    """The allowed values of a choice type, in order: `names(Loss) == ("mse", "l1", "huber")`;
+    an optional one (`PromoteRule | None`) ends with "null", as params.yaml writes None."""
+    if get_origin(choice) is Literal:
+        return get_args(choice)
+    return tuple(n for arg in get_args(choice) for n in (("null",) if arg is type(None) else names(arg)))
 
 
 def unknown(what: str, value: object, choice: object) -> ValueError:
