@@ -41,8 +41,9 @@ SERVED_MODEL_CODE = Path(__file__).with_name("served_model.py")  # the logged mo
 CHECKPOINT_ARTIFACT = "checkpoint"  # the logged model's artifact holding models/model.pt
 # Seconds between MLflow's system-metrics samples (CPU, memory, GPU where present): one psutil
 # read and one small write each, off the training thread (in the store daemon, where there is one).
+# MLflow's own default, 10 s, is longer than the default train stage runs: its run got none.
 # MLflow's MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL overrides it.
-SYSTEM_METRICS_EVERY_S = 10
+SYSTEM_METRICS_EVERY_S = 1
 
 
 @contextmanager
