@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import mlflow
 import mlflow.data
 import numpy as np
 import pandas as pd
 import pytest
+from mlflow.exceptions import MlflowException
 
 from torchtrack.datasets import schema_rows, split_inputs
+from torchtrack.run_store import RunStore
 
 
 def frame_with_gaps() -> pd.DataFrame:
@@ -49,3 +52,40 @@ def test_schema_rows_are_the_first_and_each_columns_first_gap():
     assert schema_rows(frame).index.tolist() == [0, 250, 400, 499]
     schema = mlflow.data.from_pandas(frame).schema
     assert [c.required for c in schema.inputs] == [True, False, False, False, True, True]  # gaps do matter
+
+
+class RacedClient(mlflow.MlflowClient):
+    """A real client whose first log_inputs is refused as a concurrent stage's duplicate insert
+    would be (that race cannot be timed in a test), here with PostgreSQL's words via a server."""
+
+    def __init__(self, uri: str, refusal: str):
+        super().__init__(uri)
+        self.refusal, self.calls = refusal, 0
+
+    def log_inputs(self, run_id, datasets=None, models=None):  # noqa: ANN001
+        self.calls += 1
+        if self.calls == 1:
+            raise MlflowException(self.refusal)
+        super().log_inputs(run_id, datasets=datasets, models=models)
+
+
+DUPLICATE = (
+    "BAD_REQUEST: (psycopg.errors.UniqueViolation) "
+    'duplicate key value violates unique constraint "dataset_pk"'
+)
+
+
+def test_splits_refused_as_a_concurrent_duplicate_are_logged_on_a_second_try(tmp_path):
+    client = RacedClient(f"sqlite:///{tmp_path / 'mlflow.db'}", DUPLICATE)
+    run_id = client.create_run(client.create_experiment("e")).info.run_id
+    RunStore(client).log_inputs(run_id, {"train": frame_with_gaps()}, str(tmp_path), "abc.dir", "y")
+    assert client.calls == 2
+    assert [d.dataset.name for d in client.get_run(run_id).inputs.dataset_inputs] == ["prepared-train"]
+
+
+def test_any_other_refusal_of_the_splits_is_raised(tmp_path):
+    client = RacedClient(f"sqlite:///{tmp_path / 'mlflow.db'}", "BAD_REQUEST: run is not active")
+    run_id = client.create_run(client.create_experiment("e")).info.run_id
+    with pytest.raises(MlflowException, match="run is not active"):
+        RunStore(client).log_inputs(run_id, {"train": frame_with_gaps()}, str(tmp_path), "abc.dir", "y")
+    assert client.calls == 1

@@ -20,6 +20,12 @@ if TYPE_CHECKING:
 # (key, value, timestamp in ms, step) per metric; (key, value) per param or tag.
 MetricRow = tuple[str, float, int, int]
 Pair = tuple[str, str]
+# How a refused duplicate insert reads: PostgreSQL (through a server), SQLite, MySQL.
+DUPLICATE_KEY = (
+    "duplicate key value violates unique constraint",
+    "UNIQUE constraint failed",
+    "Duplicate entry",
+)
 # The logged model's pip requirements, at this environment's versions.
 REQUIREMENTS = ("torch", "mlflow", "pandas")
 
@@ -82,10 +88,25 @@ class RunStore:
     def log_inputs(
         self, run_id: str, splits: dict[str, Any], prepared_dir: str, md5: str, target: str
     ) -> None:
-        """The splits (DataFrames) as MLflow datasets of the run (datasets.split_inputs)."""
+        """The splits (DataFrames) as MLflow datasets of the run (datasets.split_inputs).
+
+        MLflow stores a dataset once per experiment: it looks the (name, digest) up, then inserts
+        it when absent, in two steps. Two stages logging the same splits at once (queued
+        experiments that differ in train params only) can both miss it, and the second insert
+        is refused as a duplicate key, its whole call rolled back. The second try then finds
+        the dataset and links the run to it.
+        """
+        from mlflow.exceptions import MlflowException
+
         from torchtrack.datasets import split_inputs
 
-        self.client.log_inputs(run_id, datasets=split_inputs(splits, Path(prepared_dir), md5, target))
+        datasets = split_inputs(splits, Path(prepared_dir), md5, target)
+        try:
+            self.client.log_inputs(run_id, datasets=datasets)
+        except MlflowException as exc:
+            if not any(marker in str(exc) for marker in DUPLICATE_KEY):
+                raise
+            self.client.log_inputs(run_id, datasets=datasets)
 
     def prepare_run_id(self, prepared_md5: str) -> str | None:
         """The id of the newest prepare run that made splits with this hash (lineage.find_prepare_run)."""
