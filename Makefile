@@ -56,9 +56,10 @@ bench: setup  # benchmarks the committed HEAD: writes benchmarks/results.json, t
 	python benchmarks/bench.py
 	python scripts/docs_tables.py performance
 
-lint: setup
+lint: setup  # ruff, and the package's layers (pyproject.toml's [tool.importlinter])
 	ruff check .
 	ruff format --check .
+	lint-imports
 
 format: setup
 	ruff check --fix .

@@ -45,8 +45,8 @@ from torchtrack.cpu_kernels import NATIVE_ENV, PINNED
 from torchtrack.data import Scaler, make_synthetic
 from torchtrack.models import build_model
 from torchtrack.profiling import PROFILE_ENV
-from torchtrack.store_daemon import stop_daemons
 from torchtrack.tabular import TabularDataset
+from torchtrack.tracking.client import stop_daemons
 from torchtrack.training import STEP_LOSS, fit, make_optimizer, seed_everything, set_threads
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -126,7 +126,7 @@ def tracked_loop(
 ) -> tuple[float, int]:
     """Seconds for the project's `fit` logging to a real Tracker as the train stage does, and the
     number of step metrics that reached MLflow."""
-    from torchtrack.tracking import Tracker
+    from torchtrack.tracking.tracker import Tracker
 
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{folder / 'mlflow.db'}"
     tracking = TrackingConfig(tensorboard_dir=str(folder / "runs"))  # default intervals
@@ -201,7 +201,7 @@ def tracking_overhead(folder: Path, rounds: int, device: torch.device) -> list[d
 def system_metrics_cost(folder: Path, rounds: int, device: torch.device) -> dict:
     """Target 7: the tracked fit with system metrics on is as fast as with them off, within the
     spread of two runs with them off; sampled every 0.5 s (the default is every 10 s)."""
-    from torchtrack.tracking import SYSTEM_METRICS_EVERY_S
+    from torchtrack.tracking.tracker import SYSTEM_METRICS_EVERY_S
 
     set_threads(Config().train.num_threads)
     train, val = dataset(100_000, 8), dataset(15_000, 8, seed=1)
@@ -461,7 +461,7 @@ def daemon_cpu(repo: Path) -> float:
     total = 0.0
     for process in psutil.process_iter(["cmdline", "cpu_times"]):
         cmdline = process.info["cmdline"] or []
-        if "torchtrack.store_daemon" in cmdline and store in cmdline and process.info["cpu_times"]:
+        if "torchtrack.tracking.backend.daemon" in cmdline and store in cmdline and process.info["cpu_times"]:
             total += process.info["cpu_times"].user + process.info["cpu_times"].system
     return total
 

@@ -6,7 +6,7 @@ import pytest
 
 from helpers import isolate_env
 from torchtrack.config import TrackingConfig
-from torchtrack.store_daemon import stop_daemons
+from torchtrack.tracking.client import stop_daemons
 
 
 @pytest.fixture(autouse=True, scope="module")

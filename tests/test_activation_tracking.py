@@ -9,9 +9,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from helpers import isolate_env
 from torchtrack.config import Config, DataConfig, ModelConfig, TrainConfig
-from torchtrack.lineage import find_model_run
 from torchtrack.paths import MODEL_FILE
 from torchtrack.stages import evaluate, prepare, train
+from torchtrack.tracking.backend.lineage import find_model_run
 
 EPOCHS = 3
 

@@ -12,7 +12,7 @@ from mlflow import MlflowClient
 from helpers import isolate_env
 from torchtrack.baseline import SAME_FIT, WORSE_TAG, least_squares_warning
 from torchtrack.cli import main
-from torchtrack.lineage import find_model_run
+from torchtrack.tracking.backend.lineage import find_model_run
 
 
 def test_no_warning_when_the_model_is_as_good_or_better():

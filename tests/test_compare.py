@@ -11,7 +11,7 @@ from torchtrack.cli import main
 from torchtrack.compare import comparison_report, find_model_runs, higher_is_better, rank_runs, runs_table
 from torchtrack.config import TrackingConfig
 from torchtrack.errors import InputError
-from torchtrack.tracking import Tracker
+from torchtrack.tracking.tracker import Tracker
 
 EXPERIMENT = "compare-test"
 BASE_PARAMS = {"model.activation": "tanh_plus_x", "train.optimizer": "adam", "train.lr": 0.01,
@@ -125,7 +125,7 @@ def test_cli_unknown_experiment_exits_2(store, monkeypatch, capsys):
 @pytest.fixture(scope="module")
 def mixed_store(tmp_path_factory) -> str:
     """Model runs on two datasets (DVC hashes of data/prepared), one of them FAILED."""
-    from torchtrack.lineage import PREPARED_TAG
+    from torchtrack.tracking.hashes import PREPARED_TAG
 
     root = tmp_path_factory.mktemp("mixed")
     config = TrackingConfig(experiment=EXPERIMENT)

@@ -24,7 +24,7 @@ def test_processes_opening_one_new_store_at_once_all_succeed(tmp_path):
         import time
         from pathlib import Path
         import mlflow.store.tracking.sqlalchemy_store
-        from torchtrack.store import open_store
+        from torchtrack.tracking.backend.store import open_store
         print("ready", flush=True)
         while not Path({str(go)!r}).exists():
             time.sleep(0.005)

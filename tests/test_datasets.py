@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from mlflow.exceptions import MlflowException
 
-from torchtrack.datasets import schema_rows, split_inputs
-from torchtrack.run_store import RunStore
+from torchtrack.tracking.backend.datasets import schema_rows, split_inputs
+from torchtrack.tracking.backend.run_store import RunStore
 
 
 def frame_with_gaps() -> pd.DataFrame:

@@ -18,7 +18,7 @@ import pytest
 
 from pipeline_copy import BIN, copy_repo, pipeline_env, store, update_params
 from torchtrack.baseline import WORSE_TAG
-from torchtrack.lineage import find_model_run
+from torchtrack.tracking.backend.lineage import find_model_run
 
 pytestmark = pytest.mark.slow
 

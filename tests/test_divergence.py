@@ -17,8 +17,8 @@ from torchtrack.config import TrainConfig
 from torchtrack.data import Scaler, make_synthetic
 from torchtrack.loader import make_loader
 from torchtrack.models import RegressionModel
-from torchtrack.store import tracking_uri
 from torchtrack.tabular import TabularDataset
+from torchtrack.tracking.location import tracking_uri
 from torchtrack.training import (
     NonFiniteLossError,
     make_optimizer,

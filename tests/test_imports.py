@@ -66,13 +66,13 @@ def test_prepare_loads_neither_torch_nor_mlflow():
 def test_the_tensorboard_writer_loads_no_remote_file_layer_and_leaves_it_importable():
     """TensorBoard's file layer imports boto3 and fsspec for remote log folders (a fifth of a second
     per stage); a stage writes to a local folder, and its MLflow store may still need boto3 after."""
-    from torchtrack.event_writer import REMOTE_FILE_MODULES
+    from torchtrack.tracking.event_writer import REMOTE_FILE_MODULES
 
     remote = set(REMOTE_FILE_MODULES)
-    probe = f"import sys, torchtrack.event_writer; print(sorted({remote!r} & set(sys.modules)))"
+    probe = f"import sys, torchtrack.tracking.event_writer; print(sorted({remote!r} & set(sys.modules)))"
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert loaded.split() == ["[]"]
-    importable = "import torchtrack.event_writer, boto3, fsspec"
+    importable = "import torchtrack.tracking.event_writer, boto3, fsspec"
     assert subprocess.run([sys.executable, "-c", importable], capture_output=True).returncode == 0
 
 

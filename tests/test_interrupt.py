@@ -30,8 +30,8 @@ from pipeline_copy import (
     update_params,
 )
 from torchtrack.config import TrackingConfig
-from torchtrack.store import tracking_uri
-from torchtrack.tracking import Tracker
+from torchtrack.tracking.location import tracking_uri
+from torchtrack.tracking.tracker import Tracker
 
 FLUSH_EVERY_SECONDS = 1
 # A few seconds per epoch on a small CPU (well past FLUSH_EVERY_SECONDS), so a signal sent after
@@ -62,7 +62,7 @@ def test_a_tracker_marks_runs_left_running_by_a_killed_process_killed(workdir, t
         f"""
         import os, signal
         from torchtrack.config import TrackingConfig
-        from torchtrack.tracking import Tracker
+        from torchtrack.tracking.tracker import Tracker
         tracker = Tracker(TrackingConfig(experiment={tracking_config.experiment!r}), "train",
                           params={{}}, model_run="new")
         print(tracker.model_run_id, tracker.run_id, flush=True)

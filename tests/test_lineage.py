@@ -14,7 +14,8 @@ from mlflow import MlflowClient
 
 from pipeline_copy import BIN
 from torchtrack.errors import RunNotFoundError
-from torchtrack.lineage import MODEL_TAG, RELOG, directory_md5, file_md5, find_model_run
+from torchtrack.tracking.backend.lineage import find_model_run
+from torchtrack.tracking.hashes import MODEL_TAG, RELOG, directory_md5, file_md5
 
 pytest_plugins = ["trained_project"]
 

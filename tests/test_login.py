@@ -10,8 +10,8 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 
 from torchtrack.errors import TrackingLoginError, TrackingStoreError
-from torchtrack.login import check_login
-from torchtrack.store import check_reachable
+from torchtrack.tracking.backend.login import check_login
+from torchtrack.tracking.backend.store import check_reachable
 
 PASSWORD = "correct-horse-battery"
 

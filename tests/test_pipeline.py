@@ -15,7 +15,7 @@ from helpers import read_scalars
 from pipeline_copy import copy_repo, dvc, pipeline_env, stages_run, update_params
 from torchtrack.baseline import WORSE_TAG
 from torchtrack.config import Config
-from torchtrack.lineage import find_model_run
+from torchtrack.tracking.backend.lineage import find_model_run
 
 pytestmark = pytest.mark.slow
 

@@ -4,7 +4,7 @@ import dataclasses
 import subprocess
 import sys
 
-from torchtrack.processes import ProcessIdentity
+from torchtrack.tracking.processes import ProcessIdentity
 
 
 def test_this_process_is_not_gone_and_round_trips_through_tags():

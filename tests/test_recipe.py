@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from pipeline_copy import BIN, GIT_IDENTITY
-from torchtrack.lineage import directory_md5
-from torchtrack.recipe import (
+from torchtrack.tracking.hashes import directory_md5
+from torchtrack.tracking.recipe import (
     CODE_TAG,
     COMMIT_TAG,
     DIRTY_TAG,

@@ -10,12 +10,12 @@ import torch
 from mlflow import MlflowClient
 
 from helpers import save_model
-from torchtrack import registry
 from torchtrack.cli import main
 from torchtrack.config import TrackingConfig
 from torchtrack.errors import InputError
 from torchtrack.models import RegressionModel
-from torchtrack.tracking import Tracker
+from torchtrack.tracking.backend import registry
+from torchtrack.tracking.tracker import Tracker
 
 NAME = "registry-test"  # tracking.experiment, and so the registered model's name
 FEATURES = ["x0", "x1", "x2"]

@@ -16,7 +16,7 @@ from mlflow.entities import Run
 
 from pipeline_copy import copy_repo, dvc, pipeline_env, store, update_params
 from torchtrack.cli import main
-from torchtrack.recipe import COMMIT_TAG, DIRTY_TAG, EXP_BASELINE_TAG, EXP_NAME_TAG, NOTE_TAG
+from torchtrack.tracking.recipe import COMMIT_TAG, DIRTY_TAG, EXP_BASELINE_TAG, EXP_NAME_TAG, NOTE_TAG
 
 pytestmark = pytest.mark.slow
 

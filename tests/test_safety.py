@@ -11,7 +11,7 @@ import yaml
 from mlflow import MlflowClient
 
 from torchtrack.cli import build_parser, main
-from torchtrack.store import tracking_uri
+from torchtrack.tracking.location import tracking_uri
 
 SOURCE = Path(__file__).resolve().parents[1] / "src" / "torchtrack"
 CREDENTIALS = {

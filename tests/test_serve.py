@@ -23,10 +23,10 @@ from helpers import isolated_env
 from pipeline_copy import pipeline_env
 from torchtrack.cli import main
 from torchtrack.errors import DataError
-from torchtrack.lineage import logged_model_uri
 from torchtrack.predict import PREDICTION_COLUMN, Predictor
 from torchtrack.serve import serve_command
 from torchtrack.tables import read_csv
+from torchtrack.tracking.backend.lineage import logged_model_uri
 
 pytest_plugins = ["trained_project", "table_projects"]
 

@@ -17,14 +17,15 @@ import yaml
 from mlflow import MlflowClient
 
 from helpers import isolated_env
-from torchtrack import store_daemon
 from torchtrack.errors import TrackingStoreError
-from torchtrack.lineage import MODEL_URI_TAG, find_model_run
 from torchtrack.predict import Predictor
-from torchtrack.store import tracking_uri
-from torchtrack.store_daemon import DAEMON_ENV, DaemonClient, open_run_store
 from torchtrack.synthetic import make_synthetic
-from torchtrack.tracking import fluent_tracking_uri
+from torchtrack.tracking import client as store_daemon
+from torchtrack.tracking.backend.lineage import find_model_run
+from torchtrack.tracking.backend.model_logging import fluent_tracking_uri
+from torchtrack.tracking.client import DAEMON_ENV, DaemonClient, open_run_store
+from torchtrack.tracking.hashes import MODEL_URI_TAG
+from torchtrack.tracking.location import tracking_uri
 from trained_project import TINY_PARAMS
 
 
@@ -33,7 +34,7 @@ def test_a_stage_on_the_local_store_logs_through_the_daemon_without_importing_ml
         """
         import sys
         from torchtrack.config import TrackingConfig
-        from torchtrack.tracking import Tracker
+        from torchtrack.tracking.tracker import Tracker
 
         with Tracker(TrackingConfig(experiment="probe"), "prepare", params={"seed": 1}) as tracker:
             tracker.log_metrics({"rows": 10.0})

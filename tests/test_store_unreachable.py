@@ -15,7 +15,7 @@ import yaml
 
 from helpers import isolated_env
 from torchtrack.errors import TrackingStoreError
-from torchtrack.store import check_reachable
+from torchtrack.tracking.backend.store import check_reachable
 
 
 def closed_port() -> int:

@@ -13,9 +13,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from helpers import read_scalars, save_model
 from torchtrack.models import RegressionModel
-from torchtrack.store import repo_root, tracking_uri
-from torchtrack.store_daemon import DAEMON_ENV
-from torchtrack.tracking import Tracker, fluent_tracking_uri
+from torchtrack.tracking.backend.model_logging import fluent_tracking_uri
+from torchtrack.tracking.client import DAEMON_ENV
+from torchtrack.tracking.location import repo_root, tracking_uri
+from torchtrack.tracking.tracker import Tracker
 
 
 def client() -> MlflowClient:
@@ -153,7 +154,7 @@ def test_logged_model_loads_with_pyfunc_and_predicts_like_the_module(
 
 
 def test_environment_sets_variables_for_its_duration_only(monkeypatch):
-    from torchtrack.tracking import environment
+    from torchtrack.tracking.backend.model_logging import environment
 
     monkeypatch.setenv("TORCHTRACK_A", "before")
     monkeypatch.delenv("TORCHTRACK_B", raising=False)

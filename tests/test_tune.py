@@ -21,8 +21,17 @@ from pipeline_copy import LIMIT_S, copy_repo, dvc, pipeline_env, store, update_p
 from torchtrack.cli import main
 from torchtrack.config import Config
 from torchtrack.errors import ConfigError
-from torchtrack.trial import PRUNED_ATTR, STUDY_TAG, TRIAL_TAG, StudyTrial, TrialPruned
-from torchtrack.tune import GRACE_S, STATE_TAG, load_space, make_pruner, open_storage
+from torchtrack.trial import (
+    GRACE_S,
+    PRUNED_ATTR,
+    STUDY_TAG,
+    TRIAL_TAG,
+    StudyTrial,
+    TrialPruned,
+    make_pruner,
+    open_storage,
+)
+from torchtrack.tune import STATE_TAG, load_space
 
 # -- the search space ----------------------------------------------------------------------
 

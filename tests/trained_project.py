@@ -17,7 +17,7 @@ import yaml
 
 from helpers import isolate_env
 from torchtrack.cli import main
-from torchtrack.lineage import find_model_run
+from torchtrack.tracking.backend.lineage import find_model_run
 
 if TYPE_CHECKING:
     from mlflow.entities import Run

@@ -90,9 +90,9 @@ def run_compare(args: argparse.Namespace) -> int:
 
 def run_promote(args: argparse.Namespace) -> int:
     """Move the alias champion onto the best registered version; say which it replaced."""
-    from torchtrack import registry
     from torchtrack.config import load_config
-    from torchtrack.store import connect
+    from torchtrack.tracking.backend import registry
+    from torchtrack.tracking.backend.store import connect
 
     name = load_config(args.params).tracking.experiment
     print(registry.promote(connect(), name, args.metric))
@@ -135,7 +135,7 @@ def run_server(args: argparse.Namespace) -> int:
 
 def run_push_runs(args: argparse.Namespace) -> int:
     """Copy the local store's runs to the tracking server."""
-    from torchtrack.push_runs import push_runs
+    from torchtrack.tracking.backend.push_runs import push_runs
 
     print(push_runs(args.source, args.target, args.experiment).summary(), file=sys.stderr)
     return 0

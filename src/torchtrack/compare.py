@@ -15,7 +15,8 @@ from typing import Any
 import pandas as pd
 
 from torchtrack.errors import InputError
-from torchtrack.lineage import PREPARED_TAG, RELOG
+from torchtrack.tracking.backend.registry import higher_is_better
+from torchtrack.tracking.hashes import PREPARED_TAG, RELOG
 
 KEY_PARAMS = ("model.activation", "train.optimizer", "train.lr", "train.max_steps", "train.batch_size")
 KEY_METRICS = ("test_mse", "test_mae", "test_r2", "val_loss")
@@ -28,21 +29,17 @@ HASH_SHOWN = 12  # characters of a data hash in headings
 FIRST_RUNS = f"run dvc repro; `{RELOG}` if it has nothing to do"
 
 
-def higher_is_better(metric: str) -> bool:
-    """R^2 grows as a model improves; every loss and error metric shrinks."""
-    return metric.endswith("r2")
-
-
 def find_model_runs(
     experiment: str, tracking_uri: str | None = None, *, everything: bool = True, dataset: str | None = None
 ) -> list[Any]:
     """The model runs (mlflow.entities.Run) in `experiment`: all, or only FINISHED ones, and only
     those on data whose DVC hash starts with `dataset` if given; InputError if there is no such
     experiment."""
-    from torchtrack import store
+    from torchtrack.tracking.backend.store import connect
+    from torchtrack.tracking.location import tracking_uri as default_uri
 
-    uri = tracking_uri or store.tracking_uri()
-    client = store.connect(uri)
+    uri = tracking_uri or default_uri()
+    client = connect(uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
         names = sorted(e.name for e in client.search_experiments())

@@ -95,8 +95,12 @@ class LoggedPredictor:
         import mlflow.pyfunc
         from mlflow.exceptions import MlflowException
 
-        from torchtrack.store import tracking_uri
-        from torchtrack.tracking import PREDICTION_DEVICE, environment, fluent_tracking_uri
+        from torchtrack.tracking.backend.model_logging import (
+            PREDICTION_DEVICE,
+            environment,
+            fluent_tracking_uri,
+        )
+        from torchtrack.tracking.location import tracking_uri
 
         try:
             with fluent_tracking_uri(tracking_uri()), environment(PREDICTION_DEVICE):

@@ -25,8 +25,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from torchtrack.errors import InputError, PipelineError
-from torchtrack.lineage import MODEL_TAG, PREPARED_TAG, directory_md5, file_md5
-from torchtrack.recipe import (
+from torchtrack.tracking.backend.store import open_store
+from torchtrack.tracking.hashes import MODEL_TAG, PREPARED_TAG, directory_md5, file_md5
+from torchtrack.tracking.location import repo_root, tracking_uri
+from torchtrack.tracking.recipe import (
     CODE_TAG,
     COMMIT_TAG,
     DIRTY_TAG,
@@ -36,7 +38,6 @@ from torchtrack.recipe import (
     code_tree,
     platform_description,
 )
-from torchtrack.store import open_store, repo_root, tracking_uri
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

@@ -13,10 +13,10 @@ import os
 import sys
 from pathlib import Path
 
-from torchtrack.lineage import logged_model_uri
 from torchtrack.paths import MODEL_FILE
-from torchtrack.store import tracking_uri
-from torchtrack.tracking import PREDICTION_DEVICE
+from torchtrack.tracking.backend.lineage import logged_model_uri
+from torchtrack.tracking.backend.model_logging import PREDICTION_DEVICE
+from torchtrack.tracking.location import tracking_uri
 
 
 def serve_command(model_uri: str, host: str = "127.0.0.1", port: int = 5001) -> list[str]:

@@ -11,7 +11,7 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
-from torchtrack.tracking import CHECKPOINT_ARTIFACT
+from torchtrack.tracking.backend.model_logging import CHECKPOINT_ARTIFACT
 
 
 class RawRowsModel(mlflow.pyfunc.PythonModel):

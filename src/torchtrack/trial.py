@@ -19,6 +19,8 @@ TRIAL_ENV = "TORCHTRACK_TRIAL"  # JSON: storage, study, trial number and id, pru
 STUDY_TAG = "torchtrack.study"
 TRIAL_TAG = "torchtrack.trial"  # the trial's number in its study
 PRUNED_ATTR = "torchtrack.pruned_epoch"  # set on the Optuna trial when the stage stops it
+HEARTBEAT_S = 10  # a running trial's worker writes a heartbeat this often...
+GRACE_S = 60  # ...and a trial without one for this long is marked failed
 
 
 class TrialPruned(TrainingError):
@@ -55,8 +57,6 @@ class StudyTrial:
     def _trial(self) -> Any:
         import optuna
 
-        from torchtrack.tune import make_pruner, open_storage
-
         study = optuna.load_study(
             study_name=self.spec["study"],
             storage=open_storage(self.spec["storage"], heartbeat=False),
@@ -69,3 +69,26 @@ def from_environment() -> StudyTrial | None:
     """The trial named in TRIAL_ENV, or None when this run is not part of a study."""
     text = os.environ.get(TRIAL_ENV)
     return StudyTrial(json.loads(text)) if text else None
+
+
+def open_storage(url: str, heartbeat: bool = True) -> Any:
+    """Optuna's RDB storage at `url`; with `heartbeat`, running trials send heartbeats, and
+    one without a heartbeat for GRACE_S seconds is marked failed by the next trial to start."""
+    import optuna
+
+    from torchtrack.tracking.location import sqlite_creation_lock
+
+    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None  # wait out writers
+    beats = {"heartbeat_interval": HEARTBEAT_S, "grace_period": GRACE_S} if heartbeat else {}
+    with sqlite_creation_lock(url):  # two workers starting on a new study file: one creates the tables
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine, **beats)
+
+
+def make_pruner(settings: dict[str, int]) -> Any:
+    """Optuna's median pruner: after `startup_trials` finished trials and `warmup_epochs`
+    epochs, a trial whose val_loss is worse than the median of the others' at that epoch stops."""
+    import optuna
+
+    return optuna.pruners.MedianPruner(
+        n_startup_trials=settings["startup_trials"], n_warmup_steps=settings["warmup_epochs"]
+    )

@@ -32,16 +32,14 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from torchtrack.compare import higher_is_better
 from torchtrack.config import Config, config_from_dict, load_config, params_mapping, read_yaml
 from torchtrack.errors import ConfigError, InputError, TrainingError
 from torchtrack.signals import Terminated
-from torchtrack.trial import PRUNED_ATTR, STUDY_TAG, TRIAL_ENV, TRIAL_TAG
+from torchtrack.tracking.backend.registry import higher_is_better
+from torchtrack.trial import PRUNED_ATTR, STUDY_TAG, TRIAL_ENV, TRIAL_TAG, make_pruner, open_storage
 
 SPACE_FILE = Path("tune.yaml")
 STORAGE_FILE = "optuna.db"  # the default study storage, beside mlflow.db
-HEARTBEAT_S = 10  # a running trial's worker writes a heartbeat this often...
-GRACE_S = 60  # ...and a trial without one for this long is marked failed
 EXP_NAME_ATTR = "dvc.exp_name"  # the trial's DVC experiment, on the Optuna trial
 PARAMS_ATTR = "params"  # the values it set, as `-S` set them (Optuna keeps a list choice as text)
 STATE_TAG = "torchtrack.trial_state"  # COMPLETE, PRUNED or FAIL, on the trial's MLflow model run
@@ -148,29 +146,6 @@ def check_params(config: Config, values: dict[str, Any], where: str) -> None:
 def default_storage(root: Path) -> str:
     """The SQLite study storage at the repository root, beside mlflow.db."""
     return f"sqlite:///{root / STORAGE_FILE}"
-
-
-def open_storage(url: str, heartbeat: bool = True) -> Any:
-    """Optuna's RDB storage at `url`; with `heartbeat`, running trials send heartbeats, and
-    one without a heartbeat for GRACE_S seconds is marked failed by the next trial to start."""
-    import optuna
-
-    from torchtrack.store import sqlite_creation_lock
-
-    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None  # wait out writers
-    beats = {"heartbeat_interval": HEARTBEAT_S, "grace_period": GRACE_S} if heartbeat else {}
-    with sqlite_creation_lock(url):  # two workers starting on a new study file: one creates the tables
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine, **beats)
-
-
-def make_pruner(settings: dict[str, int]) -> Any:
-    """Optuna's median pruner: after `startup_trials` finished trials and `warmup_epochs`
-    epochs, a trial whose val_loss is worse than the median of the others' at that epoch stops."""
-    import optuna
-
-    return optuna.pruners.MedianPruner(
-        n_startup_trials=settings["startup_trials"], n_warmup_steps=settings["warmup_epochs"]
-    )
 
 
 class TrialFailed(TrainingError):
@@ -288,7 +263,7 @@ class Sweep:
     # -- MLflow ---------------------------------------------------------------------------
     @cached_property
     def client(self) -> Any:
-        from torchtrack.store import connect
+        from torchtrack.tracking.backend.store import connect
 
         return connect()
 
@@ -400,7 +375,7 @@ def tune(
     import optuna
     from optuna.trial import TrialState
 
-    from torchtrack.store import repo_root
+    from torchtrack.tracking.location import repo_root
 
     config = load_config(params)
     space = load_space(space_file, config)

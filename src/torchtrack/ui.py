@@ -17,7 +17,8 @@ from pathlib import Path
 
 from torchtrack.config import TrackingConfig
 from torchtrack.errors import PipelineError
-from torchtrack.store import connect, repo_root, tracking_uri
+from torchtrack.tracking.backend.store import connect
+from torchtrack.tracking.location import repo_root, tracking_uri
 
 RUNS_TABLE = "#/experiments/{id}/runs?workflowType=machine_learning"  # the UI's runs tab, model-training view
 

@@ -5,7 +5,7 @@ Run by `dvc repro` as `python -m torchtrack evaluate`. Metrics are in the target
 MLflow run, so its row in the MLflow UI holds train, val and test figures together; the
 least-squares fit's test MSE rides along as the linear reference, and a model worse than it
 gets a warning and a tag (baseline.py). The model run is the one tagged with models/model.pt's
-content hash (lineage.find_model_run).
+content hash (tracking/backend/lineage.find_model_run).
 """
 
 from __future__ import annotations
@@ -21,13 +21,14 @@ from torchtrack.data import read_split, read_truth
 from torchtrack.evaluation import least_squares_test_mse, predict, regression_metrics
 from torchtrack.figures import predictions_figure, save_figure
 from torchtrack.files import write_atomic, write_json
-from torchtrack.lineage import directory_md5, model_run_id
 from torchtrack.models import load_checkpoint
 from torchtrack.paths import EVALUATE_METRICS, MODEL_FILE, PREDICTIONS_CSV, PREDICTIONS_FIGURE, PREPARED_DIR
 from torchtrack.preprocessing import Preprocessor
-from torchtrack.recipe import output_tags
 from torchtrack.tabular import TabularDataset
-from torchtrack.tracking import Tracker
+from torchtrack.tracking.client import model_run_id
+from torchtrack.tracking.hashes import directory_md5
+from torchtrack.tracking.recipe import output_tags
+from torchtrack.tracking.tracker import Tracker
 
 PLOT_ROWS = 2000  # rows of predictions.csv: enough for a scatter, small enough for dvc plots
 

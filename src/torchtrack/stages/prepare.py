@@ -2,7 +2,7 @@
 columns encoded and scaled by a preprocessing fitted on train (torchtrack.preprocessing).
 
 Run by `dvc repro` as `python -m torchtrack prepare`. Its MLflow run is tagged with the
-splits' content hash (lineage.PREPARED_TAG), which is how train finds it.
+splits' content hash (tracking/hashes.PREPARED_TAG), which is how train finds it.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from torchtrack import portable
 from torchtrack.config import Config
 from torchtrack.data import load_source, split_indices, write_splits
 from torchtrack.files import write_json
-from torchtrack.lineage import PREPARED_TAG, directory_md5
 from torchtrack.paths import COLUMNS_FILE, PREPARE_METRICS, PREPARED_DIR, PREPROCESSING_FILE
 from torchtrack.preprocessing import ROLES, Preprocessor, drop_missing_target
 from torchtrack.tables import note
-from torchtrack.tracking import Tracker
+from torchtrack.tracking.hashes import PREPARED_TAG, directory_md5
+from torchtrack.tracking.tracker import Tracker
 
 
 def run(config: Config) -> dict[str, float]:

@@ -2,7 +2,7 @@
 
 Run by `dvc repro` as `python -m torchtrack train`. Opens the MLflow model run that
 evaluate later adds its test metrics to, tagged with the content hashes of the splits it
-read and the model it wrote (see lineage.py). Saves the training state after every epoch;
+read and the model it wrote (see tracking/hashes.py). Saves the training state after every epoch;
 with `train.resume` a rerun after an interruption continues from it.
 """
 
@@ -25,15 +25,6 @@ from torchtrack.data import read_split
 from torchtrack.figures import loss_figure, save_figure
 from torchtrack.files import read_json, write_atomic, write_json
 from torchtrack.least_squares_line import keep_the_better
-from torchtrack.lineage import (
-    MODEL_TAG,
-    MODEL_URI_TAG,
-    PREPARE_RUN_TAG,
-    PREPARED_TAG,
-    directory_md5,
-    file_md5,
-    prepare_run_id,
-)
 from torchtrack.models import build_model, save_checkpoint
 from torchtrack.paths import (
     CHECKPOINT_FILE,
@@ -47,10 +38,19 @@ from torchtrack.paths import (
 )
 from torchtrack.preprocessing import Preprocessor
 from torchtrack.progress import TrainingProgress
-from torchtrack.recipe import output_tags, recipe_tags
 from torchtrack.tables import note
 from torchtrack.tabular import TabularDataset
-from torchtrack.tracking import Tracker
+from torchtrack.tracking.client import prepare_run_id
+from torchtrack.tracking.hashes import (
+    MODEL_TAG,
+    MODEL_URI_TAG,
+    PREPARE_RUN_TAG,
+    PREPARED_TAG,
+    directory_md5,
+    file_md5,
+)
+from torchtrack.tracking.recipe import output_tags, recipe_tags
+from torchtrack.tracking.tracker import Tracker
 from torchtrack.training import (
     epoch_metrics,
     final_epoch,
@@ -171,7 +171,7 @@ def _train(config: Config, device: torch.device) -> dict[str, float]:
                 "features": train_set.features,
                 "target": train_set.target,
                 "preprocessing": preprocessor.to_dict(),  # train_loss and val_loss are on its target scale
-                # Runs find their model by its content hash (lineage.py), and the least-squares
+                # Runs find their model by its content hash (tracking/hashes.py), and the least-squares
                 # line is the same weights whatever the lr: the params tell such models apart.
                 "params": shaping_params,
             },

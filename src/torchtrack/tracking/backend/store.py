@@ -1,53 +1,25 @@
-"""The MLflow tracking store: where it is, opening and probing it, and keeping it tidy.
+"""The MLflow tracking store: opening and probing it, and keeping it tidy.
 
 `connect()` is how every command reaches the store: MLFLOW_TRACKING_URI if set, else the
-SQLite file at the repository root. `Tracker` (tracking.py) only logs through the client
-this returns; finding runs, the git commit and the cleanup of runs left RUNNING by dead
-processes live here.
+SQLite file at the repository root (location.py). The cleanup of runs left RUNNING by dead
+processes lives here too.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-import subprocess
 import sys
-import tempfile
-from contextlib import AbstractContextManager, nullcontext
-from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 from torchtrack.errors import TrackingStoreError
-from torchtrack.login import check_login
-from torchtrack.processes import HOST_TAG, ProcessIdentity
 from torchtrack.profiling import timed
+from torchtrack.tracking.backend.login import check_login
+from torchtrack.tracking.location import ARTIFACT_DIR, repo_root, sqlite_creation_lock, tracking_uri
+from torchtrack.tracking.processes import HOST_TAG, ProcessIdentity
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
-
-STORE_FILE = "mlflow.db"  # default SQLite store at the repository root
-ARTIFACT_DIR = "mlartifacts"  # default artifact root beside it
-
-
-def repo_root() -> Path:
-    """The repository the pipeline belongs to.
-
-    DVC sets DVC_ROOT to the parent repo even when a queued experiment runs in a temporary
-    copy, so every run lands in the same store; otherwise the nearest folder holding dvc.yaml.
-    """
-    if os.environ.get("DVC_ROOT"):
-        return Path(os.environ["DVC_ROOT"]).resolve()
-    here = Path.cwd().resolve()
-    for folder in (here, *here.parents):
-        if (folder / "dvc.yaml").is_file():
-            return folder
-    return here
-
-
-def tracking_uri() -> str:
-    """MLFLOW_TRACKING_URI if set, else the SQLite store at the repository root."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / STORE_FILE}"
 
 
 def connect(uri: str | None = None) -> MlflowClient:
@@ -70,22 +42,6 @@ def open_store(uri: str) -> MlflowClient:
 
     with sqlite_creation_lock(uri):
         return MlflowClient(uri)  # builds the store, cached for this process
-
-
-def sqlite_creation_lock(uri: str) -> AbstractContextManager:
-    """A lock across processes on the SQLite database `uri` names (a no-op for other URIs).
-
-    SQLAlchemy-based stores (MLflow's, Optuna's) create a new database's tables without one,
-    so two processes opening the same new file at once fail ("duplicate column name", "table
-    studies already exists"); opened under this lock, the second finds the tables made.
-    """
-    from filelock import FileLock
-
-    if not uri.startswith("sqlite:///"):
-        return nullcontext()
-    database = Path(uri.removeprefix("sqlite:///")).resolve()
-    lock_name = f"torchtrack-store-{hashlib.sha256(str(database).encode()).hexdigest()[:16]}.lock"
-    return FileLock(Path(tempfile.gettempdir()) / lock_name)
 
 
 @timed("store open")
@@ -160,14 +116,3 @@ def end_runs_of_gone_processes(client: MlflowClient, experiment: str, host: str,
                 f"by process {owner.pid}, which is gone; marked KILLED",
                 file=sys.stderr,
             )
-
-
-def git_commit(root: Path) -> str | None:
-    """HEAD's commit hash, or None outside a git work tree."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None

@@ -1,6 +1,6 @@
 """The one door to tracking: every stage logs through `Tracker`, which fans out to
 TensorBoard (one log directory per stage execution) and MLflow. Where the store is, opening
-it and keeping it tidy is store.py's; which run made a file is lineage.py's.
+it and keeping it tidy is backend/store.py's; which run made a file is backend/lineage.py's.
 
 MLflow layout: each trained model is one top-level run in the experiment (all params that
 shaped it, final train/val metrics, test metrics from evaluate, the logged model); the
@@ -19,68 +19,23 @@ from __future__ import annotations
 import os
 import struct
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from torchtrack.config import TrackingConfig
-from torchtrack.processes import ProcessIdentity
 from torchtrack.profiling import timed
 from torchtrack.signals import uninterrupted
-from torchtrack.store import git_commit, repo_root
-from torchtrack.store_daemon import open_run_store
-from torchtrack.tensorboard_layout import run_dir_name, scalar_tag
+from torchtrack.tracking.client import open_run_store
+from torchtrack.tracking.location import git_commit, repo_root
+from torchtrack.tracking.processes import ProcessIdentity
+from torchtrack.tracking.tensorboard_layout import run_dir_name, scalar_tag
 
 MAX_BATCH = 1000  # MLflow's limit on metrics per log_batch call
-# The logged model is exported (pt2) on the CPU, and a pt2 export loads only on the device it
-# was exported on; MLflow's pyfunc loader picks CUDA whenever one is present unless this says
-# otherwise. Set while logging (MLflow checks the input example) and for `torchtrack serve`.
-PREDICTION_DEVICE = {"MLFLOW_DEFAULT_PREDICTION_DEVICE": "cpu"}
-SERVED_MODEL_CODE = Path(__file__).with_name("served_model.py")  # the logged model: MLflow model from code
-CHECKPOINT_ARTIFACT = "checkpoint"  # the logged model's artifact holding models/model.pt
 # Seconds between MLflow's system-metrics samples (CPU, memory, GPU where present): one psutil
 # read and one small write each, off the training thread (in the store daemon, where there is one).
 # MLflow's own default, 10 s, is longer than the default train stage runs: its run got none.
 # MLflow's MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL overrides it.
 SYSTEM_METRICS_EVERY_S = 1
-
-
-@contextmanager
-def environment(values: dict[str, str]) -> Iterator[None]:
-    """`values` in os.environ for the duration, then the variables as they were."""
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
-@contextmanager
-def fluent_tracking_uri(uri: str) -> Iterator[None]:
-    """`uri` as MLflow's fluent tracking URI for the duration, then the process's own again.
-
-    `mlflow.pytorch.log_model` knows only the fluent URI. MLFLOW_TRACKING_URI gives it `uri`
-    when the process set none of its own; one it did set (`mlflow.set_tracking_uri`, say in a
-    notebook) is replaced for the duration and then put back, so nothing outlives the call.
-    """
-    import mlflow
-
-    with environment({"MLFLOW_TRACKING_URI": uri}):
-        own = mlflow.get_tracking_uri()  # the process's own URI when it set one, else `uri`
-        if own == uri:
-            yield
-            return
-        mlflow.set_tracking_uri(uri)
-        try:
-            yield
-        finally:
-            mlflow.set_tracking_uri(own)
 
 
 def run_status(exc_type: type[BaseException] | None) -> str:
@@ -150,7 +105,7 @@ class Tracker:
                 / stage
                 / run_dir_name(self.run_id, os.environ.get("DVC_EXP_NAME"))
             )
-            from torchtrack.event_writer import EventWriter
+            from torchtrack.tracking.event_writer import EventWriter
 
             self.writer = EventWriter(self.log_dir)
             self._monitored: str | None = None  # the run whose system metrics are being sampled

@@ -14,8 +14,8 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
-from torchtrack.lineage import file_md5
-from torchtrack.store import git_commit
+from torchtrack.tracking.hashes import file_md5
+from torchtrack.tracking.location import git_commit
 
 # Tags on the model run (the ones MLflow itself defines keep their mlflow.* names).
 COMMIT_TAG = "mlflow.source.git.commit"

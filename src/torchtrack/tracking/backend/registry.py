@@ -16,11 +16,16 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from torchtrack.compare import higher_is_better
 from torchtrack.errors import InputError
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
+
+
+def higher_is_better(metric: str) -> bool:
+    """R^2 grows as a model improves; every loss and error metric shrinks."""
+    return metric.endswith("r2")
+
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"

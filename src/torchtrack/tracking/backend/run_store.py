@@ -10,12 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from torchtrack import store
+from torchtrack.tracking.backend import store
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-    from torchtrack.registry import Promotion
+    from torchtrack.tracking.backend.registry import Promotion
 
 # (key, value, timestamp in ms, step) per metric; (key, value) per param or tag.
 MetricRow = tuple[str, float, int, int]
@@ -98,7 +98,7 @@ class RunStore:
         """
         from mlflow.exceptions import MlflowException
 
-        from torchtrack.datasets import split_inputs
+        from torchtrack.tracking.backend.datasets import split_inputs
 
         datasets = split_inputs(splits, Path(prepared_dir), md5, target)
         try:
@@ -110,13 +110,13 @@ class RunStore:
 
     def prepare_run_id(self, prepared_md5: str) -> str | None:
         """The id of the newest prepare run that made splits with this hash (lineage.find_prepare_run)."""
-        from torchtrack.lineage import find_prepare_run
+        from torchtrack.tracking.backend.lineage import find_prepare_run
 
         return find_prepare_run(prepared_md5, self.client)
 
     def model_run_id(self, model_file: str) -> str:
         """The id of the finished model run that made `model_file` (lineage.find_model_run)."""
-        from torchtrack.lineage import find_model_run
+        from torchtrack.tracking.backend.lineage import find_model_run
 
         return find_model_run(Path(model_file), self.client).info.run_id
 
@@ -125,7 +125,7 @@ class RunStore:
     ) -> Promotion | None:
         """Test metrics onto the model run's registry version; then the promotion rule `promote`,
         if set: returns what it did, else None."""
-        from torchtrack import registry
+        from torchtrack.tracking.backend import registry
 
         version = registry.version_of_run(self.client, experiment, model_run_id)
         if version is not None:
@@ -151,7 +151,7 @@ class RunStore:
         from mlflow.models import ModelSignature
         from mlflow.types.schema import ColSpec, Schema
 
-        from torchtrack.tracking import (
+        from torchtrack.tracking.backend.model_logging import (
             CHECKPOINT_ARTIFACT,
             PREDICTION_DEVICE,
             SERVED_MODEL_CODE,
@@ -182,8 +182,8 @@ class RunStore:
     def register_model(self, name: str, model_uri: str, run_id: str) -> str:
         """The logged model at `model_uri` as the newest version of the registered model `name`
         (registry.register); returns the version number."""
-        from torchtrack import registry
-        from torchtrack.tracking import fluent_tracking_uri
+        from torchtrack.tracking.backend import registry
+        from torchtrack.tracking.backend.model_logging import fluent_tracking_uri
 
         # MLflow looks the logged model up in the global store
         with fluent_tracking_uri(self.client.tracking_uri):

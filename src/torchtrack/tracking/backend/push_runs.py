@@ -24,8 +24,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from torchtrack.errors import ConfigError, InputError
-from torchtrack.store import STORE_FILE, check_reachable, open_store, repo_root
-from torchtrack.tracking import MAX_BATCH, environment
+from torchtrack.tracking.backend.model_logging import environment
+from torchtrack.tracking.backend.store import check_reachable, open_store
+from torchtrack.tracking.location import STORE_FILE, repo_root
+from torchtrack.tracking.tracker import MAX_BATCH
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
