@@ -97,8 +97,9 @@ def test_each_stage_depends_on_every_module_that_shapes_its_outputs(stage):
 
 
 def test_the_import_graph_sees_modules_imported_as_names_and_inside_functions():
-    """The derivation itself: train reaches losses only through training, the store client only inside the tracker,
-    and the package's __init__ (which pins the CPU kernels) because Python runs it first."""
+    """The derivation itself: train reaches losses only through training, the store client only
+    inside the tracker, and the package's __init__ (which pins the CPU kernels) because Python
+    runs it first."""
     imported = torchtrack_imports("torchtrack.stages.train")
     assert {
         "torchtrack.losses",
