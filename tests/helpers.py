@@ -12,7 +12,7 @@ import pytest
 ISOLATED_ENV = ("MLFLOW_TRACKING_URI", "DVC_ROOT", "DVC_EXP_NAME")
 
 # Every output but the figures: bytes that depend only on code, params and data (no output
-# holds a run id, see lineage.py).
+# holds a run id, see tracking/hashes.py).
 DETERMINISTIC_OUTPUTS = (
     "data/prepared",
     "metrics/prepare.json",

@@ -1,4 +1,4 @@
-"""processes.py: a run's owning process, recorded as tags, and whether it still exists."""
+"""tracking/processes.py: a run's owning process, recorded as tags, and whether it still exists."""
 
 import dataclasses
 import subprocess

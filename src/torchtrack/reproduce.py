@@ -1,6 +1,6 @@
 """`torchtrack reproduce RUN_ID`: regenerate a model run's model from its recipe, compare the bytes.
 
-1. Read the run's recipe (recipe.py tags). A run made from a dirty work tree, or outside git,
+1. Read the run's recipe (tracking/recipe.py tags). A run made from a dirty work tree, or outside git,
    has no commit that holds its code: it is refused with the reason.
 2. Clone the repository into a temporary folder (`git clone --shared`, so nothing is copied
    but the work tree) at the run's DVC experiment commit when that ref still exists, else

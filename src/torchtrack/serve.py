@@ -4,7 +4,7 @@ The logged model is the checkpoint's preprocessing and network (served_model.py)
 takes raw rows by column name, text and gaps included, and answers POST /invocations with
 {"predictions": [y, ...]} in the target's units; GET /ping is its health check. It binds
 to loopback unless told otherwise. The model served is the one that the run behind
-models/model.pt logged (found by the file's content hash, lineage.py).
+models/model.pt logged (found by the file's content hash, tracking/backend/lineage.py).
 """
 
 from __future__ import annotations
