@@ -54,7 +54,7 @@ class EpochCheckpoint:
             "rng": _rng_state(generator),
             "state": {name: obj.state_dict() for name, obj in stateful.items()},
         }
-        write_atomic(self.path, lambda tmp: torch.save(payload, tmp))
+        write_atomic(self.path, lambda tmp: torch.save(payload, tmp), shared=True)  # one per node
 
     def restore(self, generator: torch.Generator, **stateful: Any) -> list[dict[str, Any]]:
         """Load the saved state into `generator` and `stateful`; return the finished epochs.

@@ -33,6 +33,7 @@ from torchtrack.config import Config, TrainConfig, params_mapping
 from torchtrack.errors import ConfigError, TrainingError
 from torchtrack.files import write_json
 
+ELASTIC_RUN_TAG = "torchtrack.torchrun_run_id"  # the model run: torchrun's run id (--rdzv-id)
 STOP_GRACE_S = 60  # after a signal, how long torchrun gets to stop the ranks before it is killed
 
 
@@ -49,6 +50,36 @@ def world_size() -> int:
 def is_leader() -> bool:
     """True in the one process that logs and writes outputs: rank 0."""
     return rank() == 0
+
+
+def is_node_leader() -> bool:
+    """True in one process per machine (local rank 0): it keeps that machine's copy of the epoch
+    checkpoint, so a restarted rank on any node resumes from a file of its own node."""
+    return int(os.environ.get("LOCAL_RANK", "0")) == 0
+
+
+def restartable() -> bool:
+    """True under torchrun with `--max-restarts` above 0: after a rank fails, torchrun starts
+    every rank again (on every node, the restart count only rises on the failed one's), and
+    they resume from the last epoch checkpoint."""
+    return int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0")) > 0
+
+
+def attempt_tag() -> tuple[str, str] | None:
+    """(tag, torchrun's run id) for the model run, under torchrun: every attempt of one
+    training run (restarts included) carries the same id, its `--rdzv-id`."""
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID")
+    return (ELASTIC_RUN_TAG, run_id) if run_id and under_torchrun() else None
+
+
+def check_same_on_every_rank(value: int, what: str, device: torch.device) -> None:
+    """Raise TrainingError unless every rank holds the same `value` (named `what` in the message)."""
+    values = [int(v) for v in gather(float(value), device)]
+    if len(set(values)) > 1:
+        raise TrainingError(
+            f"the training processes disagree on {what}: {values} by rank; each node resumes from its "
+            "own models/checkpoint.pt, so give every node the same one (or delete them all to start over)"
+        )
 
 
 def under_torchrun() -> bool:
@@ -149,7 +180,14 @@ def process_group(device: torch.device, config: TrainConfig) -> Iterator[torch.d
             )
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", device_id=_device_id(device))
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if restartable():
+        dist.init_process_group(
+            backend, store=_round_store(size), rank=rank_from_env(), world_size=size,
+            device_id=_device_id(device),
+        )  # fmt: skip
+    else:
+        dist.init_process_group(backend, device_id=_device_id(device))
     try:
         yield device
     except dist.DistError as exc:  # a peer went away mid-collective: say so in one line
@@ -159,6 +197,31 @@ def process_group(device: torch.device, config: TrainConfig) -> Iterator[torch.d
         ) from None
     finally:
         dist.destroy_process_group()
+
+
+def _round_store(size: int) -> dist.Store:
+    """torchrun's store, under a prefix of this rendezvous round's own.
+
+    torchrun's workers meet in its store under the prefix of their agent's restart count; after
+    a rank fails, only the failed rank's agent counts a restart, so the ranks of the next round
+    disagree on the prefix and one finds the dead ranks' addresses there. Counting the ranks that
+    joined gives every rank of a round the same, new prefix: a round starts once every rank of
+    the one before has stopped.
+    """
+    agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(
+        os.environ["MASTER_ADDR"],
+        int(os.environ["MASTER_PORT"]),
+        is_master=not agent_store and rank_from_env() == 0,
+        multi_tenant=not agent_store,
+    )
+    joined = store.add(f"torchtrack/{os.environ.get('TORCHELASTIC_RUN_ID', '')}/joined", 1)
+    return dist.PrefixStore(f"torchtrack/round{(joined - 1) // size}", store)
+
+
+def rank_from_env() -> int:
+    """This process's rank as torchrun gave it, before the process group exists."""
+    return int(os.environ["RANK"])
 
 
 def _device_id(device: torch.device) -> torch.device | None:

@@ -12,11 +12,16 @@ from pathlib import Path
 from typing import Any
 
 
-def write_atomic(path: Path, write: Callable[[Path], Any]) -> None:
-    """Call `write(tmp)` for a temporary path beside `path`, then rename it into place."""
+def write_atomic(path: Path, write: Callable[[Path], Any], shared: bool = False) -> None:
+    """Call `write(tmp)` for a temporary path beside `path`, then rename it into place.
+
+    `shared`: other processes may write the same file at once (the nodes of a training run
+    sharing one folder), so the temporary file is named after this process. Otherwise its name
+    is fixed, since torch.save records it inside the file: a model's bytes must not vary.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp" if shared else f".{path.name}.tmp")
     try:
         write(tmp)
         os.replace(tmp, path)

@@ -358,6 +358,7 @@ def fit(
     stateful = {name: obj for name, obj in stateful.items() if obj is not None}
     if checkpoint is not None:
         history = [EpochResult(**epoch) for epoch in checkpoint.restore(generator, **stateful)]
+        distributed.check_same_on_every_rank(len(history), "the epochs to resume after", device)
         if stopper is not None and stopper.stopped:  # interrupted after early stopping decided
             return _finish(history, stopper, model)
     steps_per_epoch = len(train_loader)
@@ -384,7 +385,7 @@ def fit(
                 schedule.step()
             if stopper is not None:
                 stopper.step(model, result.val_loss)
-            if checkpoint is not None and distributed.is_leader():
+            if checkpoint is not None and distributed.is_node_leader():
                 checkpoint.save([asdict(r) for r in history], generator, **stateful)
             _log(loggers, epoch_metrics(result) | learned_activation_values(model), epoch)
             if stopper is not None and stopper.stopped:

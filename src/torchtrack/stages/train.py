@@ -100,15 +100,18 @@ def _train(config: Config, device: torch.device) -> dict[str, float]:
     model = build_model(config.model, in_features=len(train_set.features))
     shaping_params = {k: v for k, v in config.flat(*PARAM_SECTIONS).items() if k not in UNSHAPING_PARAMS}
     inputs = [split_file(PREPARED_DIR, name) for name in ("train", "val")] + TRAINING_CODE
-    checkpoint = EpochCheckpoint(
-        CHECKPOINT_FILE, fingerprint(shaping_params, inputs), resume=config.train.resume
-    )
+    # A run that torchrun may restart after a rank fails (--max-restarts) resumes where it stopped;
+    # a checkpoint of other params, data or code is ignored, so this never changes the model.
+    resume = config.train.resume or distributed.restartable()
+    checkpoint = EpochCheckpoint(CHECKPOINT_FILE, fingerprint(shaping_params, inputs), resume=resume)
     if not distributed.is_leader():  # the other ranks only train: rank 0 logs and writes outputs
         started = time.perf_counter()
         history = fit(
             model, train_set, val_set, config.train, generator=generator, device=device, checkpoint=checkpoint
         )
         distributed.throughput(len(train_set) * (len(history) - checkpoint.resumed_epochs), started, device)
+        if distributed.is_node_leader():  # another node's copy (on rank 0's node, rank 0 removes it)
+            checkpoint.remove()
         return {}
     prepared_md5 = directory_md5(PREPARED_DIR)  # as dvc.lock records it: the datasets' digest too
     tags = {"device": str(device), PREPARED_TAG: prepared_md5} | recipe_tags(Path.cwd())
@@ -119,6 +122,9 @@ def _train(config: Config, device: torch.device) -> dict[str, float]:
     if study_trial is not None:
         tags |= study_trial.tags()
     budget = Budget.plan(config.train, len(train_set), distributed.world_size())  # the run `fit` makes
+    attempt = distributed.attempt_tag()  # torchrun's run id: a restarted attempt continues its model run
+    if attempt is not None:
+        tags[attempt[0]] = attempt[1]
     with Tracker(
         config.tracking,
         "train",
@@ -126,6 +132,7 @@ def _train(config: Config, device: torch.device) -> dict[str, float]:
         model_run="new",
         tags=tags,
         system_metrics=True,
+        continues=attempt if distributed.restartable() else None,
     ) as tracker:
         splits = {"train": train_set.data, "val": val_set.data}
         tracker.log_datasets(splits, PREPARED_DIR, prepared_md5, train_set.target)

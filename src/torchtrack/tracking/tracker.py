@@ -53,6 +53,10 @@ class Tracker:
     stage under (evaluate). `log_summary` writes to the model run's row. `system_metrics`:
     sample CPU, memory (and GPU) into this stage's run with MLflow's system metrics monitor.
 
+    `continues`: with model_run "new", a (tag, value) naming an earlier attempt of the same
+    training run (torchrun restarted it after a rank failed): its model run, if one is left
+    unfinished, is reopened and carries on, so that one training run is one model run.
+
     Starting a Tracker marks KILLED the runs of its experiment that a process of this host
     left RUNNING and that no longer exists.
     """
@@ -67,6 +71,7 @@ class Tracker:
         model_run: str | None = None,
         tags: dict[str, str] | None = None,
         system_metrics: bool = False,
+        continues: tuple[str, str] | None = None,
     ):
         self.config = config
         self.stage = stage
@@ -86,13 +91,17 @@ class Tracker:
         self._owns_model_run = model_run == "new"
         self._closed = False
         try:
-            if self._owns_model_run:
+            if self._owns_model_run and continues:
+                self.model_run_id = self.store.unfinished_model_run(self.experiment_id, *continues)
+                if self.model_run_id:
+                    self.store.reopen_run(self.model_run_id)
+            if self._owns_model_run and not self.model_run_id:
                 name = os.environ.get("DVC_EXP_NAME") or f"model-{time.strftime('%Y%m%d-%H%M%S')}"
                 self.model_run_id = self.store.create_run(
                     self.experiment_id, name, base_tags | {"torchtrack.kind": "model"}
                 )
                 self._log_params(self.model_run_id, params)
-            elif model_run:
+            elif not self._owns_model_run and model_run:
                 self.model_run_id = model_run
             run_tags = base_tags | {"torchtrack.kind": "stage"}
             if self.model_run_id:

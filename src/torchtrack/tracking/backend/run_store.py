@@ -52,6 +52,22 @@ class RunStore:
         """A new RUNNING run; returns its id."""
         return self.client.create_run(experiment, run_name=name, tags=tags).info.run_id
 
+    def unfinished_model_run(self, experiment: str, tag: str, value: str) -> str | None:
+        """The id of the newest model run of `experiment` tagged `tag` = `value` that did not
+        finish (an earlier attempt of a restarted training run), or None."""
+        runs = self.client.search_runs(
+            [experiment],
+            f"tags.`{tag}` = '{value}' AND tags.`torchtrack.kind` = 'model' "
+            "AND attributes.status != 'FINISHED'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        return runs[0].info.run_id if runs else None
+
+    def reopen_run(self, run_id: str) -> None:
+        """Mark an ended run RUNNING again: a restarted attempt carries on logging into it."""
+        self.client.update_run(run_id, status="RUNNING")
+
     def log_batch(
         self, run_id: str, metrics: list[MetricRow] = (), params: list[Pair] = (), tags: list[Pair] = ()
     ) -> None:
