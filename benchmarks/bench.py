@@ -14,7 +14,7 @@ Measures, side by side in one run on this machine:
   7. fixed cost: `dvc repro -f` vs the same work as three plain Python processes
      (benchmarks/plain_pipeline.py, sized from params.yaml), interleaved over rounds, and each
      stage's CPU time split into phases, from interpreter start to exit, the store daemon's
-     work for it included (src/torchtrack/store_daemon.py).
+     work for it included (src/torchtrack/tracking/backend/daemon.py).
   8. system metrics (MLflow's CPU/memory sampler on train's run): the tracked fit with them on
      vs off, at 20x the default sampling rate, beside the spread of two runs with them off.
   9. training in 2 processes (train.processes, torchrun) vs 1: samples/s on a wide MLP.
@@ -453,7 +453,7 @@ def plain_pipeline(folder: Path, cwd: Path, env: dict[str, str], settings: dict)
 
 
 def daemon_cpu(repo: Path) -> float:
-    """CPU seconds so far of the store daemon of the clone's store (store_daemon.py), if one runs:
+    """CPU seconds so far of the clone's store daemon (tracking/backend/daemon.py), if one runs:
     it works for the stages but is no child of theirs, so `measured` does not count it."""
     import psutil
 

@@ -69,6 +69,13 @@ class RacedClient(mlflow.MlflowClient):
         super().log_inputs(run_id, datasets=datasets, models=models)
 
 
+def split_parquet(folder) -> str:  # noqa: ANN001
+    """frame_with_gaps() as a split's Parquet file (what a stage sends the store), its absolute path."""
+    path = folder / "train.parquet"
+    frame_with_gaps().to_parquet(path, index=False)
+    return str(path)
+
+
 DUPLICATE = (
     "BAD_REQUEST: (psycopg.errors.UniqueViolation) "
     'duplicate key value violates unique constraint "dataset_pk"'
@@ -78,7 +85,7 @@ DUPLICATE = (
 def test_splits_refused_as_a_concurrent_duplicate_are_logged_on_a_second_try(tmp_path):
     client = RacedClient(f"sqlite:///{tmp_path / 'mlflow.db'}", DUPLICATE)
     run_id = client.create_run(client.create_experiment("e")).info.run_id
-    RunStore(client).log_inputs(run_id, {"train": frame_with_gaps()}, str(tmp_path), "abc.dir", "y")
+    RunStore(client).log_inputs(run_id, {"train": split_parquet(tmp_path)}, str(tmp_path), "abc.dir", "y")
     assert client.calls == 2
     assert [d.dataset.name for d in client.get_run(run_id).inputs.dataset_inputs] == ["prepared-train"]
 
@@ -87,5 +94,5 @@ def test_any_other_refusal_of_the_splits_is_raised(tmp_path):
     client = RacedClient(f"sqlite:///{tmp_path / 'mlflow.db'}", "BAD_REQUEST: run is not active")
     run_id = client.create_run(client.create_experiment("e")).info.run_id
     with pytest.raises(MlflowException, match="run is not active"):
-        RunStore(client).log_inputs(run_id, {"train": frame_with_gaps()}, str(tmp_path), "abc.dir", "y")
+        RunStore(client).log_inputs(run_id, {"train": split_parquet(tmp_path)}, str(tmp_path), "abc.dir", "y")
     assert client.calls == 1

@@ -24,6 +24,7 @@ STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 CANNOT_CHANGE_OUTPUTS = {
     "torchtrack.tracking": "the tracking layer (TensorBoard, MLflow, the store daemon): records only",
     "torchtrack.baseline": "warns when the model is worse than least squares, and tags the run; records only",
+    "torchtrack.environment": "variables MLflow reads, set as the store daemon starts; records only",
     "torchtrack.errors": "messages and exit codes of failures; a failed stage writes no output",
     "torchtrack.paths": "names the files; dvc.yaml names the same ones (test below)",
     "torchtrack.profiling": "times phases for `make bench`",

@@ -86,3 +86,28 @@ def test_no_private_mlflow_api():
         if private.search(line)
     ]
     assert found == []
+
+
+def test_the_tracking_layer_neither_unpickles_nor_changes_the_processs_environment_or_folder():
+    """What comes off the store daemon's socket is plain JSON (wire.py), and a call carries what it
+    needs: nothing in tracking/ imports pickle, sets os.environ or changes the working folder."""
+    found = []
+    for path in sorted((SOURCES / "tracking").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            where = f"{path.relative_to(SOURCES)}:{getattr(node, 'lineno', 0)}"
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [alias.name for alias in node.names] + [getattr(node, "module", None) or ""]
+                if any(name.split(".")[0] in ("pickle", "cPickle", "dill", "cloudpickle") for name in names):
+                    found.append(f"{where}: imports pickle")
+            elif isinstance(node, (ast.Assign, ast.AugAssign, ast.Delete)):
+                targets = node.targets if isinstance(node, (ast.Assign, ast.Delete)) else [node.target]
+                if any(isinstance(t, ast.Subscript) and "environ" in ast.unparse(t.value) for t in targets):
+                    found.append(f"{where}: sets os.environ")
+            elif isinstance(node, ast.Call):
+                called = ast.unparse(node.func)
+                mutators = ("update", "clear", "pop", "popitem", "setdefault", "__setitem__", "__delitem__")
+                if called.endswith(("putenv", "unsetenv", "chdir", "fchdir")) or any(
+                    called.endswith(f"environ.{name}") for name in mutators
+                ):
+                    found.append(f"{where}: calls {called}")
+    assert found == []

@@ -26,6 +26,7 @@ from torchtrack.tracking.backend.model_logging import fluent_tracking_uri
 from torchtrack.tracking.client import DAEMON_ENV, DaemonClient, open_run_store
 from torchtrack.tracking.hashes import MODEL_URI_TAG
 from torchtrack.tracking.location import tracking_uri
+from torchtrack.tracking.wire import receive, send
 from trained_project import TINY_PARAMS
 
 
@@ -157,3 +158,40 @@ def test_a_store_deleted_and_made_again_gets_the_records_of_the_next_stage(workd
     mlflow = MlflowClient(tracking_uri())
     assert mlflow.get_experiment_by_name("after") is not None
     assert mlflow.get_experiment_by_name("before") is None
+
+
+def test_the_daemon_answers_an_unknown_call_with_an_error_and_runs_nothing(workdir):
+    client = DaemonClient(tracking_uri())
+    client.experiment_id("known")
+    connection = client._connection()
+    send(connection, {"call": "__init__", "args": {"client": None}})
+    assert receive(connection) == {
+        "error": {"kind": "TrackingStoreError", "message": "the store daemon has no call '__init__'"}
+    }
+    send(connection, {"call": "set_tag", "args": {"run_id": 1, "key": "k", "value": "v"}})
+    assert receive(connection)["error"]["message"] == "set_tag: run_id is a int, not str"
+    assert client.experiment_id("known")  # the connection is still in step
+
+
+def test_a_corrupted_store_ends_the_call_in_one_line_naming_the_file_and_sqlites_reason(workdir):
+    MlflowClient(tracking_uri()).create_experiment("e")
+    store = workdir / "mlflow.db"
+    store.write_bytes(store.read_bytes()[: store.stat().st_size // 2])
+    with pytest.raises(TrackingStoreError) as refused:
+        DaemonClient(tracking_uri()).experiment_id("e")
+    message = str(refused.value)
+    assert str(store) in message and "malformed" in message and "\n" not in message
+
+
+def test_a_daemon_crossing_runs_no_environment_and_no_folder(workdir, monkeypatch):
+    """The experiment's artifacts lie beside the store the stage named, not where the daemon runs."""
+    other = workdir / "elsewhere" / "other.db"
+    other.parent.mkdir()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{other}")
+    from torchtrack.config import TrackingConfig
+    from torchtrack.tracking.tracker import Tracker
+
+    with Tracker(TrackingConfig(experiment="beside"), "prepare", params={}):
+        pass
+    location = MlflowClient(f"sqlite:///{other}").get_experiment_by_name("beside-prepare").artifact_location
+    assert location == (other.parent / "mlartifacts").as_uri()

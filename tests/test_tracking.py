@@ -154,7 +154,7 @@ def test_logged_model_loads_with_pyfunc_and_predicts_like_the_module(
 
 
 def test_environment_sets_variables_for_its_duration_only(monkeypatch):
-    from torchtrack.tracking.backend.model_logging import environment
+    from torchtrack.environment import environment
 
     monkeypatch.setenv("TORCHTRACK_A", "before")
     monkeypatch.delenv("TORCHTRACK_B", raising=False)

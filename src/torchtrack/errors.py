@@ -34,6 +34,11 @@ class TrackingLoginError(TrackingStoreError):
     """The MLflow tracking server refuses this login (wrong or missing username or password)."""
 
 
+class UnsafePlaceError(TrackingStoreError):
+    """The store daemon's folder, one of its files or the process on its socket is not this user's
+    alone (another account made it, or it is a link): nothing is sent to it or read from it."""
+
+
 class RunNotFoundError(PipelineError):
     """The tracking store has no run for a file the pipeline made (from DVC's cache, or a cleaned store)."""
 

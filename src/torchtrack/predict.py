@@ -95,11 +95,8 @@ class LoggedPredictor:
         import mlflow.pyfunc
         from mlflow.exceptions import MlflowException
 
-        from torchtrack.tracking.backend.model_logging import (
-            PREDICTION_DEVICE,
-            environment,
-            fluent_tracking_uri,
-        )
+        from torchtrack.environment import PREDICTION_DEVICE, environment
+        from torchtrack.tracking.backend.model_logging import fluent_tracking_uri
         from torchtrack.tracking.location import tracking_uri
 
         try:

@@ -13,9 +13,9 @@ import os
 import sys
 from pathlib import Path
 
+from torchtrack.environment import PREDICTION_DEVICE
 from torchtrack.paths import MODEL_FILE
 from torchtrack.tracking.backend.lineage import logged_model_uri
-from torchtrack.tracking.backend.model_logging import PREDICTION_DEVICE
 from torchtrack.tracking.location import tracking_uri
 
 

@@ -22,7 +22,14 @@ from torchtrack.evaluation import least_squares_test_mse, predict, regression_me
 from torchtrack.figures import predictions_figure, save_figure
 from torchtrack.files import write_atomic, write_json
 from torchtrack.models import load_checkpoint
-from torchtrack.paths import EVALUATE_METRICS, MODEL_FILE, PREDICTIONS_CSV, PREDICTIONS_FIGURE, PREPARED_DIR
+from torchtrack.paths import (
+    EVALUATE_METRICS,
+    MODEL_FILE,
+    PREDICTIONS_CSV,
+    PREDICTIONS_FIGURE,
+    PREPARED_DIR,
+    split_file,
+)
 from torchtrack.preprocessing import Preprocessor
 from torchtrack.tabular import TabularDataset
 from torchtrack.tracking.client import model_run_id
@@ -41,9 +48,8 @@ def run(config: Config) -> dict[str, float]:
     preprocessor = Preprocessor.from_dict(payload["preprocessing"])  # maps outputs to the target's units
     params = config.flat("data")
     with Tracker(config.tracking, "evaluate", params=params, model_run=model_run_id(MODEL_FILE)) as tracker:
-        tracker.log_datasets(
-            {"test": test_set.data}, PREPARED_DIR, directory_md5(PREPARED_DIR), test_set.target
-        )
+        test_file = {"test": split_file(PREPARED_DIR, "test")}
+        tracker.log_datasets(test_file, PREPARED_DIR, directory_md5(PREPARED_DIR), test_set.target)
         y_true = preprocessor.target_values(test_set.y.numpy().reshape(-1))
         y_pred = preprocessor.target_values(predict(model, test_set.X))
         metrics = {f"test_{k}": v for k, v in regression_metrics(y_true, y_pred).items()}

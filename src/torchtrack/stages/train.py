@@ -134,7 +134,7 @@ def _train(config: Config, device: torch.device) -> dict[str, float]:
         system_metrics=True,
         continues=attempt if distributed.restartable() else None,
     ) as tracker:
-        splits = {"train": train_set.data, "val": val_set.data}
+        splits = {split: split_file(PREPARED_DIR, split) for split in ("train", "val")}
         tracker.log_datasets(splits, PREPARED_DIR, prepared_md5, train_set.target)
         tracker.log_graph(model, train_set.X[:8])
         with TrainingProgress(budget.epochs, budget.steps_per_epoch) as progress:

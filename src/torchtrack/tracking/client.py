@@ -4,39 +4,52 @@ never imports MLflow (about two seconds of CPU per stage, `make bench`).
 
 `open_run_store()` is a stage's way to the store: for the local SQLite store a `DaemonClient`,
 which starts the daemon when none answers; for a remote tracking URI (a team server) or with
-TORCHTRACK_STORE_DAEMON=0, a `RunStore` in the stage's own process. Both have RunStore's methods,
-model logging and the system metrics monitor included, so no stage imports MLflow on the daemon's
-path. A monitor runs until its stage stops it or hangs up (is killed).
+TORCHTRACK_STORE_DAEMON=0, a `RunStore` in the stage's own process. Both answer the calls of
+calls.py, model logging and the system metrics monitor included, so no stage imports MLflow on
+the daemon's path. A monitor runs until its stage stops it or hangs up (is killed).
 
 Every call waits for the daemon's answer, sent once the store has the record, so a stage that
-returned from a call may be killed without losing it. Calls from all stages run one at a time,
-each in its caller's environment and working directory, and what a call prints to stderr goes
-to its caller's stderr: a call behaves as it would in the stage's process. The daemon exits
-after IDLE_EXIT_S seconds with no stage connected; it is keyed by the store, the interpreter
-and this package's files, so a changed torchtrack never runs in a daemon started before.
+returned from a call may be killed without losing it. A call carries its arguments and nothing
+else (no environment, no working folder: paths are absolute), as JSON (wire.py), to a daemon of
+this user's in this user's private folder (private_dir.py, peer.py). The daemon exits after
+IDLE_EXIT_S seconds with no stage connected; it is keyed by the store, the interpreter and this
+package's files, so a changed torchtrack never runs in a daemon started before.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
 import os
+import select
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from torchtrack.environment import PREDICTION_DEVICE
 from torchtrack.errors import TrackingStoreError
 from torchtrack.profiling import timed
 from torchtrack.tracking.backend.run_store import RunStore
+from torchtrack.tracking.calls import CALLS, bind
 from torchtrack.tracking.location import tracking_uri
-from torchtrack.tracking.wire import HELLO, receive, send
+from torchtrack.tracking.peer import check_peer
+from torchtrack.tracking.private_dir import locked, open_private, private_dir
+from torchtrack.tracking.wire import HELLO, error_from, receive, send
 
 DAEMON_ENV = "TORCHTRACK_STORE_DAEMON"  # "0": every stage opens the store itself
+DAEMON_MODULE = "torchtrack.tracking.backend.daemon"
 IDLE_EXIT_S = 300  # seconds with no stage connected before the daemon exits: an edit-and-rerun loop
 START_TIMEOUT_S = 120  # for a new daemon to import MLflow and open the store, on a busy machine
+# What the daemon's process inherits of the stage's environment: where to find programs and
+# temporary folders, the locale. No credential: the daemon serves a local file.
+INHERITED_ENV = (
+    *("PATH", "PYTHONPATH", "VIRTUAL_ENV", "HOME", "USER", "LOGNAME"),
+    *("LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "XDG_RUNTIME_DIR"),
+)
 _started: list[subprocess.Popen] = []  # daemons this process started, kept so none is reaped as garbage
 
 
@@ -55,11 +68,11 @@ def daemon_address(uri: str) -> Path:
     package = Path(__file__).resolve().parents[1]  # torchtrack/
     code = max(path.stat().st_mtime_ns for path in package.rglob("*.py"))
     key = hashlib.sha256(f"{uri}\0{sys.executable}\0{package}\0{code}".encode()).hexdigest()[:16]
-    return Path(tempfile.gettempdir()) / f"torchtrack-daemon-{key}"
+    return private_dir() / f"daemon-{key}"
 
 
 class DaemonClient:
-    """RunStore's methods, each one made by the store daemon of `uri` and answered when done."""
+    """The calls of calls.CALLS, each one made by the store daemon of `uri` and answered when done."""
 
     def __init__(self, uri: str):
         self.uri = uri
@@ -67,15 +80,16 @@ class DaemonClient:
         self._socket: socket.socket | None = None
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("_") or not callable(getattr(RunStore, name, None)):
+        if name not in CALLS:
             raise AttributeError(name)
-        return lambda *args, **kwargs: self._call(name, args, kwargs)
+        return functools.partial(self._call, name)
 
-    def _call(self, name: str, args: tuple, kwargs: dict) -> Any:
+    def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        request = {"call": name, "args": bind(name, args, kwargs)}
         connection = self._connection()
         try:
-            send(connection, (name, args, kwargs, dict(os.environ), os.getcwd()))
-            ok, value, printed = receive(connection)
+            send(connection, request)
+            answer = receive(connection)
         except (OSError, EOFError) as exc:
             self.close()
             raise TrackingStoreError(
@@ -85,10 +99,9 @@ class DaemonClient:
         except BaseException:  # a second Ctrl-C mid-call: the answer would arrive out of step
             self.close()
             raise
-        sys.stderr.write(printed)
-        if not ok:
-            raise value
-        return value
+        if "error" in answer:
+            raise error_from(answer["error"])
+        return answer["value"]
 
     @timed("store open")
     def _connection(self) -> socket.socket:
@@ -109,33 +122,22 @@ def connect_daemon(uri: str, address: Path) -> socket.socket:
     Under the daemon's lock, which it takes to exit, so a daemon never exits between this
     connection's start and the daemon counting it.
     """
-    from filelock import FileLock
-
-    with FileLock(address.with_suffix(".lock")):
+    with locked(address.with_suffix(".lock")):
         try:
             return hello(address)
         except (OSError, EOFError):  # none started, or the socket file of one that was killed
             address.with_suffix(".sock").unlink(missing_ok=True)
-        process = start_daemon(uri, address)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            try:
-                return hello(address)
-            except (OSError, EOFError):
-                if process.poll() is not None or time.monotonic() > deadline:
-                    process.kill()
-                    raise TrackingStoreError(
-                        f"the store daemon of {uri} did not start; its log: {address.with_suffix('.log')}"
-                    ) from None
-                time.sleep(0.02)
+        start_daemon(uri, address)
+        return hello(address)
 
 
 def hello(address: Path) -> socket.socket:
-    """A connection to the daemon listening at `address`, which has answered HELLO."""
+    """A connection to the daemon listening at `address`, of this user's, which has answered HELLO."""
     connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         connection.settimeout(START_TIMEOUT_S)
         connection.connect(str(address.with_suffix(".sock")))
+        check_peer(connection, f"the process listening at {address.with_suffix('.sock')}")
         send(connection, HELLO)
         if receive(connection) != HELLO:  # GONE: the next stage must open the new file
             raise EOFError("not the daemon of the store's current file")
@@ -147,19 +149,59 @@ def hello(address: Path) -> socket.socket:
 
 
 def start_daemon(uri: str, address: Path) -> subprocess.Popen:
-    """The daemon of `uri`, in its own session (no signal to the stage's process group reaches
-    it) and with no stream of the stage's (dvc waits for those to close)."""
-    with address.with_suffix(".log").open("ab") as log:
+    """The daemon of `uri`, listening once this returns; in its own session (no signal to the
+    stage's process group reaches it) and with no stream of the stage's (dvc waits for those to
+    close). It says on a pipe that it is ready, or why it could not open the store (one line,
+    raised here as its error)."""
+    log = open_private(address.with_suffix(".log"))
+    ready, ready_w = os.pipe()
+    try:
         process = subprocess.Popen(
-            [sys.executable, "-m", "torchtrack.tracking.backend.daemon", uri, str(address)],
+            [sys.executable, "-m", DAEMON_MODULE, uri, str(address), str(ready_w)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=log,
+            pass_fds=(ready_w,),
             start_new_session=True,
             cwd="/",
+            env=daemon_environment(uri),
         )
+    finally:
+        os.close(log)
+        os.close(ready_w)
     _started.append(process)
+    try:
+        said = _read_until_closed(ready, START_TIMEOUT_S)
+    finally:
+        os.close(ready)
+    answer = json.loads(said) if said.strip() else {}
+    if "error" in answer:
+        process.wait()
+        raise error_from(answer["error"])
+    if answer.get("ready") is not True:
+        process.kill()
+        log = address.with_suffix(".log")
+        raise TrackingStoreError(f"the store daemon of {uri} did not start; its log: {log}")
     return process
+
+
+def daemon_environment(uri: str) -> dict[str, str]:
+    """The daemon's environment: INHERITED_ENV, the store as MLflow's tracking URI (the one its
+    model logging reads), and PREDICTION_DEVICE. Set once here; the daemon never changes it."""
+    inherited = {name: os.environ[name] for name in INHERITED_ENV if name in os.environ}
+    return inherited | PREDICTION_DEVICE | {"MLFLOW_TRACKING_URI": uri}
+
+
+def _read_until_closed(fd: int, timeout: float) -> str:
+    """What the daemon writes on its ready pipe before it closes it (or dies)."""
+    data, deadline = b"", time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        if select.select([fd], [], [], left)[0]:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            data += chunk
+    return data.decode(errors="replace")
 
 
 def stop_daemons(folder: Path) -> None:
@@ -171,7 +213,7 @@ def stop_daemons(folder: Path) -> None:
     daemons = []
     for process in psutil.process_iter(["cmdline"]):
         cmdline = process.info["cmdline"] or []
-        if cmdline[-3:-2] == ["torchtrack.tracking.backend.daemon"] and cmdline[-2].startswith(prefix):
+        if DAEMON_MODULE in cmdline[:-1] and cmdline[cmdline.index(DAEMON_MODULE) + 1].startswith(prefix):
             daemons.append(process)
             process.terminate()
     psutil.wait_procs(daemons, timeout=30)
@@ -184,12 +226,12 @@ def prepare_run_id(prepared_md5: str) -> str | None:
 
 
 def model_run_id(model_file: Path) -> str:
-    """The id of backend/lineage.find_model_run's run, found through the stage's way to the store,
-    so that evaluate need not import MLflow."""
-    return _ask_store("model_run_id", str(model_file))
+    """The id of backend/lineage.find_model_run's run (this DVC experiment's, if any), found
+    through the stage's way to the store, so that evaluate need not import MLflow."""
+    return _ask_store("model_run_id", str(Path(model_file).resolve()), os.environ.get("DVC_EXP_NAME"))
 
 
-def _ask_store(method: str, *args: str) -> str | None:
+def _ask_store(method: str, *args: str | None) -> str | None:
     """RunStore.`method`(*args) through open_run_store."""
     store = open_run_store()
     try:

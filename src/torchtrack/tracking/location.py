@@ -9,9 +9,10 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
-import tempfile
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
+
+from torchtrack.tracking.private_dir import locked, private_dir
 
 STORE_FILE = "mlflow.db"  # default SQLite store at the repository root
 ARTIFACT_DIR = "mlartifacts"  # default artifact root beside it
@@ -37,6 +38,18 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / STORE_FILE}"
 
 
+def artifact_location(uri: str) -> str | None:
+    """Where a new experiment of the store `uri` keeps its artifacts: beside a SQLite store's file
+    (ARTIFACT_DIR); None, the server's own choice, for any other store.
+
+    Named here, not left to MLflow, whose default for SQLite (`./mlruns`) depends on the folder
+    the process opening the store runs in.
+    """
+    if not uri.startswith("sqlite:///"):
+        return None
+    return (Path(uri.removeprefix("sqlite:///")).resolve().parent / ARTIFACT_DIR).as_uri()
+
+
 def git_commit(root: Path) -> str | None:
     """HEAD's commit hash, or None outside a git work tree."""
     try:
@@ -55,10 +68,7 @@ def sqlite_creation_lock(uri: str) -> AbstractContextManager:
     so two processes opening the same new file at once fail ("duplicate column name", "table
     studies already exists"); opened under this lock, the second finds the tables made.
     """
-    from filelock import FileLock
-
     if not uri.startswith("sqlite:///"):
         return nullcontext()
     database = Path(uri.removeprefix("sqlite:///")).resolve()
-    lock_name = f"torchtrack-store-{hashlib.sha256(str(database).encode()).hexdigest()[:16]}.lock"
-    return FileLock(Path(tempfile.gettempdir()) / lock_name)
+    return locked(private_dir() / f"store-{hashlib.sha256(str(database).encode()).hexdigest()[:16]}.lock")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import struct
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from torchtrack.config import TrackingConfig
 from torchtrack.profiling import timed
 from torchtrack.signals import uninterrupted
 from torchtrack.tracking.client import open_run_store
-from torchtrack.tracking.location import git_commit, repo_root
+from torchtrack.tracking.location import artifact_location, git_commit, repo_root, tracking_uri
 from torchtrack.tracking.processes import ProcessIdentity
 from torchtrack.tracking.tensorboard_layout import run_dir_name, scalar_tag
 
@@ -34,8 +35,9 @@ MAX_BATCH = 1000  # MLflow's limit on metrics per log_batch call
 # Seconds between MLflow's system-metrics samples (CPU, memory, GPU where present): one psutil
 # read and one small write each, off the training thread (in the store daemon, where there is one).
 # MLflow's own default, 10 s, is longer than the default train stage runs: its run got none.
-# MLflow's MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL overrides it.
+# MLflow's MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL, in the stage's environment, overrides it.
 SYSTEM_METRICS_EVERY_S = 1
+SAMPLING_INTERVAL_ENV = "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"
 
 
 def run_status(exc_type: type[BaseException] | None) -> str:
@@ -82,9 +84,11 @@ class Tracker:
         self._metrics: list[tuple[str, float, int, float]] = []
         self._summary: list[tuple[str, float, int, float]] = []
         experiment = config.experiment if model_run else f"{config.experiment}-prepare"
-        self.experiment_id = self.store.experiment_id(experiment)
+        self.experiment_id = self.store.experiment_id(experiment, artifact_location(tracking_uri()))
         owner = ProcessIdentity.current()
-        self.store.end_runs_of_gone_processes(self.experiment_id, owner.host, f"torchtrack {stage}")
+        ended = self.store.end_runs_of_gone_processes(self.experiment_id, owner.host, f"torchtrack {stage}")
+        for line in ended:
+            print(line, file=sys.stderr)
         base_tags = self._context_tags() | owner.as_tags() | (tags or {})
         self.model_run_id: str | None = None
         self.run_id: str | None = None
@@ -119,7 +123,8 @@ class Tracker:
             self.writer = EventWriter(self.log_dir)
             self._monitored: str | None = None  # the run whose system metrics are being sampled
             if system_metrics:
-                self.store.start_system_metrics(self.run_id, SYSTEM_METRICS_EVERY_S)
+                every_s = float(os.environ.get(SAMPLING_INTERVAL_ENV) or SYSTEM_METRICS_EVERY_S)
+                self.store.start_system_metrics(self.run_id, every_s)
                 self._monitored = self.run_id
         except BaseException as exc:  # a half-made Tracker never reaches __exit__
             self._end_runs(run_status(type(exc)))
@@ -198,9 +203,9 @@ class Tracker:
         width, height = struct.unpack(">II", png[16:24])  # the PNG header's IHDR chunk
         image = Summary.Image(height=height, width=width, colorspace=4, encoded_image_string=png)
         self.writer.add_summary(Summary(value=[Summary.Value(tag=path.stem, image=image)]))
-        self.store.log_artifact(self.run_id, str(path), "figures")
+        self.store.log_artifact(self.run_id, str(Path(path).resolve()), "figures")
         if self.model_run_id:
-            self.store.log_artifact(self.model_run_id, str(path), "figures")
+            self.store.log_artifact(self.model_run_id, str(Path(path).resolve()), "figures")
 
     @timed("artifacts")
     @uninterrupted()
@@ -214,7 +219,9 @@ class Tracker:
     @uninterrupted()
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         """A file for this stage's MLflow run."""
-        self.store.log_artifact(self.run_id, str(path), artifact_path)
+        self.store.log_artifact(
+            self.run_id, str(Path(path).resolve()), artifact_path
+        )  # the store's folder is not ours
 
     @timed("model logging")
     @uninterrupted()
@@ -234,12 +241,13 @@ class Tracker:
 
     @timed("step metrics")
     @uninterrupted()
-    def log_datasets(self, splits: dict[str, Any], prepared_dir: Path, md5: str, target: str) -> None:
-        """The splits (DataFrames) as MLflow datasets, on this stage's run and the model run;
-        `md5` is DVC's hash of `prepared_dir`, their digest."""
+    def log_datasets(self, split_files: dict[str, Path], prepared_dir: Path, md5: str, target: str) -> None:
+        """The splits (their Parquet files in `prepared_dir`) as MLflow datasets, on this stage's run
+        and the model run; `md5` is DVC's hash of `prepared_dir`, their digest."""
+        files = {split: str(Path(path).resolve()) for split, path in split_files.items()}
         for run_id in dict.fromkeys((self.run_id, self.model_run_id)):
             if run_id is not None:
-                self.store.log_inputs(run_id, splits, str(prepared_dir), md5, target)
+                self.store.log_inputs(run_id, files, str(prepared_dir), md5, target)
 
     @timed("tracking")
     @uninterrupted()
@@ -258,7 +266,7 @@ class Tracker:
     @uninterrupted()
     def record_test_metrics(self, metrics: dict[str, float]) -> Any:
         """Test metrics onto the model run's registry version; then `tracking.promote`'s rule,
-        if one is set: returns its registry.Promotion, else None."""
+        if one is set: returns what it did (a sentence), else None."""
         return self.store.record_test_metrics(
             self.config.experiment, self.model_run_id, metrics, self.config.promote
         )
@@ -289,7 +297,7 @@ class Tracker:
             self.flush()
             self.writer.close()
             if self.log_dir.is_dir():
-                self.store.log_artifacts(self.run_id, str(self.log_dir), "tensorboard")
+                self.store.log_artifacts(self.run_id, str(self.log_dir.resolve()), "tensorboard")
         finally:
             if self._monitored is not None:
                 self.store.stop_system_metrics(self._monitored)

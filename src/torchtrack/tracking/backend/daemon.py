@@ -1,91 +1,94 @@
 """The store daemon: one process per local SQLite store, holding MLflow imported and the store
-open, serving the RunStore calls of every stage (client.py is a stage's end).
+open, serving the calls (calls.py) of every stage of this user's (client.py is a stage's end).
 
-    python -m torchtrack.tracking.backend.daemon URI ADDRESS    (started by the first stage that needs it)
+    python -m torchtrack.tracking.backend.daemon URI ADDRESS READY_FD    (started by client.py)
+
+Each connection is a `Session`: its calls, checked against calls.CALLS, and the system metrics
+monitors it started, stopped when it hangs up. A call gets its arguments and nothing else; the
+process's environment and working folder are set once, when it is started, and never changed.
 """
 
 from __future__ import annotations
 
-import io
+import json
 import os
-import pickle
 import socket
 import sys
 import threading
 import time
-from contextlib import redirect_stderr
+import traceback
 from pathlib import Path
+from typing import Any
 
-from torchtrack.errors import TrackingStoreError
+from torchtrack.errors import PipelineError, TrackingStoreError, UnsafePlaceError
 from torchtrack.tracking.backend.run_store import RunStore
+from torchtrack.tracking.calls import bind
 from torchtrack.tracking.client import IDLE_EXIT_S
-from torchtrack.tracking.wire import GONE, HELLO, receive, send
+from torchtrack.tracking.peer import peer_uid
+from torchtrack.tracking.private_dir import check_private, locked
+from torchtrack.tracking.wire import GONE, HELLO, error_value, receive, send
 
 
 class Daemon:
-    """Serves RunStore calls for every stage of one store, until idle for IDLE_EXIT_S seconds."""
+    """Serves the calls of every stage of one store, until idle for IDLE_EXIT_S seconds.
+
+    Calls of different stages run at once: SQLite's busy timeout orders their writes. Only model
+    logging and registering, which go through MLflow's process-wide fluent state (the active run),
+    take `fluent`, one at a time.
+    """
 
     def __init__(self, uri: str, address: Path):
         from torchtrack.tracking.backend.store import open_store
 
+        check_private(address.parent)
         self.address = address
         self.database = Path(uri.removeprefix("sqlite:///"))
         self.store = RunStore(open_store(uri))
         self.opened = identity(self.database)  # the file open_store opened (or created)
-        self.listening: tuple[int, int] | None = None  # the socket file this daemon bound
-        self.calling = threading.Lock()  # one call at a time: each sets the process's env and cwd
+        self.fluent = threading.Lock()
         self.counting = threading.Lock()
         self.connected = 0
         self.last_seen = time.monotonic()
+        os.umask(0o077)
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(str(address.with_suffix(".sock")))
+        self.listening = identity(address.with_suffix(".sock"))  # the socket file this daemon bound
+        self.listener.listen(64)
 
     def serve(self) -> None:
-        """Listen at ADDRESS.sock (this user only) and answer each connection in a thread."""
-        os.umask(0o077)
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        listener.bind(str(self.address.with_suffix(".sock")))
-        self.listening = identity(self.address.with_suffix(".sock"))
-        listener.listen(64)
+        """Answer each connection of this user's in a thread; refuse any other's unread."""
         threading.Thread(target=self.exit_when_idle, daemon=True).start()
         while True:
-            connection, _ = listener.accept()
+            connection, _ = self.listener.accept()
+            uid = peer_uid(connection)
+            if uid != os.geteuid():
+                print(f"refused a connection from uid {uid}", file=sys.stderr, flush=True)
+                connection.close()
+                continue
             with self.counting:
                 self.connected += 1
             threading.Thread(target=self.answer, args=(connection,), daemon=True).start()
 
     def answer(self, connection: socket.socket) -> None:
-        """Answer one stage's calls until it hangs up (or is killed); then stop the system metrics
-        monitors it started, so none samples on into the run of a killed stage."""
-        monitored = []  # run ids: start_system_metrics(run_id, every_s)'s first argument
+        """Answer one stage's calls until it hangs up (or is killed); then end its session."""
+        session = Session(self)
         try:
             while True:
                 request = receive(connection)
                 if request == HELLO:
                     send(connection, HELLO if self.store_is_current() else GONE)
-                    continue
-                if request[0] == "start_system_metrics":
-                    monitored.append(request[1][0])
-                send(connection, self.call(*request))
+                else:
+                    send(connection, session.call(request))
         except (OSError, EOFError):
             pass
+        except (ValueError, TrackingStoreError) as exc:  # not JSON, or over MAX_FRAME: out of step
+            print(f"hung up on a stage: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         finally:
             connection.close()
-            for run_id in monitored:  # a no-op for those the stage stopped itself
-                self.store.stop_system_metrics(run_id)
+            session.end()
             with self.counting:
                 self.connected -= 1
                 self.last_seen = time.monotonic()
-
-    def call(self, name: str, args: tuple, kwargs: dict, env: dict[str, str], cwd: str) -> tuple:
-        """(True, result, stderr) or (False, error, stderr) of RunStore.`name` in `env` and `cwd`."""
-        printed = io.StringIO()
-        with self.calling, redirect_stderr(printed):
-            try:
-                os.environ.clear()
-                os.environ.update(env)
-                os.chdir(cwd)
-                return True, getattr(self.store, name)(*args, **kwargs), printed.getvalue()
-            except Exception as exc:
-                return False, portable(exc), printed.getvalue()
 
     def store_is_current(self) -> bool:
         """Whether the store's file is the one this daemon opened: not deleted, nor replaced by a
@@ -95,9 +98,6 @@ class Daemon:
     def exit_when_idle(self) -> None:
         """Exit once no stage has been connected for IDLE_EXIT_S seconds, or at once when the
         store's file is gone or replaced, under the lock that a stage connects under."""
-        from filelock import FileLock, Timeout
-
-        lock = FileLock(self.address.with_suffix(".lock"))
         while True:
             time.sleep(1.0)
             with self.counting:
@@ -105,15 +105,81 @@ class Daemon:
                 if self.connected or not idle:
                     continue
             try:
-                lock.acquire(timeout=0)
-            except Timeout:
-                continue
-            with self.counting:
-                if not self.connected:
-                    if identity(self.address.with_suffix(".sock")) == self.listening:  # not a successor's
-                        self.address.with_suffix(".sock").unlink()
-                    os._exit(0)
-            lock.release()
+                with locked(self.address.with_suffix(".lock"), wait=False) as acquired, self.counting:
+                    if acquired and not self.connected:
+                        if identity(self.address.with_suffix(".sock")) == self.listening:  # not a successor's
+                            self.address.with_suffix(".sock").unlink()
+                        os._exit(0)
+            except UnsafePlaceError as exc:  # its folder was tampered with: serve no more
+                print(exc, file=sys.stderr, flush=True)
+                os._exit(1)
+
+
+class Session:
+    """One stage's connection: its calls, and the system metrics monitors it started, which
+    `end` stops (a killed stage's monitor would sample on into its run)."""
+
+    def __init__(self, daemon: Daemon):
+        self.store = daemon.store
+        self.fluent = daemon.fluent
+        self.monitored: set[str] = set()
+        store = self.store
+        # calls.CALLS's methods, each with its handler.
+        self.handlers = {
+            "experiment_id": store.experiment_id,
+            "end_runs_of_gone_processes": store.end_runs_of_gone_processes,
+            "create_run": store.create_run,
+            "log_batch": store.log_batch,
+            "log_text": store.log_text,
+            "log_artifact": store.log_artifact,
+            "log_artifacts": store.log_artifacts,
+            "set_tag": store.set_tag,
+            "set_terminated": store.set_terminated,
+            "log_inputs": store.log_inputs,
+            "prepare_run_id": store.prepare_run_id,
+            "model_run_id": store.model_run_id,
+            "record_test_metrics": store.record_test_metrics,
+            "log_model": self.log_model,
+            "register_model": self.register_model,
+            "start_system_metrics": self.start_system_metrics,
+            "stop_system_metrics": self.stop_system_metrics,
+        }
+
+    def call(self, request: Any) -> dict[str, Any]:
+        """{"value": result} or {"error": {kind, message}} of the call `request` names."""
+        try:
+            if not isinstance(request, dict) or not isinstance(request.get("args"), dict):
+                raise TrackingStoreError("the store daemon got a message that is not a call")
+            method = request.get("call")
+            arguments = bind(method, kwargs=request["args"])
+            return {"value": self.handlers[method](**arguments)}
+        except Exception as exc:
+            return {"error": error_value(exc)}
+
+    def log_model(self, **arguments: Any) -> str:
+        """RunStore.log_model, one at a time (MLflow's active run is the process's)."""
+        with self.fluent:
+            return self.store.log_model(**arguments)
+
+    def register_model(self, **arguments: Any) -> str:
+        """RunStore.register_model, one at a time (see log_model)."""
+        with self.fluent:
+            return self.store.register_model(**arguments)
+
+    def start_system_metrics(self, run_id: str, every_s: float) -> None:
+        """RunStore.start_system_metrics, stopped by `end` if the stage does not stop it."""
+        self.store.start_system_metrics(run_id, every_s)
+        self.monitored.add(run_id)
+
+    def stop_system_metrics(self, run_id: str) -> None:
+        """RunStore.stop_system_metrics."""
+        self.monitored.discard(run_id)
+        self.store.stop_system_metrics(run_id)
+
+    def end(self) -> None:
+        """Stop the monitors this session started and did not stop."""
+        for run_id in list(self.monitored):
+            self.stop_system_metrics(run_id)
 
 
 def identity(path: Path) -> tuple[int, int] | None:
@@ -125,18 +191,32 @@ def identity(path: Path) -> tuple[int, int] | None:
     return stat.st_dev, stat.st_ino
 
 
-def portable(exc: Exception) -> Exception:
-    """`exc` as a stage can unpickle it without importing MLflow: torchtrack's errors and Python's
-    own as they are, any other (MLflow's) as a TrackingStoreError with its message."""
-    module = type(exc).__module__
-    if module == "builtins" or module.startswith("torchtrack."):
+def startup_error(exc: Exception, database: Path) -> dict[str, str]:
+    """Why the daemon could not start, as it crosses to the stage that started it: the error's own
+    one line when it is torchtrack's, else the store's file and the deepest cause's first line
+    (SQLite's reason, "database disk image is malformed", under SQLAlchemy's and MLflow's)."""
+    if isinstance(exc, PipelineError):
+        return error_value(exc)
+    cause: BaseException = exc
+    while (cause.__cause__ or cause.__context__) is not None:
+        cause = cause.__cause__ or cause.__context__
+    reason = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+    message = f"the MLflow store {database} cannot be opened: {reason}"
+    return {"kind": "TrackingStoreError", "message": message}
+
+
+def main(uri: str, address: Path, ready_fd: int) -> None:
+    """Open the store and listen, say so (or why not) on `ready_fd`, then serve."""
+    with os.fdopen(ready_fd, "w") as ready:
         try:
-            pickle.loads(pickle.dumps(exc))
-            return exc
-        except Exception:
-            pass
-    return TrackingStoreError(f"the MLflow store refused a call: {type(exc).__name__}: {exc}")
+            daemon = Daemon(uri, address)
+        except Exception as exc:
+            traceback.print_exc()  # the whole story to the log; the stage gets one line
+            ready.write(json.dumps({"error": startup_error(exc, Path(uri.removeprefix("sqlite:///")))}))
+            sys.exit(1)
+        ready.write(json.dumps({"ready": True}))
+    daemon.serve()
 
 
 if __name__ == "__main__":
-    Daemon(sys.argv[1], Path(sys.argv[2])).serve()
+    main(sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]))

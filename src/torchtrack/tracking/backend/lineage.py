@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 from torchtrack.errors import DataError, RunNotFoundError
 from torchtrack.tracking.backend.store import connect, every_experiment
 from torchtrack.tracking.hashes import MODEL_TAG, MODEL_URI_TAG, PREPARED_TAG, RELOG, file_md5
-from torchtrack.tracking.location import tracking_uri
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -29,34 +28,38 @@ def find_prepare_run(prepared_md5: str, client: MlflowClient | None = None) -> s
     return runs[0].info.run_id if runs else None
 
 
-def find_model_run(model_file: Path, client: MlflowClient | None = None) -> Run:
+def find_model_run(
+    model_file: Path, client: MlflowClient | None = None, dvc_experiment: str | None = None
+) -> Run:
     """The finished model run that made `model_file`; RunNotFoundError if the store has none.
 
     Byte-identical models may come from several runs (a forced rerun, two experiments with
-    the same params): the one of this DVC experiment, if any, else the newest.
+    the same params): the one of the DVC experiment `dvc_experiment` (DVC_EXP_NAME), if any,
+    else the newest.
     """
     model_file = Path(model_file)
     if not model_file.is_file():
         raise DataError(f"{model_file} not found: run the train stage first (dvc repro train)")
     md5 = file_md5(model_file)
+    client = client or connect()
     runs = _newest_first(
-        client or connect(),
+        client,
         f"tags.`{MODEL_TAG}` = '{md5}' AND tags.`torchtrack.kind` = 'model' "
         "AND attributes.status = 'FINISHED'",
     )
     if not runs:
         raise RunNotFoundError(
-            f"no MLflow run in {tracking_uri()} made {model_file} (md5 {md5}): it came from DVC's cache "
+            f"no MLflow run in {client.tracking_uri} made {model_file} (md5 {md5}): it came from DVC's cache "
             f"or the store was cleaned; `{RELOG}` logs it again"
         )
-    experiment = os.environ.get("DVC_EXP_NAME")
-    mine = [run for run in runs if experiment and run.data.tags.get("dvc.exp_name") == experiment]
+    mine = [run for run in runs if dvc_experiment and run.data.tags.get("dvc.exp_name") == dvc_experiment]
     return (mine or runs)[0]
 
 
 def logged_model_uri(model_file: Path, client: MlflowClient | None = None) -> str:
-    """The `models:/<id>` URI of the model that the run behind `model_file` logged."""
-    run = find_model_run(model_file, client)
+    """The `models:/<id>` URI of the model that the run behind `model_file` (of this process's
+    DVC experiment, if any) logged."""
+    run = find_model_run(model_file, client, os.environ.get("DVC_EXP_NAME"))
     if MODEL_URI_TAG not in run.data.tags:
         raise RunNotFoundError(f"run {run.info.run_id} logged no model: `{RELOG}` logs it again")
     return run.data.tags[MODEL_URI_TAG]

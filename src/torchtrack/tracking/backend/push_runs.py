@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from torchtrack.environment import environment
 from torchtrack.errors import ConfigError, InputError
-from torchtrack.tracking.backend.model_logging import environment
 from torchtrack.tracking.backend.store import check_reachable, open_store
 from torchtrack.tracking.location import STORE_FILE, repo_root
 from torchtrack.tracking.tracker import MAX_BATCH

@@ -1,7 +1,7 @@
 """What a stage asks of the MLflow store, in plain values: ids, strings, numbers, tuples, frames.
 
 No MLflow entity goes in or comes out, so a stage can make these calls through the store
-daemon (store_daemon.py) without importing MLflow; `RunStore` over an `MlflowClient` is the
+daemon (backend/daemon.py, calls.py) without importing MLflow; `RunStore` over an `MlflowClient` is the
 same interface in-process, and what the daemon itself runs.
 """
 
@@ -15,7 +15,6 @@ from torchtrack.tracking.backend import store
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-    from torchtrack.tracking.backend.registry import Promotion
 
 # (key, value, timestamp in ms, step) per metric; (key, value) per param or tag.
 MetricRow = tuple[str, float, int, int]
@@ -40,13 +39,14 @@ class RunStore:
     def close(self) -> None:
         """Nothing to hang up in-process (the daemon's client hangs up here)."""
 
-    def experiment_id(self, name: str) -> str:
-        """The id of experiment `name`, created if it is new."""
-        return store.experiment_id(self.client, name)
+    def experiment_id(self, name: str, artifact_location: str | None = None) -> str:
+        """The id of experiment `name`, created with `artifact_location` (location.artifact_location)
+        if it is new."""
+        return store.experiment_id(self.client, name, artifact_location)
 
-    def end_runs_of_gone_processes(self, experiment: str, host: str, who: str) -> None:
-        """store.end_runs_of_gone_processes on this store."""
-        store.end_runs_of_gone_processes(self.client, experiment, host, who)
+    def end_runs_of_gone_processes(self, experiment: str, host: str, who: str) -> list[str]:
+        """store.end_runs_of_gone_processes on this store: a line for the caller to print per run."""
+        return store.end_runs_of_gone_processes(self.client, experiment, host, who)
 
     def create_run(self, experiment: str, name: str, tags: dict[str, str]) -> str:
         """A new RUNNING run; returns its id."""
@@ -102,9 +102,10 @@ class RunStore:
         self.client.set_terminated(run_id, status)
 
     def log_inputs(
-        self, run_id: str, splits: dict[str, Any], prepared_dir: str, md5: str, target: str
+        self, run_id: str, split_files: dict[str, str], prepared_dir: str, md5: str, target: str
     ) -> None:
-        """The splits (DataFrames) as MLflow datasets of the run (datasets.split_inputs).
+        """The splits (their Parquet files, absolute paths) as MLflow datasets of the run
+        (datasets.split_inputs); `prepared_dir` names their folder in the repository.
 
         MLflow stores a dataset once per experiment: it looks the (name, digest) up, then inserts
         it when absent, in two steps. Two stages logging the same splits at once (queued
@@ -112,10 +113,12 @@ class RunStore:
         is refused as a duplicate key, its whole call rolled back. The second try then finds
         the dataset and links the run to it.
         """
+        import pandas as pd
         from mlflow.exceptions import MlflowException
 
         from torchtrack.tracking.backend.datasets import split_inputs
 
+        splits = {split: pd.read_parquet(path) for split, path in split_files.items()}
         datasets = split_inputs(splits, Path(prepared_dir), md5, target)
         try:
             self.client.log_inputs(run_id, datasets=datasets)
@@ -130,17 +133,18 @@ class RunStore:
 
         return find_prepare_run(prepared_md5, self.client)
 
-    def model_run_id(self, model_file: str) -> str:
-        """The id of the finished model run that made `model_file` (lineage.find_model_run)."""
+    def model_run_id(self, model_file: str, dvc_experiment: str | None = None) -> str:
+        """The id of the finished model run that made `model_file` (absolute), the one of the DVC
+        experiment `dvc_experiment` if any (lineage.find_model_run)."""
         from torchtrack.tracking.backend.lineage import find_model_run
 
-        return find_model_run(Path(model_file), self.client).info.run_id
+        return find_model_run(Path(model_file), self.client, dvc_experiment).info.run_id
 
     def record_test_metrics(
         self, experiment: str, model_run_id: str, metrics: dict[str, float], promote: str | None
-    ) -> Promotion | None:
+    ) -> str | None:
         """Test metrics onto the model run's registry version; then the promotion rule `promote`,
-        if set: returns what it did, else None."""
+        if set: returns what it did (registry.Promotion's sentence), else None."""
         from torchtrack.tracking.backend import registry
 
         version = registry.version_of_run(self.client, experiment, model_run_id)
@@ -148,7 +152,7 @@ class RunStore:
             registry.tag_version(self.client, experiment, version, metrics)
         if promote is None:
             return None
-        return registry.promote(self.client, experiment, registry.rule_metric(promote))
+        return str(registry.promote(self.client, experiment, registry.rule_metric(promote)))
 
     def log_model(
         self, run_id: str, checkpoint: str, columns: list[Pair], example: Any, metadata: dict[str, Any]
@@ -169,9 +173,7 @@ class RunStore:
 
         from torchtrack.tracking.backend.model_logging import (
             CHECKPOINT_ARTIFACT,
-            PREDICTION_DEVICE,
             SERVED_MODEL_CODE,
-            environment,
             fluent_tracking_uri,
         )
 
@@ -179,11 +181,7 @@ class RunStore:
             inputs=Schema([ColSpec(kind, name) for name, kind in columns]),
             outputs=Schema([ColSpec("double")]),
         )
-        with (
-            fluent_tracking_uri(self.client.tracking_uri),
-            environment(PREDICTION_DEVICE),
-            mlflow.start_run(run_id=run_id),
-        ):
+        with fluent_tracking_uri(self.client.tracking_uri), mlflow.start_run(run_id=run_id):
             info = mlflow.pyfunc.log_model(
                 name="model",
                 python_model=str(SERVED_MODEL_CODE),
@@ -210,7 +208,8 @@ class RunStore:
         system metrics monitor, in a thread of this process, until `stop_system_metrics`.
 
         Its figures are the machine's, not a process's, so the store daemon samples them as well
-        as the stage would. MLflow's MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL overrides `every_s`.
+        as the stage would. MLflow's MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL in this process's
+        environment overrides `every_s` (the stage reads it from its own: tracker.py).
         """
         import psutil
         from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor

@@ -7,15 +7,13 @@ processes lives here too.
 
 from __future__ import annotations
 
-import os
-import sys
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 from torchtrack.errors import TrackingStoreError
 from torchtrack.profiling import timed
 from torchtrack.tracking.backend.login import check_login
-from torchtrack.tracking.location import ARTIFACT_DIR, repo_root, sqlite_creation_lock, tracking_uri
+from torchtrack.tracking.location import sqlite_creation_lock, tracking_uri
 from torchtrack.tracking.processes import HOST_TAG, ProcessIdentity
 
 if TYPE_CHECKING:
@@ -72,18 +70,16 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
 
 
 @timed("store open")
-def experiment_id(client: MlflowClient, name: str) -> str:
-    """The id of experiment `name`, created (artifacts beside the default store) if it is new."""
+def experiment_id(client: MlflowClient, name: str, artifact_location: str | None = None) -> str:
+    """The id of experiment `name`, created with `artifact_location` (None: the store's default)
+    if it is new."""
     from mlflow.exceptions import MlflowException
 
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
-    location = None
-    if not os.environ.get("MLFLOW_TRACKING_URI"):
-        location = (repo_root() / ARTIFACT_DIR).as_uri()
     try:
-        return client.create_experiment(name, artifact_location=location)
+        return client.create_experiment(name, artifact_location=artifact_location)
     except MlflowException:  # created meanwhile by a concurrent stage
         return client.get_experiment_by_name(name).experiment_id
 
@@ -100,19 +96,20 @@ def every_experiment(client: MlflowClient) -> list[str]:
 
 
 @timed("stale-run search")
-def end_runs_of_gone_processes(client: MlflowClient, experiment: str, host: str, who: str) -> None:
+def end_runs_of_gone_processes(client: MlflowClient, experiment: str, host: str, who: str) -> list[str]:
     """Mark KILLED the runs of `experiment` that a process of `host` left RUNNING and that is gone.
 
     A SIGKILLed stage cannot end its own runs; the next stage on the same host does, and
-    says so on stderr as `who`.
+    returns a line per run, as `who`, for its stderr.
     """
+    said = []
     runs = client.search_runs([experiment], f"attributes.status = 'RUNNING' AND tags.`{HOST_TAG}` = '{host}'")
     for run in runs:
         owner = ProcessIdentity.from_tags(run.data.tags)
         if owner is not None and owner.is_gone():
             client.set_terminated(run.info.run_id, "KILLED")
-            print(
+            said.append(
                 f"{who}: run {run.info.run_id} ({run.info.run_name}) was left RUNNING "
-                f"by process {owner.pid}, which is gone; marked KILLED",
-                file=sys.stderr,
+                f"by process {owner.pid}, which is gone; marked KILLED"
             )
+    return said
