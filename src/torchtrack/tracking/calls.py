@@ -20,6 +20,8 @@ CALLS: dict[str, dict[str, tuple[str, ...]]] = {
     "experiment_id": {"name": TEXT, "artifact_location": MAYBE_TEXT},
     "end_runs_of_gone_processes": {"experiment": TEXT, "host": TEXT, "who": TEXT},
     "create_run": {"experiment": TEXT, "name": TEXT, "tags": ("dict",)},
+    "unfinished_model_run": {"experiment": TEXT, "tag": TEXT, "value": TEXT},
+    "reopen_run": RUN,
     "log_batch": RUN | {"metrics": ("list",), "params": ("list",), "tags": ("list",)},
     "log_text": RUN | {"text": TEXT, "artifact_file": TEXT},
     "log_artifact": RUN | {"path": TEXT, "artifact_path": MAYBE_TEXT},
