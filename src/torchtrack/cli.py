@@ -244,7 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
         "set the registry alias champion on the best model version",
         "Move the alias `champion` of the registered model named after tracking.experiment onto "
         "the version whose model run is best by --metric, and say which version had it. "
-        "`challenger` always marks the newest version. Use models:/<name>@champion in predict and serve.",
+        "`challenger` marks the newest version no worse by test MSE than the least-squares line and "
+        "the champion. Use models:/<name>@champion in predict and serve.",
     )
     add_params(promote, ranked=True)
     promote.set_defaults(handler=run_promote)

@@ -241,8 +241,8 @@ class Tracker:
     @timed("tracking")
     @uninterrupted()
     def register_model(self, model_uri: str) -> str:
-        """The logged model as the newest version (alias challenger) of the registered model
-        named after the experiment; returns the version number."""
+        """The logged model as a version of the registered model named after the experiment (no
+        new one when a version holds the same bytes, registry.register); returns its number."""
         return self.store.register_model(self.config.experiment, model_uri, self.model_run_id)
 
     @timed("tracking")
