@@ -224,8 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare = add(
         "compare",
         "print an experiment's model runs as a table, best first",
-        "Print the model runs of an MLflow experiment, best first, with their key params "
-        "and metrics, read from the MLflow store. Lower is better for every metric but "
+        "Print the model runs of an MLflow experiment, best first, with the params that differ "
+        "between them and their metrics, read from the MLflow store. Lower is better for every metric but "
         "R^2 (names ending in r2).",
     )
     compare.add_argument("--experiment", help="MLflow experiment (default: tracking.experiment in --params)")
