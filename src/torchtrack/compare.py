@@ -14,12 +14,11 @@ from typing import Any
 
 import pandas as pd
 
+from torchtrack.config import KEY_PARAMS
 from torchtrack.errors import InputError
 from torchtrack.tracking.backend.registry import higher_is_better
 from torchtrack.tracking.hashes import PREPARED_TAG, RELOG
 
-# shown when no param differs between the listed runs (else the params that differ)
-KEY_PARAMS = ("model.activation", "train.optimizer", "train.lr", "train.max_steps", "train.batch_size")
 KEY_METRICS = ("test_mse", "test_mae", "test_r2", "val_loss")
 MODEL_RUNS = "tags.`torchtrack.kind` = 'model'"
 FINISHED = "attributes.status = 'FINISHED'"

@@ -151,6 +151,11 @@ class Config:
         return out
 
 
+# The params that say most about a model: `torchtrack compare` shows them when no param differs
+# between its runs, and TensorBoard's HPARAMS always has them (tracking/tracker.py).
+KEY_PARAMS = ("model.activation", "train.optimizer", "train.lr", "train.max_steps", "train.batch_size")
+
+
 def params_mapping(config: Config) -> dict[str, Any]:
     """`config` as params.yaml nests it: sections of keys (lists where the file has lists)."""
     params: dict[str, Any] = {}
