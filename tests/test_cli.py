@@ -60,7 +60,7 @@ def test_version_is_the_installed_packages(tmp_path):
     assert result.stdout.strip() == f"torchtrack {importlib.metadata.version('torchtrack')}"
 
 
-SUBCOMMANDS = ("prepare", "train", "evaluate", "predict", "serve", "compare", "ui")
+SUBCOMMANDS = ("validate", "prepare", "train", "evaluate", "predict", "serve", "compare", "ui")
 
 
 @pytest.mark.parametrize("command", SUBCOMMANDS)
@@ -69,7 +69,7 @@ def test_every_option_says_what_it_is_for(tmp_path, command):
     text = run_cli(command, "--help", cwd=tmp_path).stdout
     bare = [line for line in text.splitlines() if re.match(r"\s+(-\S+( [A-Z_]+)?\s+)?\(default: ", line)]
     assert bare == [], text
-    if command in ("prepare", "train", "evaluate"):
+    if command in ("validate", "prepare", "train", "evaluate"):
         assert "`dvc repro` normally runs this stage" in " ".join(text.split())
 
 
@@ -89,6 +89,18 @@ def test_bad_params_stop_the_stage_with_exit_2_and_write_nothing(tmp_path, secti
     message = result.stderr.strip()
     assert len(message.splitlines()) == 1 and named in message, message
     assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dvc.yaml", "params.yaml"]  # no store, no outputs
+
+
+def test_validate_stops_on_a_key_no_stage_reads_and_passes_the_defaults(tmp_path):
+    """`dvc exp run -S +train.lrr=0.1` makes only validate stale (dvc.yaml): it must refuse."""
+    params = write_params(tmp_path, train={"lrr": 0.1})
+    result = run_cli("validate", "--params", str(params), cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith(f"torchtrack validate: error: {params}: unknown key train.lrr;")
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    params = write_params(tmp_path)
+    assert run_cli("validate", "--params", str(params), cwd=tmp_path).returncode == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dvc.yaml", "params.yaml"]  # no store, no outputs
 
 

@@ -8,7 +8,14 @@ import pytest
 
 from helpers import isolate_env
 from torchtrack.cli import main
-from torchtrack.compare import comparison_report, find_model_runs, higher_is_better, rank_runs, runs_table
+from torchtrack.compare import (
+    comparison_report,
+    find_model_runs,
+    higher_is_better,
+    rank_runs,
+    runs_table,
+    shown_param,
+)
 from torchtrack.config import TrackingConfig
 from torchtrack.errors import InputError
 from torchtrack.tracking.tracker import Tracker
@@ -69,16 +76,40 @@ def test_ranking_by_r2_puts_the_highest_first(store):
     assert names(ranked)[:3] == ["best", "middling", "worst"]
 
 
-def test_table_shows_key_params_params_that_differ_and_the_ranking_metric_first(store):
+def test_table_shows_the_params_that_differ_and_the_ranking_metric_first(store):
     table = runs_table(rank_runs(find_model_runs(EXPERIMENT, store), "val_loss"), "val_loss")
-    assert list(table.columns) == ["#", "run", "id", "model.activation", "train.optimizer", "train.lr",
-                                   "train.max_steps", "train.batch_size", "seed",  # not n_samples
-                                   "val_loss", "test_mse", "test_mae", "test_r2"]  # fmt: skip
+    assert list(table.columns) == ["#", "run", "id", "model.activation", "seed", "train.lr",
+                                   "train.optimizer", "val_loss", "test_mse", "test_mae",
+                                   "test_r2"]  # fmt: skip
     assert table.iloc[0].to_dict() | {"id": "?"} == {
-        "#": 1, "run": "unevaluated", "id": "?", "model.activation": "tanh_plus_x", "train.optimizer": "adam",
-        "train.lr": "0.01", "train.max_steps": "2000", "train.batch_size": "256", "seed": "7",
+        "#": 1, "run": "unevaluated", "id": "?", "model.activation": "tanh_plus_x", "seed": "7",
+        "train.lr": "0.01", "train.optimizer": "adam",
         "val_loss": "0.05", "test_mse": "-", "test_mae": "-", "test_r2": "-",
     }  # fmt: skip
+
+
+def test_runs_that_differ_only_by_a_param_show_only_that_one(store):
+    runs = [
+        run for run in find_model_runs(EXPERIMENT, store) if run.info.run_name in ("middling", "diverged")
+    ]
+    table = runs_table(rank_runs(runs, "test_mse"), "test_mse")
+    assert list(table.columns)[3:4] == ["train.lr"] and "train.optimizer" not in table.columns
+
+
+def test_runs_with_the_same_params_show_the_key_params(store):
+    runs = [run for run in find_model_runs(EXPERIMENT, store) if run.info.run_name == "best"]
+    table = runs_table(runs, "test_mse")
+    assert list(table.columns)[3:8] == ["model.activation", "train.optimizer", "train.lr",
+                                        "train.max_steps", "train.batch_size"]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("logged", "shown"),
+    [("0.00944095324834808", "0.00944095"), ("0.03", "0.03"), ("1e-05", "1e-05"), ("2000", "2000"),
+     ("adam", "adam"), ("[64, 64]", "[64, 64]"), ("True", "True"), ("None", "None")],
+)  # fmt: skip
+def test_float_params_are_shown_to_six_significant_digits(logged, shown):
+    assert shown_param(logged) == shown
 
 
 def test_report_is_a_heading_and_an_aligned_table_cut_to_the_limit(store):

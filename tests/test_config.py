@@ -149,3 +149,23 @@ def test_flat_keeps_only_named_sections():
 def test_exponent_without_a_dot_is_a_number():
     """YAML 1.1 reads `lr: 1e-3` as a string; the validator accepts it as the number it means."""
     assert config_from_dict({"train": {"lr": "1e-3"}}).train.lr == 0.001
+
+
+@pytest.mark.parametrize(
+    "name", ["a/b", "a:b", "", " torchtrack", "torchtrack ", "..", ".hidden", "o'brien", "a@b"]
+)
+def test_an_experiment_name_mlflow_would_refuse_stops_before_any_work(name):
+    """MLflow refuses such a registered model name only after training (issue 24, point 15)."""
+    with pytest.raises(ConfigError, match=r"^params: tracking\.experiment must be .*; got ") as caught:
+        config_from_dict({"tracking": {"experiment": name}})
+    assert "\n" not in str(caught.value)
+
+
+def test_an_experiment_name_too_long_for_mlflow_stops_before_any_work():
+    with pytest.raises(ConfigError, match="tracking.experiment must be at most 200 "):
+        config_from_dict({"tracking": {"experiment": "x" * 201}})
+
+
+@pytest.mark.parametrize("name", ["torchtrack", "penguins v2", "my-exp_2.0", "étude"])
+def test_experiment_names_mlflow_accepts_pass(name):
+    assert config_from_dict({"tracking": {"experiment": name}}).tracking.experiment == name

@@ -97,7 +97,7 @@ def test_editing_the_csv_that_data_path_names_reruns_prepare_train_and_evaluate(
     csv = repo / "data" / "raw" / "mine.csv"
     shutil.copy(repo / "data" / "raw" / "example.csv", csv)
     update_params(repo, data={"source": "csv", "path": "data/raw/mine.csv"}, train={"epochs": 2})
-    assert stages_run(dvc(repo, "repro")) == ["prepare", "train", "evaluate"]
+    assert stages_run(dvc(repo, "repro")) == ["validate", "prepare", "train", "evaluate"]
     before = json.loads((repo / "metrics" / "prepare.json").read_text())
     rows = pd.read_csv(csv)
     rows[rows.columns[-1]] *= 10  # the target, ten times larger

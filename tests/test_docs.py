@@ -86,3 +86,10 @@ def test_every_relative_link_of_the_readme_and_docs_leads_to_a_file():
         for target in re.findall(r"\]\(([^)#]+)\)", page.read_text()):
             if not re.match(r"[a-z]+://", target):
                 assert (page.parent / target).exists(), f"{page.name}: {target} does not exist"
+
+
+def test_the_readme_says_how_to_give_git_an_identity_before_the_first_dvc_exp_run():
+    """DVC commits experiments: without a git identity the first `dvc exp run` fails (issue 24, point 1)."""
+    text = README.read_text()
+    identity = text.find("git config --global user.email")
+    assert identity != -1 and identity < text.find("dvc exp run -S")

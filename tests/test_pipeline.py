@@ -12,7 +12,7 @@ import yaml
 from mlflow import MlflowClient
 
 from helpers import read_scalars
-from pipeline_copy import copy_repo, dvc, pipeline_env, stages_run, update_params
+from pipeline_copy import BIN, LIMIT_S, copy_repo, dvc, pipeline_env, stages_run, update_params
 from torchtrack.baseline import WORSE_TAG
 from torchtrack.config import Config
 from torchtrack.tracking.backend.lineage import find_model_run
@@ -64,7 +64,7 @@ def test_repro_runs_every_stage_and_writes_outputs_and_lock(repo):
     ):
         assert (repo / path).is_file(), path
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
-    assert set(lock) == {"prepare", "train", "evaluate"}
+    assert set(lock) == {"validate", "prepare", "train", "evaluate"}
     assert lock["train"]["params"]["params.yaml"]["train.lr"] == 0.03
     assert {out["path"] for out in lock["train"]["outs"]} >= {"models/model.pt", "metrics/train.json"}
 
@@ -163,8 +163,28 @@ def test_a_second_repro_runs_nothing(repo):
     assert "Data and pipelines are up to date" in output
 
 
-def test_changing_any_tracking_setting_runs_no_stage(repo):
-    """Where records go does not change what the stages make."""
+def test_a_key_no_stage_reads_stops_dvc_exp_run_naming_it(repo):
+    """A typo added with DVC's `+` makes only validate stale; it refuses the key in one line."""
+    saved = (repo / "params.yaml").read_text()
+    try:
+        result = subprocess.run(
+            [str(BIN / "dvc"), "exp", "run", "-S", "+train.lrr=0.1"],
+            cwd=repo,
+            env=pipeline_env(repo),
+            capture_output=True,
+            text=True,
+            timeout=LIMIT_S,
+        )
+        assert result.returncode != 0
+        assert stages_run(result.stdout) == ["validate"]
+        expected = "torchtrack validate: error: params.yaml: unknown key train.lrr;"
+        assert expected in result.stderr, result.stderr
+    finally:
+        (repo / "params.yaml").write_text(saved)
+
+
+def test_changing_any_tracking_setting_runs_no_stage_but_validate(repo):
+    """Where records go does not change what the stages make; validate checks every change."""
     saved = (repo / "params.yaml").read_text()
     changed = {
         "experiment": "elsewhere",
@@ -177,10 +197,10 @@ def test_changing_any_tracking_setting_runs_no_stage(repo):
     assert set(changed) == {key.split(".")[1] for key in Config().flat("tracking")}
     update_params(repo, tracking=changed)
     try:
-        output = dvc(repo, "repro")
-        assert stages_run(output) == [] and "Data and pipelines are up to date" in output
+        assert stages_run(dvc(repo, "repro")) == ["validate"]
     finally:
         (repo / "params.yaml").write_text(saved)
+        dvc(repo, "repro")  # validate again, on the saved params
 
 
 def test_a_forced_prepare_that_makes_the_same_splits_retrains_nothing(repo, mlflow):
@@ -208,7 +228,7 @@ def test_touching_code_that_shapes_the_model_makes_train_changed(repo, module):
 
 def test_changing_lr_reruns_only_train_and_evaluate(repo):
     update_params(repo, train={"lr": 0.005})
-    assert stages_run(dvc(repo, "repro")) == ["train", "evaluate"]
+    assert stages_run(dvc(repo, "repro")) == ["validate", "train", "evaluate"]
 
 
 def test_dvc_exp_run_lands_in_the_same_store_named_after_the_experiment(repo, mlflow):

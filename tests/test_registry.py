@@ -1,5 +1,6 @@
-"""The registry: each trained model a version of one registered model; `promote` moves the alias
-champion to the best one, challenger marks the newest, and predict loads either by name."""
+"""The registry: each distinct trained model a version of one registered model; `promote` moves
+the alias champion to the best one, challenger marks the newest no worse than the least-squares
+line and the champion, and predict loads either by name."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from torchtrack.config import TrackingConfig
 from torchtrack.errors import InputError
 from torchtrack.models import RegressionModel
 from torchtrack.tracking.backend import registry
+from torchtrack.tracking.hashes import MODEL_TAG
 from torchtrack.tracking.tracker import Tracker
 
 NAME = "registry-test"  # tracking.experiment, and so the registered model's name
@@ -59,13 +61,61 @@ def version_of(client, run_id: str) -> str:
     return registry.version_of_run(client, NAME, run_id)
 
 
-def test_each_model_is_a_version_linked_to_its_run_and_challenger_is_the_newest(client, project):
+def test_each_model_is_a_version_linked_to_its_run_and_untested_ones_are_no_challenger(client, project):
     _, runs = project
     versions = {v.version: v for v in client.search_model_versions(f"name = '{NAME}'")}
     assert {v.run_id for v in versions.values()} == set(runs.values())
     assert [version_of(client, runs[name]) for name in TEST_METRICS] == ["1", "2", "3"]
-    assert client.get_model_version_by_alias(NAME, "challenger").run_id == runs["c"]
+    assert "challenger" not in client.get_registered_model(NAME).aliases  # evaluate has not run
     assert not any(v.current_stage not in (None, "None") for v in versions.values())  # no deprecated stages
+
+
+def test_a_model_with_the_same_bytes_registers_no_new_version(tmp_path, monkeypatch):
+    """A forced rerun or a repeated trial makes the same model.pt: its run leads to the version
+    that holds those bytes, and evaluate's metrics land there (issue 24, point 4)."""
+    monkeypatch.chdir(tmp_path)
+    for variable in ("MLFLOW_TRACKING_URI", "DVC_ROOT", "DVC_EXP_NAME"):
+        monkeypatch.delenv(variable, raising=False)
+    config = TrackingConfig(experiment="copies")
+    checkpoint = tmp_path / "model.pt"
+    preprocessor = save_model(checkpoint, RegressionModel(len(FEATURES)), FEATURES)
+    registered, model_runs = [], []
+    for bytes_md5 in ("same", "same", "other"):
+        with Tracker(config, "train", params={}, model_run="new") as tracker:
+            uri = tracker.log_model(checkpoint, preprocessor)
+            tracker.tag_model_run({MODEL_TAG: bytes_md5})
+            registered.append(tracker.register_model(uri))
+        model_runs.append(tracker.model_run_id)
+    assert registered == ["1", "1", "2"]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert len(client.search_model_versions("name = 'copies'")) == 2
+    with Tracker(config, "evaluate", params={}, model_run=model_runs[1]) as evaluate:
+        evaluate.record_test_metrics({"test_mse": 0.2, "test_mse_least_squares": 0.3})
+    assert client.get_model_version("copies", "1").tags == {
+        MODEL_TAG: "same",
+        "test_mse": "0.2",
+        "test_mse_least_squares": "0.3",
+    }
+    assert client.get_model_version_by_alias("copies", "challenger").version == 1
+    with Tracker(config, "evaluate", params={}, model_run=model_runs[2]) as evaluate:
+        evaluate.record_test_metrics({"test_mse": 0.4, "test_mse_least_squares": 0.3})  # worse than the line
+    assert client.get_model_version_by_alias("copies", "challenger").version == 1
+
+
+@pytest.mark.parametrize(
+    ("metrics", "champion_mse", "earns"),
+    [
+        ({"test_mse": 0.2, "test_mse_least_squares": 0.3}, None, True),
+        ({"test_mse": 0.3, "test_mse_least_squares": 0.3}, None, True),  # the line itself
+        ({"test_mse": 0.31, "test_mse_least_squares": 0.3}, None, False),  # worse than the line
+        ({"test_mse": 0.2, "test_mse_least_squares": 0.3}, 0.1, False),  # worse than the champion
+        ({"test_mse": 0.1, "test_mse_least_squares": 0.3}, 0.1, True),
+        ({"test_mse": float("nan"), "test_mse_least_squares": 0.3}, None, False),  # diverged
+        ({"test_r2": 0.9}, None, False),  # no test MSE
+    ],
+)
+def test_challenger_is_never_worse_than_the_least_squares_line_or_the_champion(metrics, champion_mse, earns):
+    assert registry.earns_challenger(metrics, champion_mse) is earns
 
 
 def test_promote_puts_champion_on_the_best_and_says_which_version_it_replaced(client, project, capsys):

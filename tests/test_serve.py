@@ -102,7 +102,7 @@ def wait_for_ping(url: str, server: subprocess.Popen, log: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", [[], ["--model", "models:/tiny@challenger"]], ids=["train's", "by alias"])
+@pytest.mark.parametrize("model", [[], ["--model", "models:/tiny/1"]], ids=["train's", "by registry version"])
 def test_served_model_answers_like_predict(trained_project, tmp_path, model):
     rows = trained_project.raw_rows(25)
     rows.to_csv(tmp_path / "new.csv", index=False)

@@ -21,6 +21,7 @@ from torchtrack.errors import TrackingStoreError
 from torchtrack.predict import Predictor
 from torchtrack.synthetic import make_synthetic
 from torchtrack.tracking import client as store_daemon
+from torchtrack.tracking.backend import registry
 from torchtrack.tracking.backend.lineage import find_model_run
 from torchtrack.tracking.backend.model_logging import fluent_tracking_uri
 from torchtrack.tracking.client import DAEMON_ENV, DaemonClient, open_run_store
@@ -73,7 +74,7 @@ def test_train_on_the_local_store_logs_its_model_and_system_metrics_without_impo
         [model_run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{model_run.info.run_id}'"
     )
     assert "system/cpu_utilization_percentage" in train.data.metrics  # sampled by the daemon
-    assert client.get_model_version_by_alias("tiny", "challenger").run_id == model_run.info.run_id
+    assert registry.version_of_run(client, "tiny", model_run.info.run_id) == "1"  # registered by the daemon
     rows = make_synthetic(6, TINY_PARAMS["data"]["n_features"], noise_std=0.3, seed=7)[0].drop(columns="y")
     with fluent_tracking_uri(tracking_uri()):
         logged = mlflow.pyfunc.load_model(model_run.data.tags[MODEL_URI_TAG])

@@ -12,6 +12,7 @@ from mlflow import MlflowClient
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from helpers import read_scalars, save_model
+from torchtrack.config import Config, DataConfig, TrainConfig
 from torchtrack.models import RegressionModel
 from torchtrack.tracking.backend.model_logging import fluent_tracking_uri
 from torchtrack.tracking.client import DAEMON_ENV
@@ -88,6 +89,28 @@ def test_tensorboard_gets_scalars_graph_and_hparams(workdir, tracking_config):
     events.Reload()
     assert events.Graph() is not None
     assert "model_summary.txt" in {a.path for a in client().list_artifacts(tracker.run_id)}
+
+
+def test_hparams_show_the_key_params_and_those_not_at_their_default_and_lists_as_params_yaml(
+    workdir, tracking_config, monkeypatch
+):
+    """TensorBoard's HPARAMS opens on what tells runs apart, and `[]` reads as params.yaml writes it."""
+    params = Config(train=TrainConfig(lr=0.1), data=DataConfig(categorical=("island",))).flat()
+    with Tracker(tracking_config, "train", params=params, model_run="new") as tracker:
+        logged = {}
+        monkeypatch.setattr(tracker.writer, "add_hparams", lambda hparams, metrics: logged.update(hparams))
+        tracker.log_hyperparams(params, {"val_loss": 1.5})
+    assert logged == {
+        "model.activation": "learnable_tanh_plus_x",
+        "train.optimizer": "adam",
+        "train.lr": 0.1,
+        "train.max_steps": 2000,
+        "train.batch_size": 256,
+        "data.categorical": "['island']",
+    }
+    shown = client().get_run(tracker.model_run_id).data.params
+    assert shown["data.dates"] == "[]" and shown["model.hidden_sizes"] == "[64, 64]"
+    assert shown["data.target"] == "None"
 
 
 def test_evaluate_nests_under_an_existing_model_run(workdir, tracking_config):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import yaml
 from optuna.trial import TrialState
 
 from pipeline_copy import LIMIT_S, copy_repo, dvc, pipeline_env, store, update_params
@@ -45,6 +46,15 @@ def write_space(folder: Path, text: str) -> Path:
 def test_the_projects_search_space_is_valid():
     space = load_space(Path(__file__).resolve().parents[1] / "tune.yaml", Config())
     assert space.metric == "test_mse" and space.dimensions
+
+
+def test_the_projects_search_space_offers_the_default_linear_model_only_activations_that_hold_a_line():
+    """relu after one linear layer cuts the output at 0: a trial lost (issue 24, point 5)."""
+    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "tune.yaml").read_text())
+    assert Config().model.kind == "linear" and "model.kind" not in raw["space"]
+    offered = set(raw["space"]["model.activation"]["choices"])
+    assert offered <= {"identity", "tanh_plus_x", "learnable_tanh_plus_x", "manual_grad_tanh_plus_x"}
+    assert Config().model.activation in offered
 
 
 @pytest.mark.parametrize(

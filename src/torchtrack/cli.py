@@ -1,7 +1,7 @@
 """torchtrack's command line: one entry point, a subcommand per stage, plus the tools that use
 the results.
 
-    torchtrack prepare|train|evaluate [--params params.yaml]
+    torchtrack validate|prepare|train|evaluate [--params params.yaml]
     torchtrack predict --input new.csv --output predictions.csv [--model models/model.pt | MODEL_URI]
     torchtrack serve [--host 127.0.0.1] [--port 5001] [--model models/model.pt | MODEL_URI]
     torchtrack compare [--experiment NAME] [--metric test_mse] [--limit 20] [--all] [--dataset MD5]
@@ -29,6 +29,7 @@ from torchtrack.errors import EXIT_INTERRUPTED, EXIT_MEANINGS, EXIT_TERMINATED
 from torchtrack.signals import Terminated, stop_signals_raise
 
 STAGES = {
+    "validate": "check every key of params.yaml and do nothing else",
     "prepare": "generate or load the data; write seeded, scaled train/val/test splits",
     "train": "train the model on the train split; save it and log it to MLflow",
     "evaluate": "score the model on the test split; write metrics and plots",
@@ -37,7 +38,8 @@ STAGE_NOTE = (
     "`dvc repro` normally runs this stage, and only when its code, params or inputs changed "
     "(dvc.yaml); run it directly to debug it."
 )
-STAGE_PHASE = {"prepare": "data", "train": "training", "evaluate": "evaluation"}  # for profiling
+# for profiling
+STAGE_PHASE = {"validate": "params", "prepare": "data", "train": "training", "evaluate": "evaluation"}
 EXIT_CODES = "exit codes:\n" + "\n".join(f"  {code:<4} {text}" for code, text in EXIT_MEANINGS.items())
 EXIT_CODES_LINE = "exit codes: " + ", ".join(
     f"{code} {text.split(' (')[0]}" for code, text in EXIT_MEANINGS.items()
@@ -222,8 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare = add(
         "compare",
         "print an experiment's model runs as a table, best first",
-        "Print the model runs of an MLflow experiment, best first, with their key params "
-        "and metrics, read from the MLflow store. Lower is better for every metric but "
+        "Print the model runs of an MLflow experiment, best first, with the params that differ "
+        "between them and their metrics, read from the MLflow store. Lower is better for every metric but "
         "R^2 (names ending in r2).",
     )
     compare.add_argument("--experiment", help="MLflow experiment (default: tracking.experiment in --params)")
@@ -242,7 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
         "set the registry alias champion on the best model version",
         "Move the alias `champion` of the registered model named after tracking.experiment onto "
         "the version whose model run is best by --metric, and say which version had it. "
-        "`challenger` always marks the newest version. Use models:/<name>@champion in predict and serve.",
+        "`challenger` marks the newest version no worse by test MSE than the least-squares line and "
+        "the champion. Use models:/<name>@champion in predict and serve.",
     )
     add_params(promote, ranked=True)
     promote.set_defaults(handler=run_promote)

@@ -14,15 +14,16 @@ from typing import Any
 
 import pandas as pd
 
+from torchtrack.config import KEY_PARAMS
 from torchtrack.errors import InputError
 from torchtrack.tracking.backend.registry import higher_is_better
 from torchtrack.tracking.hashes import PREPARED_TAG, RELOG
 
-KEY_PARAMS = ("model.activation", "train.optimizer", "train.lr", "train.max_steps", "train.batch_size")
 KEY_METRICS = ("test_mse", "test_mae", "test_r2", "val_loss")
 MODEL_RUNS = "tags.`torchtrack.kind` = 'model'"
 FINISHED = "attributes.status = 'FINISHED'"
 MISSING = "-"  # a param or metric the run did not log
+PARAM_DIGITS = 6  # significant digits of a float param: 0.00944095, not 0.00944095324834808
 UNKNOWN_DATA = "unknown"  # runs logged before the data hash was recorded
 HASH_SHOWN = 12  # characters of a data hash in headings
 # DVC may restore every output from its cache and so run nothing, logging nothing.
@@ -76,23 +77,34 @@ def rank_runs(runs: list[Any], metric: str) -> list[Any]:
     return sorted(newest_first, key=badness)
 
 
-def runs_table(runs: list[Any], metric: str, status: bool = False) -> pd.DataFrame:
-    """One row per run, in the given order: name, short id, (status,) key params, then metrics
-    (`metric` first).
+def shown_param(value: Any) -> str:
+    """A param value as a person reads it: a float to PARAM_DIGITS significant digits, anything
+    else (integers, names, lists) as logged."""
+    text = str(value)
+    try:
+        int(text)
+        return text
+    except ValueError:
+        pass
+    try:
+        return f"{float(text):.{PARAM_DIGITS}g}"
+    except ValueError:
+        return text
 
-    Params beyond KEY_PARAMS appear when their value differs between the runs.
-    """
-    params = [p for p in KEY_PARAMS if any(p in run.data.params for run in runs)]
+
+def runs_table(runs: list[Any], metric: str, status: bool = False) -> pd.DataFrame:
+    """One row per run, in the given order: name, short id, (status,) the params whose values
+    differ between these runs (KEY_PARAMS when none does), then metrics (`metric` first)."""
     every_param = sorted({name for run in runs for name in run.data.params})
-    params += [
-        p for p in every_param if p not in params and len({run.data.params.get(p) for run in runs}) > 1
-    ]
+    params = [p for p in every_param if len({run.data.params.get(p) for run in runs}) > 1]
+    if not params:
+        params = [p for p in KEY_PARAMS if any(p in run.data.params for run in runs)]
     metrics = [metric] + [m for m in KEY_METRICS if m != metric]
     rows = []
     for rank, run in enumerate(runs, start=1):
         row: dict[str, Any] = {"#": rank, "run": run.info.run_name, "id": run.info.run_id[:8]}
         row["status"] = run.info.status
-        row |= {p: run.data.params.get(p, MISSING) for p in params}
+        row |= {p: shown_param(run.data.params[p]) if p in run.data.params else MISSING for p in params}
         row |= {m: f"{run.data.metrics[m]:.5g}" if m in run.data.metrics else MISSING for m in metrics}
         rows.append(row)
     return pd.DataFrame(rows, columns=["#", "run", "id", *(["status"] if status else []), *params, *metrics])

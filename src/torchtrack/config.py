@@ -8,6 +8,7 @@ key's type, range and allowed values (torchtrack.choices); `load_config()` raise
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -150,6 +151,11 @@ class Config:
         return out
 
 
+# The params that say most about a model: `torchtrack compare` shows them when no param differs
+# between its runs, and TensorBoard's HPARAMS always has them (tracking/tracker.py).
+KEY_PARAMS = ("model.activation", "train.optimizer", "train.lr", "train.max_steps", "train.batch_size")
+
+
 def params_mapping(config: Config) -> dict[str, Any]:
     """`config` as params.yaml nests it: sections of keys (lists where the file has lists)."""
     params: dict[str, Any] = {}
@@ -193,6 +199,7 @@ def config_from_dict(raw: Any, source: str = "params") -> Config:
     except ValidationError as exc:
         raise ConfigError(f"{source}: {_message(exc.errors()[0])}") from None
     _check_across_keys(config, source)
+    _check_experiment_name(config.tracking.experiment, source)
     return config
 
 
@@ -248,6 +255,25 @@ def _section(loc: tuple) -> type:
 def _shown(key: Any) -> str:
     """A key as written when it is plain printable text, else its repr: messages stay one line."""
     return key if isinstance(key, str) and key.isprintable() and key.strip() == key != "" else repr(key)
+
+
+# tracking.experiment names the MLflow experiments `<name>` and `<name>-prepare` and the
+# registered model `<name>`. MLflow refuses a model name with '/' or ':' or one that a path
+# would normalise ('..', 'a//b'), and only after training; `models:/<name>@champion` and the
+# registry's filters ('name = ...') need no '@' or quote either. Words, digits, spaces inside,
+# '.', '-' and '_' avoid all of that, in far fewer characters than MLflow's 500 for an experiment.
+EXPERIMENT_NAME = re.compile(r"\w(?:[\w.\- ]*[\w.\-])?")
+EXPERIMENT_NAME_LENGTH = 200
+
+
+def _check_experiment_name(name: str, source: str) -> None:
+    """ConfigError unless MLflow accepts `name` for every experiment and registered model it names."""
+    if not EXPERIMENT_NAME.fullmatch(name) or len(name) > EXPERIMENT_NAME_LENGTH:
+        raise ConfigError(
+            f"{source}: tracking.experiment must be at most {EXPERIMENT_NAME_LENGTH} letters, digits, "
+            f"'.', '-', '_' and inner spaces, starting with a letter, digit or '_' (it names the MLflow "
+            f"experiment and registered model); got {name!r}"
+        )
 
 
 def _check_across_keys(config: Config, source: str) -> None:

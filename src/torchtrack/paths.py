@@ -34,6 +34,7 @@ PREDICTIONS_FIGURE = Path("plots/predictions.png")
 
 # What each stage hands to DVC: its `outs`, `metrics` and `plots` in dvc.yaml.
 STAGE_OUTPUTS = {
+    "validate": (),  # checks params.yaml only
     "prepare": (PREPARED_DIR, PREPARE_METRICS),
     "train": (MODEL_FILE, LOSS_FIGURE, TRAIN_METRICS, LOSS_CSV),
     "evaluate": (PREDICTIONS_FIGURE, EVALUATE_METRICS, PREDICTIONS_CSV),
@@ -41,6 +42,7 @@ STAGE_OUTPUTS = {
 # The other stages' outputs each stage reads: its data `deps` in dvc.yaml. prepare's data is
 # `data.path` (a CSV) when there is one; dvc.yaml names it as ${data.path}.
 STAGE_INPUTS = {
+    "validate": (),
     "prepare": (),
     "train": (PREPARED_DIR,),
     "evaluate": (PREPARED_DIR, MODEL_FILE),

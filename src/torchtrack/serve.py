@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from torchtrack.environment import PREDICTION_DEVICE
+from torchtrack.loopback import no_login_warning
 from torchtrack.paths import MODEL_FILE
 from torchtrack.tracking.backend.lineage import logged_model_uri
 from torchtrack.tracking.location import tracking_uri
@@ -48,6 +49,9 @@ def serve_model(host: str, port: int, model: str | Path = MODEL_FILE) -> None:
     model URI (`models:/torchtrack@champion`) or a checkpoint file, whose run's logged model
     is served."""
     model_uri = str(model) if ":/" in str(model) else logged_model_uri(Path(model))
+    warning = no_login_warning(host, "serve")
+    if warning is not None:
+        print(warning, file=sys.stderr, flush=True)
     print(f"Serving {model_uri} at http://{host}:{port}/invocations (Ctrl-C stops it)", flush=True)
     command = serve_command(model_uri, host, port)
     os.execve(command[0], command, serve_environment())

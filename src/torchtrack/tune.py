@@ -32,6 +32,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from torchtrack.compare import shown_param
 from torchtrack.config import Config, config_from_dict, load_config, params_mapping, read_yaml
 from torchtrack.errors import ConfigError, InputError, TrainingError
 from torchtrack.signals import Terminated
@@ -166,7 +167,7 @@ class Sweep:
         import optuna
 
         values = {d.key: d.suggest(trial) for d in self.space.dimensions}
-        shown = " ".join(f"{k}={_as_yaml(v)}" for k, v in values.items())
+        shown = _shown(values)
         try:
             check_params(self.config, values, f"trial {trial.number}")
         except ConfigError as exc:
@@ -341,6 +342,14 @@ def _as_yaml(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
+def _shown(values: dict[str, Any]) -> str:
+    """A trial's params for people: `key=value` pairs, a float to compare.PARAM_DIGITS significant
+    digits as compare shows it (the trial ran the exact value)."""
+    return " ".join(
+        f"{k}={shown_param(v) if isinstance(v, float) else _as_yaml(v)}" for k, v in values.items()
+    )
+
+
 def _no_secrets(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     return f"{scheme}{sep}{rest.rpartition('@')[2]}" if sep else url
@@ -416,7 +425,7 @@ def report(study: Any, metric: str) -> str:
     best = _best(study)
     if best is None:
         return f"study {study.study_name}: {summary}; no trial has completed"
-    shown = " ".join(f"{k}={_as_yaml(v)}" for k, v in best.user_attrs[PARAMS_ATTR].items())
+    shown = _shown(best.user_attrs[PARAMS_ATTR])
     return (
         f"study {study.study_name}: {summary}\n"
         f"best: trial {best.number}, {metric} {best.value:.6g}: {shown}\n"

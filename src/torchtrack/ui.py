@@ -17,6 +17,7 @@ from pathlib import Path
 
 from torchtrack.config import TrackingConfig
 from torchtrack.errors import PipelineError
+from torchtrack.loopback import no_login_warning
 from torchtrack.tracking.backend.store import connect
 from torchtrack.tracking.location import repo_root, tracking_uri
 
@@ -73,6 +74,9 @@ def serve(config: TrackingConfig, host: str, mlflow_port: int, tensorboard_port:
     }
     check_port_free(host, mlflow_port, "MLflow UI", "--mlflow-port")
     check_port_free(host, tensorboard_port, "TensorBoard", "--tensorboard-port")
+    warning = no_login_warning(host, "ui")
+    if warning is not None:
+        print(warning, file=sys.stderr, flush=True)
     runs = runs_table_url(f"http://{host}:{mlflow_port}", config.experiment)
     processes = {name: subprocess.Popen(cmd) for name, cmd in commands.items()}
     print(f"MLflow UI:   {runs}", flush=True)

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from torchtrack.config import TrackingConfig
+from torchtrack.config import KEY_PARAMS, Config, TrackingConfig
 from torchtrack.profiling import timed
 from torchtrack.signals import uninterrupted
 from torchtrack.tracking.client import open_run_store
@@ -38,6 +38,12 @@ MAX_BATCH = 1000  # MLflow's limit on metrics per log_batch call
 # MLflow's MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL, in the stage's environment, overrides it.
 SYSTEM_METRICS_EVERY_S = 1
 SAMPLING_INTERVAL_ENV = "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"
+
+
+def param_text(value: Any) -> str:
+    """A param as MLflow and TensorBoard show it: a list as params.yaml writes it, `[]` or
+    `[64, 64]` (not the config's tuple, `()`); None as None, which reproduce.param_value reads."""
+    return str(list(value)) if isinstance(value, tuple) else str(value)
 
 
 def run_status(exc_type: type[BaseException] | None) -> str:
@@ -143,7 +149,7 @@ class Tracker:
 
     @timed("params")
     def _log_params(self, run_id: str, params: dict[str, Any]) -> None:
-        items = [(k, "None" if v is None else str(v)) for k, v in params.items()]
+        items = [(k, param_text(v)) for k, v in params.items()]
         for start in range(0, len(items), 100):  # MLflow's limit on params per batch
             self.store.log_batch(run_id, params=items[start : start + 100])
 
@@ -185,8 +191,14 @@ class Tracker:
     @uninterrupted()
     def log_hyperparams(self, params: dict[str, Any], metrics: dict[str, float]) -> None:
         """Hyperparameters with their final metrics, for TensorBoard's HPARAMS tab (as Lightning's
-        TensorBoardLogger does); MLflow has them as the runs' params from the start."""
-        clean = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in params.items()}
+        TensorBoardLogger does); MLflow has them all as the runs' params from the start.
+
+        HPARAMS gets KEY_PARAMS and the params whose value is not params.yaml's default: its
+        table opens on the columns that tell runs apart, not on two dozen constant ones.
+        """
+        defaults = Config().flat()
+        shown = {k: v for k, v in params.items() if k in KEY_PARAMS or k not in defaults or v != defaults[k]}
+        clean = {k: v if isinstance(v, (int, float, str, bool)) else param_text(v) for k, v in shown.items()}
         self.writer.add_hparams(clean, {f"hparam/{k}": v for k, v in metrics.items()})
 
     @timed("figures")
@@ -258,8 +270,8 @@ class Tracker:
     @timed("tracking")
     @uninterrupted()
     def register_model(self, model_uri: str) -> str:
-        """The logged model as the newest version (alias challenger) of the registered model
-        named after the experiment; returns the version number."""
+        """The logged model as a version of the registered model named after the experiment (no
+        new one when a version holds the same bytes, registry.register); returns its number."""
         return self.store.register_model(self.config.experiment, model_uri, self.model_run_id)
 
     @timed("tracking")
