@@ -46,7 +46,7 @@ def model_run(client: MlflowClient, experiment: str, model_md5: str, exp_name: s
     return run.info.run_id
 
 
-def test_of_byte_identical_models_the_run_of_this_experiment_is_found(workdir, monkeypatch):
+def test_of_byte_identical_models_the_run_of_this_experiment_is_found(workdir):
     client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
     model = workdir / "model.pt"
     model.write_bytes(b"weights")
@@ -54,8 +54,7 @@ def test_of_byte_identical_models_the_run_of_this_experiment_is_found(workdir, m
     newer = model_run(client, "two", file_md5(model), exp_name="theirs")
     model_run(client, "three", file_md5(workdir / "model.pt") + "0")  # another model
     assert find_model_run(model, client).info.run_id == newer  # the newest, in any experiment
-    monkeypatch.setenv("DVC_EXP_NAME", "ours")
-    assert find_model_run(model, client).info.run_id == ours
+    assert find_model_run(model, client, dvc_experiment="ours").info.run_id == ours
 
 
 def test_a_model_without_its_run_is_an_error_that_says_how_to_log_it(workdir):
