@@ -1,5 +1,6 @@
 # make run: set up .venv, then run the pipeline (dvc repro) on params.yaml's defaults.
-# make test: set up .venv, then run the whole test suite (make test-quick skips the slow ones).
+# make test: set up .venv, then the developer suite (every end-to-end path once; tests marked full skipped).
+# make test-all: everything, full tests included (what CI runs); make test-quick: no slow tests.
 # make ui: MLflow UI + TensorBoard on 127.0.0.1; make bench: the performance tables (docs/performance.md).
 # make sweep: run every lesson as a DVC experiment and print the results table (docs/lessons.md).
 # make lock: re-pin requirements.lock; make check-lock: does it resolve on the public index?
@@ -24,7 +25,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 EXTRAS = $$($(BIN)/python -c 'import tomllib; \
   print(",".join(tomllib.load(open("pyproject.toml", "rb"))["project"].get("optional-dependencies", {})))')
 
-.PHONY: setup run test test-quick sweep ui bench lint format lock check-lock clean
+.PHONY: setup run test test-all test-quick sweep ui bench lint format lock check-lock clean
 
 setup: $(STAMP)
 
@@ -41,10 +42,13 @@ run: setup
 	dvc repro
 
 test: setup
+	pytest -q -m "not full"
+
+test-all: setup
 	pytest -q
 
 test-quick: setup
-	pytest -q -m "not slow"
+	pytest -q -m "not slow and not full"
 
 sweep: setup  # prints the lessons table and writes it into docs/lessons.md
 	python scripts/lessons.py | python scripts/docs_tables.py lessons

@@ -20,6 +20,8 @@ Measures, side by side in one run on this machine:
   9. training in 2 processes (train.processes, torchrun) vs 1: samples/s on a wide MLP.
 Stages run in a `git clone` of this repository's HEAD, so commit before benchmarking.
 `--device cuda --only overhead optimizer` measures those two parts on a GPU (the CUDA figures).
+`--smoke` runs every part once at its smallest size: a check that each still runs (its figures
+mean nothing; tests/test_bench.py runs it).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -60,6 +62,38 @@ RSS_PROBE = (
     "code = main(sys.argv[1:])\n"
     "print('PEAK_RSS_KIB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
     "sys.exit(code)\n"
+)
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much each part measures: `make bench`'s sizes, or `--smoke`'s smallest (`SMOKE`)."""
+
+    rows: int = 100_000  # training rows of the overhead, system, optimizer, data and kernels parts
+    epochs: tuple[tuple[int, int], ...] = ((64, 3), (1024, 50))  # overhead: (batch, epochs) pairs
+    optimizer_steps: int = 2000
+    kernel_repeats: int = 3  # epochs timed per kernels process
+    repo_params: dict | None = None  # params.yaml overrides of the cloned repo (pipeline, fixed)
+    noop_repeats: int = 3
+    help_repeats: int = 5
+    distributed_rows: int = 50_000
+    distributed_width: int = 1024
+    distributed_rounds: int = 2
+    warm_ups: bool = True  # runs that only steady the timings, and the no-daemon `dvc repro -f`
+
+
+SMOKE = Sizes(
+    rows=4_000,  # 62 steps at batch 64: past log_every_n_steps, so step metrics reach the store
+    epochs=((64, 1),),
+    optimizer_steps=20,
+    kernel_repeats=1,
+    repo_params={"data": {"n_samples": 2_000}, "train": {"max_steps": 20}},
+    noop_repeats=1,
+    help_repeats=1,
+    distributed_rows=2_000,
+    distributed_width=16,
+    distributed_rounds=1,
+    warm_ups=False,
 )
 
 
@@ -126,9 +160,12 @@ def tracked_loop(
 ) -> tuple[float, int]:
     """Seconds for the project's `fit` logging to a real Tracker as the train stage does, and the
     number of step metrics that reached MLflow."""
+    from mlflow import MlflowClient
+
     from torchtrack.tracking.tracker import Tracker
 
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{folder / 'mlflow.db'}"
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    os.environ["MLFLOW_TRACKING_URI"] = uri
     tracking = TrackingConfig(tensorboard_dir=str(folder / "runs"))  # default intervals
     generator = seed_everything(config.seed)
     model = build_model(config.model, train.X.shape[1])
@@ -151,21 +188,22 @@ def tracked_loop(
         tracker.flush()  # the buffered step metrics are part of the cost
         synchronize(device)
         seconds = time.perf_counter() - start
-        steps = len(tracker.client.get_metric_history(tracker.run_id, STEP_LOSS))
     del os.environ["MLFLOW_TRACKING_URI"]
+    steps = len(MlflowClient(uri).get_metric_history(tracker.run_id, STEP_LOSS))
     return seconds, steps
 
 
-def tracking_overhead(folder: Path, rounds: int, device: torch.device) -> list[dict]:
+def tracking_overhead(folder: Path, rounds: int, device: torch.device, sizes: Sizes) -> list[dict]:
     """Target 1: tracked samples/s >= 0.9x bare, at batch 64 and 1024 on 100,000 x 8."""
     set_threads(Config().train.num_threads)
-    train, val = dataset(100_000, 8), dataset(15_000, 8, seed=1)
+    train, val = dataset(sizes.rows, 8), dataset(sizes.rows * 3 // 20, 8, seed=1)
     results = []
-    for batch_size, epochs in ((64, 3), (1024, 50)):  # one to two seconds per timing
+    for batch_size, epochs in sizes.epochs:  # one to two seconds per timing
         config = Config(train=TrainConfig(batch_size=batch_size))
         bare, untracked, tracked, steps = [], [], [], 0
-        bare_loop(train, val, config, 1, device)  # warm-up: lazy initialisation happens outside the timings
-        tracked_loop(train, val, config, 1, folder / f"bs{batch_size}-warm-up", device)
+        if sizes.warm_ups:  # lazy initialisation happens outside the timings
+            bare_loop(train, val, config, 1, device)
+            tracked_loop(train, val, config, 1, folder / f"bs{batch_size}-warm-up", device)
         # Back to back in each round, ratio per round, median over rounds: this VM's speed
         # drifts by tens of percent from second to second, a pair of neighbours much less.
         for round_ in range(rounds):
@@ -198,17 +236,18 @@ def tracking_overhead(folder: Path, rounds: int, device: torch.device) -> list[d
     return results
 
 
-def system_metrics_cost(folder: Path, rounds: int, device: torch.device) -> dict:
+def system_metrics_cost(folder: Path, rounds: int, device: torch.device, sizes: Sizes) -> dict:
     """Target 7: the tracked fit with system metrics on is as fast as with them off, within the
     spread of two runs with them off; sampled every 0.5 s (the default is every 10 s)."""
     from torchtrack.tracking.tracker import SYSTEM_METRICS_EVERY_S
 
     set_threads(Config().train.num_threads)
-    train, val = dataset(100_000, 8), dataset(15_000, 8, seed=1)
-    config, epochs, interval = Config(train=TrainConfig(batch_size=64)), 3, 0.5
+    train, val = dataset(sizes.rows, 8), dataset(sizes.rows * 3 // 20, 8, seed=1)
+    config, epochs, interval = Config(train=TrainConfig(batch_size=64)), sizes.epochs[0][1], 0.5
     os.environ["MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"] = str(interval)
     try:
-        tracked_loop(train, val, config, 1, folder / "warm-up", device, system_metrics=True)
+        if sizes.warm_ups:
+            tracked_loop(train, val, config, 1, folder / "warm-up", device, system_metrics=True)
         on, off, off_again = [], [], []
         for round_ in range(rounds):  # neighbours in time, as in tracking_overhead
             off.append(tracked_loop(train, val, config, epochs, folder / f"off-{round_}", device)[0])
@@ -229,15 +268,15 @@ def system_metrics_cost(folder: Path, rounds: int, device: torch.device) -> dict
     }
 
 
-def optimizer_steps(rounds: int, device: torch.device) -> list[dict]:
+def optimizer_steps(rounds: int, device: torch.device, sizes: Sizes) -> list[dict]:
     """Why Adam and AdamW run fused: microseconds per training step with each optimizer,
     PyTorch's default implementation vs fused, in the bare loop at batch 64."""
     set_threads(Config().train.num_threads)
-    train = dataset(100_000, 8)
+    train = dataset(sizes.rows, 8)
     X, y = train.X.to(device), train.y.to(device)
     full_batches_rows = len(X) - len(X) % 64  # every step takes 64 rows
     model_config = Config().model
-    steps = 2000
+    steps = sizes.optimizer_steps
 
     def per_step(name: str, fused: bool | None) -> float:
         seed_everything(0)
@@ -281,13 +320,13 @@ def optimizer_steps(rounds: int, device: torch.device) -> list[dict]:
     return results
 
 
-def data_path() -> dict:
+def data_path(sizes: Sizes) -> dict:
     """Target 2: batches/s of the project's loader vs the per-row DataLoader default."""
     from torch.utils.data import DataLoader
 
     from torchtrack.loader import make_loader
 
-    train = dataset(100_000, 8)
+    train = dataset(sizes.rows, 8)
 
     def batches_per_s(loader) -> float:
         start = time.perf_counter()
@@ -311,24 +350,24 @@ KERNELS_PROBE = (
     "sys.path.insert(0, sys.argv[1])\n"
     "import torch\n"
     "from bench import kernel_probe\n"
-    "seconds = kernel_probe(sys.argv[2], int(sys.argv[3]))\n"
+    "seconds = kernel_probe(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))\n"
     "print('SECONDS', torch.backends.cpu.get_cpu_capability(), *seconds)\n"
 )
 KERNEL_MODELS = ("linear", "mlp")  # the default model, and the default MLP (64x64) for bigger matmuls
 
 
-def kernel_probe(kind: str, repeats: int) -> list[float]:
-    """Seconds per epoch of the project's `fit` on 100,000 x 8 with the default params and model
+def kernel_probe(kind: str, repeats: int, rows: int) -> list[float]:
+    """Seconds per epoch of the project's `fit` on `rows` x 8 with the default params and model
     `kind`, `repeats` times after a warm-up: what a KERNELS_PROBE process reports."""
     config = Config()
     config = replace(config, model=replace(config.model, kind=kind))
     set_threads(config.train.num_threads)
-    train, val = dataset(100_000, 8), dataset(15_000, 8, seed=1)
+    train, val = dataset(rows, 8), dataset(rows * 3 // 20, 8, seed=1)
     untracked_loop(train, val, config, 1, torch.device("cpu"))
     return [untracked_loop(train, val, config, 1, torch.device("cpu")) for _ in range(repeats)]
 
 
-def pinned_kernels(rounds: int) -> list[dict]:
+def pinned_kernels(rounds: int, sizes: Sizes) -> list[dict]:
     """The cost of bitwise-portable numbers: training samples/s with the pinned CPU kernels vs
     the CPU's own, one process each, back to back in each round (ratio per round, median)."""
     results = []
@@ -339,7 +378,10 @@ def pinned_kernels(rounds: int) -> list[dict]:
                 # Without this process's own pins, which a child would inherit.
                 env = {k: v for k, v in os.environ.items() if k not in PINNED} | {NATIVE_ENV: native_flag}
                 _, result = timed_run(
-                    [sys.executable, "-c", KERNELS_PROBE, str(ROOT / "benchmarks"), kind, "3"], ROOT, env
+                    [sys.executable, "-c", KERNELS_PROBE, str(ROOT / "benchmarks"), kind]
+                    + [str(sizes.kernel_repeats), str(sizes.rows)],
+                    ROOT,
+                    env,
                 )
                 line = next(line for line in result.stdout.splitlines() if line.startswith("SECONDS"))
                 capabilities[label], *seconds = line.split()[1:]
@@ -349,18 +391,30 @@ def pinned_kernels(rounds: int) -> list[dict]:
                 "model": kind,
                 "rounds": rounds,
                 "capability": capabilities,
-                "pinned_samples_per_s": 100_000 / statistics.median(pinned),
-                "native_samples_per_s": 100_000 / statistics.median(native),
+                "pinned_samples_per_s": sizes.rows / statistics.median(pinned),
+                "native_samples_per_s": sizes.rows / statistics.median(native),
                 "ratio": statistics.median(n / p for n, p in zip(native, pinned, strict=True)),
             }
         )
     return results
 
 
-def clone(folder: Path) -> Path:
+def clone(folder: Path, params: dict | None = None) -> Path:
+    """A `git clone` of HEAD in `folder`, its params.yaml changed by `params` (section by section)."""
     repo = folder / "repo"
     subprocess.run(["git", "clone", "--quiet", str(ROOT), str(repo)], check=True)
+    if params:
+        update_params(repo, params)
     return repo
+
+
+def update_params(repo: Path, params: dict) -> None:
+    """Change some keys of `repo`'s params.yaml, section by section."""
+    path = repo / "params.yaml"
+    values = yaml.safe_load(path.read_text())
+    for section, changes in params.items():
+        values[section].update(changes)
+    path.write_text(yaml.safe_dump(values, sort_keys=False))
 
 
 def stage_env(repo: Path, profile: Path | None = None) -> dict[str, str]:
@@ -382,9 +436,9 @@ def timed_run(
     return seconds, result
 
 
-def pipeline(folder: Path) -> dict:
+def pipeline(folder: Path, sizes: Sizes) -> dict:
     """Targets 4 and 5: the default `dvc repro` split into phases; no-op repro; --help."""
-    repo = clone(folder)
+    repo = clone(folder, sizes.repo_params)
     profile = folder / "profile.jsonl"
     wall, _ = timed_run([str(BIN / "dvc"), "repro"], repo, stage_env(repo, profile))
     records = [json.loads(line) for line in profile.read_text().splitlines()]
@@ -395,8 +449,13 @@ def pipeline(folder: Path) -> dict:
     in_process = sum(r["wall"] for r in records)
     phases["other (in stage processes)"] = in_process - sum(phases.values())
     phases["dvc, interpreter start-up and exit"] = wall - in_process
-    noop = [timed_run([str(BIN / "dvc"), "repro"], repo, stage_env(repo))[0] for _ in range(3)]
-    helps = [timed_run([str(BIN / "torchtrack"), "--help"], repo, stage_env(repo))[0] for _ in range(5)]
+    noop = [
+        timed_run([str(BIN / "dvc"), "repro"], repo, stage_env(repo))[0] for _ in range(sizes.noop_repeats)
+    ]
+    helps = [
+        timed_run([str(BIN / "torchtrack"), "--help"], repo, stage_env(repo))[0]
+        for _ in range(sizes.help_repeats)
+    ]
     return {
         "repro_wall_s": wall,
         "phases_s": phases,
@@ -492,23 +551,26 @@ def stage_phases(repo: Path, env: dict[str, str], profile: Path) -> dict[str, di
     return breakdown
 
 
-def fixed_cost(folder: Path, rounds: int) -> dict:
+def fixed_cost(folder: Path, rounds: int, sizes: Sizes) -> dict:
     """Target 6: `dvc repro -f` at most 1.5x the plain pipeline, wall time, median of per-round
     ratios; each round runs the plain pipeline, `dvc repro -f`, and the stages one by one. The
     store daemon started by the warm-up serves the rounds, as it serves a user's run of
     experiments; one last `dvc repro -f`, after stopping it, gives the wall time with none."""
-    repo = clone(folder)
+    repo = clone(folder, sizes.repo_params)
     env, plain = stage_env(repo), folder / "plain"
     measured([str(BIN / "dvc"), "repro"], repo, env)  # warm-up: compiled bytecode, page cache, the store
     settings = plain_settings(repo)
-    plain_pipeline(plain, repo, env, settings)
+    if sizes.warm_ups:
+        plain_pipeline(plain, repo, env, settings)
     repro_runs, plain_runs, stage_runs = [], [], []
     for _ in range(rounds):
         plain_runs.append(plain_pipeline(plain, repo, env, settings))
         repro_runs.append(with_daemon([str(BIN / "dvc"), "repro", "-f"], repo, env)[:2])
         stage_runs.append(stage_phases(repo, env, folder / "profile.jsonl"))
     stop_daemons(repo)
-    cold_wall, _ = measured([str(BIN / "dvc"), "repro", "-f"], repo, env)
+    cold = {}
+    if sizes.warm_ups:
+        cold["cold_daemon_repro_wall_s"] = measured([str(BIN / "dvc"), "repro", "-f"], repo, env)[0]
     ratios = [r[0] / p[0] for r, p in zip(repro_runs, plain_runs, strict=True)]
     medians = {}
     for stage in STAGES:
@@ -527,7 +589,7 @@ def fixed_cost(folder: Path, rounds: int) -> dict:
         "plain_wall_s": statistics.median(p[0] for p in plain_runs),
         "ratio": statistics.median(ratios),
         "ratio_range": [min(ratios), max(ratios)],
-        "cold_daemon_repro_wall_s": cold_wall,
+        **cold,
         "repro_cpu_s": statistics.median(r[1] for r in repro_runs),
         "plain_cpu_s": statistics.median(p[1] for p in plain_runs),
         "cpu_ratio": statistics.median(r[1] / p[1] for r, p in zip(repro_runs, plain_runs, strict=True)),
@@ -537,11 +599,10 @@ def fixed_cost(folder: Path, rounds: int) -> dict:
 
 def scale(folder: Path, rows: int, features: int) -> dict:
     """Target 3: peak resident memory of each stage on `rows` x `features`."""
-    repo = clone(folder)
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["data"].update(n_samples=rows, n_features=features)
-    params["train"].update(epochs=2, batch_size=1024)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    repo = clone(
+        folder,
+        {"data": {"n_samples": rows, "n_features": features}, "train": {"epochs": 2, "batch_size": 1024}},
+    )
     peaks, seconds = {}, {}
     for stage in ("prepare", "train", "evaluate"):
         wall, result = timed_run([sys.executable, "-c", RSS_PROBE, stage], repo, stage_env(repo))
@@ -558,7 +619,7 @@ def scale(folder: Path, rows: int, features: int) -> dict:
     }
 
 
-def distributed_speedup(folder: Path, rows: int = 50_000, width: int = 1024, rounds: int = 2) -> dict:
+def distributed_speedup(folder: Path, sizes: Sizes) -> dict:
     """Target 8: the train stage's samples/s at 1 and 2 processes (torchrun, gloo, one thread
     each), on an MLP wide enough that the gradient all-reduce is not the whole step; the sum of
     the ranks' `samples_per_second_rank*` metrics, read back from the clone's MLflow store.
@@ -566,6 +627,7 @@ def distributed_speedup(folder: Path, rows: int = 50_000, width: int = 1024, rou
     load from elsewhere does not land on one side only."""
     from mlflow import MlflowClient
 
+    rows, width, rounds = sizes.distributed_rows, sizes.distributed_width, sizes.distributed_rounds
     repo = clone(folder)
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["data"].update(n_samples=rows)
@@ -736,29 +798,35 @@ def main() -> None:
         "--only", nargs="+", choices=PARTS, default=list(PARTS), help="measure these parts (default: all)"
     )
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results.json"))
+    parser.add_argument(
+        "--smoke", action="store_true", help="each part once at its smallest size: does it still run?"
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
+    sizes = Sizes()
+    if args.smoke:
+        sizes, args.rounds, args.repro_rounds, args.rows = SMOKE, 1, 1, SMOKE.rows
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         results: dict = {"machine": machine(device)}
         if "overhead" in args.only:
-            results["tracking_overhead"] = tracking_overhead(folder / "overhead", args.rounds, device)
+            results["tracking_overhead"] = tracking_overhead(folder / "overhead", args.rounds, device, sizes)
         if "system" in args.only:
-            results["system_metrics"] = system_metrics_cost(folder / "system", args.rounds, device)
+            results["system_metrics"] = system_metrics_cost(folder / "system", args.rounds, device, sizes)
         if "optimizer" in args.only:
-            results["optimizer_steps"] = optimizer_steps(args.rounds, device)
+            results["optimizer_steps"] = optimizer_steps(args.rounds, device, sizes)
         if "data" in args.only:
-            results["data_path"] = data_path()
+            results["data_path"] = data_path(sizes)
         if "pipeline" in args.only:
-            results["pipeline"] = pipeline(folder / "pipeline")
+            results["pipeline"] = pipeline(folder / "pipeline", sizes)
         if "fixed" in args.only:
-            results["fixed_cost"] = fixed_cost(folder / "fixed", args.repro_rounds)
+            results["fixed_cost"] = fixed_cost(folder / "fixed", args.repro_rounds, sizes)
         if "scale" in args.only:
             results["scale"] = scale(folder / "scale", args.rows, 16)
         if "kernels" in args.only:
-            results["pinned_kernels"] = pinned_kernels(max(1, args.rounds // 3))
+            results["pinned_kernels"] = pinned_kernels(max(1, args.rounds // 3), sizes)
         if "distributed" in args.only:
-            results["distributed"] = distributed_speedup(folder / "distributed")
+            results["distributed"] = distributed_speedup(folder / "distributed", sizes)
     Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
     print(table(results))
     print(f"\nfigures written to {args.output}")

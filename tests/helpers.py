@@ -76,3 +76,17 @@ def save_model(path, model, features: list[str], target: str = "y"):
     extra = {"features": features, "target": target, "preprocessing": preprocessor.to_dict()}
     save_checkpoint(path, model, ModelConfig(activation="tanh_plus_x"), extra)  # RegressionModel's default
     return preprocessor
+
+
+def wait_until(condition, what: str, timeout_s: float = 60.0, every_s: float = 0.1):
+    """Poll `condition()` until it returns something true, and return that; fail saying `what`
+    was awaited once `timeout_s` has passed. A deadline, not a fixed sleep: as fast as the
+    machine allows, and patient with a loaded one."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"waited {timeout_s:.0f} s for {what}")
+        time.sleep(every_s)
+    return value

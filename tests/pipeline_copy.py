@@ -47,6 +47,29 @@ def copy_repo(dest: Path) -> Path:
     return dest
 
 
+def copy_project(project: Path, dest: Path) -> Path:
+    """`project` (a copy that has run) copied whole to `dest`, as if it had run there: the
+    absolute paths its MLflow store records (artifact locations, dataset sources) moved along."""
+    shutil.copytree(project, dest, symlinks=True)
+    if (dest / "mlflow.db").is_file():
+        relocate_store(dest / "mlflow.db", f"{project.resolve()}/", f"{dest.resolve()}/")
+    return dest
+
+
+def relocate_store(db: Path, old: str, new: str) -> None:
+    """Replace the folder `old` by `new` in every text value of the SQLite store `db`."""
+    import sqlite3
+
+    with sqlite3.connect(db) as connection:
+        tables = [row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        for table in tables:
+            for _, column, kind, *_ in connection.execute(f'PRAGMA table_info("{table}")').fetchall():
+                if any(text in kind.upper() for text in ("CHAR", "TEXT", "CLOB")):
+                    moved = f'"{column}" = replace("{column}", ?, ?) WHERE instr("{column}", ?)'
+                    connection.execute(f'UPDATE "{table}" SET {moved}', (old, new, old))
+    connection.close()
+
+
 def pipeline_env(repo: Path) -> dict[str, str]:
     """The venv first on PATH, the copy's own sources importable, no store override."""
     env = isolated_env()

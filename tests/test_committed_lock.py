@@ -9,18 +9,17 @@ import subprocess
 import pytest
 import torch
 
-from pipeline_copy import copy_repo, dvc
-from torchtrack.cpu_kernels import NATIVE_ENV
+from pipeline_copy import copy_project
+
+pytest_plugins = ["default_pipeline"]
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(
     torch.cuda.is_available(), reason="train.device auto trains on the GPU here; the lock is the CPU's"
 )
-def test_a_fresh_clone_reproduces_the_committed_lock_and_metrics(tmp_path, monkeypatch):
-    monkeypatch.delenv(NATIVE_ENV, raising=False)  # the pinned kernels, as a new user gets them
-    repo = copy_repo(tmp_path)
-    dvc(repo, "repro")
+def test_a_fresh_clone_reproduces_the_committed_lock_and_metrics(default_pipeline, tmp_path):
+    repo = copy_project(default_pipeline, tmp_path / "repo")  # dvc repro in a fresh copy, pinned kernels
     diff = subprocess.run(
         ["git", "diff", "--exit-code", "dvc.lock", "metrics/"], cwd=repo, capture_output=True, text=True
     )

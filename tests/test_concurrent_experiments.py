@@ -51,6 +51,7 @@ def queue_tasks(repo) -> dict[str, str]:
 
 
 @pytest.mark.slow
+@pytest.mark.full
 def test_four_queued_experiments_on_two_workers_all_land_in_one_store(tmp_path):
     repo = copy_repo(tmp_path)
     update_params(repo, data={"n_samples": 2000}, train={"epochs": 2})

@@ -82,6 +82,7 @@ def differences(repo: Path, stages: tuple[str, ...], variants: dict[str, dict[st
 
 
 @pytest.mark.slow
+@pytest.mark.full
 def test_default_pipeline_gives_the_same_bytes_under_other_cpus_kernels(tmp_path):
     repo = copy_repo(tmp_path)
     update_params(repo, **SMALL)
@@ -90,6 +91,7 @@ def test_default_pipeline_gives_the_same_bytes_under_other_cpus_kernels(tmp_path
 
 
 @pytest.mark.slow
+@pytest.mark.full
 def test_mlp_training_gives_the_same_bytes_under_other_cpus_kernels(tmp_path):
     repo = copy_repo(tmp_path)
     update_params(repo, model=MLP, **SMALL)

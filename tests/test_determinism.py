@@ -26,6 +26,7 @@ def output_hashes(repo) -> dict[str, str]:
 
 
 @pytest.mark.slow
+@pytest.mark.full
 def test_two_forced_repros_give_byte_identical_outputs(tmp_path):
     repo = copy_repo(tmp_path)
     update_params(repo, data={"n_samples": 2000}, train={"epochs": 3, "device": "cpu"})

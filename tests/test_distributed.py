@@ -14,13 +14,15 @@ import psutil
 import pytest
 import torch
 
-from pipeline_copy import StageProcess, copy_repo, dvc, store, temporary_files, update_params
+from pipeline_copy import StageProcess, copy_project, dvc, store, temporary_files, update_params
 from torchtrack.cli import main
 from torchtrack.config import TrainConfig
 from torchtrack.distributed import process_group, shard_rows
 from torchtrack.errors import ConfigError
 from torchtrack.loader import make_loader
 from torchtrack.tabular import TabularDataset
+
+pytest_plugins = ["default_pipeline"]
 
 # -- the shares, in-process ----------------------------------------------------------------
 
@@ -75,9 +77,8 @@ def test_torchrun_with_another_process_count_than_params_is_refused(monkeypatch)
 
 
 @pytest.mark.slow
-def test_two_processes_reach_the_single_process_test_mse_with_one_model_run(tmp_path):
-    repo = copy_repo(tmp_path)
-    dvc(repo, "repro")
+def test_two_processes_reach_the_single_process_test_mse_with_one_model_run(default_pipeline, tmp_path):
+    repo = copy_project(default_pipeline, tmp_path / "repo")  # after the default `dvc repro`
     single = json.loads((repo / "metrics" / "evaluate.json").read_text())["test_mse"]
     update_params(repo, train={"processes": 2})
     dvc(repo, "repro")
@@ -120,10 +121,9 @@ def started_ranks(stage: StageProcess) -> dict[int, psutil.Process]:
 
 
 @pytest.fixture
-def training_in_two_processes(tmp_path):
-    repo = copy_repo(tmp_path)
-    update_params(repo, **PARAMS)
-    dvc(repo, "repro", "prepare")
+def training_in_two_processes(prepared_60k, tmp_path):
+    repo = copy_project(prepared_60k, tmp_path / "repo")
+    update_params(repo, **PARAMS)  # the same data params: prepare stays up to date
     stage = StageProcess(repo, "train")
     stage.wait_for_line("epoch   1/")
     ranks = started_ranks(stage)

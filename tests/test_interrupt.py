@@ -21,7 +21,7 @@ from mlflow import MlflowClient
 from helpers import read_scalars
 from pipeline_copy import (
     StageProcess,
-    copy_repo,
+    copy_project,
     dvc,
     runs_of_process,
     stages_run,
@@ -32,6 +32,8 @@ from pipeline_copy import (
 from torchtrack.config import TrackingConfig
 from torchtrack.tracking.location import tracking_uri
 from torchtrack.tracking.tracker import Tracker
+
+pytest_plugins = ["default_pipeline"]
 
 FLUSH_EVERY_SECONDS = 1
 # A few seconds per epoch on a small CPU (well past FLUSH_EVERY_SECONDS), so a signal sent after
@@ -96,11 +98,10 @@ def test_a_tracker_that_fails_while_starting_leaves_no_run_running(workdir, trac
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory):
+def repo(prepared_60k, tmp_path_factory):
     """A copy of the repo with the splits prepared; the tests below train in it in turn."""
-    path = copy_repo(tmp_path_factory.mktemp("repo"))
-    update_params(path, **PARAMS)
-    dvc(path, "repro", "prepare")
+    path = copy_project(prepared_60k, tmp_path_factory.mktemp("interrupt") / "repo")
+    update_params(path, **PARAMS)  # the same data params: prepare stays up to date
     return path
 
 

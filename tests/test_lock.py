@@ -119,6 +119,7 @@ def test_check_lock_names_the_first_line_the_public_index_cannot_resolve(tmp_pat
 
 @pytest.mark.network
 @pytest.mark.slow
+@pytest.mark.full
 def test_every_line_of_the_lock_resolves_on_the_public_index_for_every_supported_python():
     skip_unless_the_public_index_answers()
     result = check_lock(*supported_pythons())

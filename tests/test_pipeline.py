@@ -11,20 +11,22 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
+from default_pipeline import repro_log
 from helpers import read_scalars
-from pipeline_copy import BIN, LIMIT_S, copy_repo, dvc, pipeline_env, stages_run, update_params
+from pipeline_copy import BIN, LIMIT_S, copy_project, dvc, pipeline_env, stages_run, update_params
 from torchtrack.baseline import WORSE_TAG
 from torchtrack.config import Config
 from torchtrack.tracking.backend.lineage import find_model_run
 
 pytestmark = pytest.mark.slow
+pytest_plugins = ["default_pipeline"]
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory):
+def repo(default_pipeline, tmp_path_factory):
     """A copy of the repo after one default `dvc repro`, with that run's output."""
-    path = copy_repo(tmp_path_factory.mktemp("repo"))
-    path.joinpath("repro.log").write_text(dvc(path, "repro"))
+    path = copy_project(default_pipeline, tmp_path_factory.mktemp("pipeline") / "repo")
+    path.joinpath("repro.log").write_text(repro_log(default_pipeline))
     return path
 
 

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline_copy import copy_repo, pipeline_env
+from pipeline_copy import copy_project, pipeline_env
+
+pytest_plugins = ["default_pipeline"]
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -111,11 +113,11 @@ def test_the_transcript_keeps_each_output_and_status_and_passes_the_status_on(tm
 
 
 @pytest.mark.slow
-def test_every_pipeline_command_of_the_readme_works_as_written_in_a_fresh_copy(tmp_path):
+def test_every_pipeline_command_of_the_readme_works_as_written_in_a_fresh_copy(default_pipeline, tmp_path):
     venv = Path(sys.prefix)
     if not (venv / "bin" / "activate").is_file():
         pytest.skip("the tests do not run in a virtual environment, so there is no .venv to activate")
-    repo = copy_repo(tmp_path / "repo")
+    repo = copy_project(default_pipeline, tmp_path / "repo")  # a fresh clone after `make run`
     (repo / ".venv").symlink_to(venv)  # what `make setup` would have made there
     commands = [c for c in readme_commands(README.read_text()) if not c.text.startswith(NOT_RUN)]
     for needed in PIPELINE:

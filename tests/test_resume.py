@@ -12,7 +12,7 @@ import yaml
 from pipeline_copy import StageProcess, temporary_files
 from torchtrack.cli import main
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.full]
 PARAMS = {
     "data": {"n_samples": 12000},
     "train": {"epochs": 3, "max_steps": 10**6, "batch_size": 8, "device": "cpu", "resume": True},  # 3 epochs

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from helpers import isolated_env
+from helpers import isolated_env, wait_until
 from torchtrack.errors import TrackingStoreError
 from torchtrack.predict import Predictor
 from torchtrack.synthetic import make_synthetic
@@ -86,12 +86,12 @@ def test_a_stage_that_hangs_up_stops_the_system_metrics_it_started(workdir):
     client = DaemonClient(tracking_uri())
     run_id = client.create_run(client.experiment_id("monitored"), "train", {})
     client.start_system_metrics(run_id, 0.1)
-    time.sleep(1.0)
-    client.close()  # as a killed stage does: its run is still RUNNING
-    time.sleep(0.5)
     mlflow = MlflowClient(tracking_uri())
+    wait_until(lambda: mlflow.get_metric_history(run_id, "system/cpu_utilization_percentage"), "a sample")
+    client.close()  # as a killed stage does: its run is still RUNNING
+    time.sleep(0.5)  # the hang-up reaches the daemon
     samples = len(mlflow.get_metric_history(run_id, "system/cpu_utilization_percentage"))
-    time.sleep(1.0)
+    time.sleep(1.0)  # ten intervals: a monitor still running would have sampled again
     assert samples > 0
     assert len(mlflow.get_metric_history(run_id, "system/cpu_utilization_percentage")) == samples
 

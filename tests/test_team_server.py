@@ -28,7 +28,7 @@ from team_services import (
     tracking_server,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.full]
 
 RATES = ("0.005", "0.01", "0.02", "0.04")
 EPOCHS = 2

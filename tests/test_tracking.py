@@ -11,13 +11,13 @@ import torch
 from mlflow import MlflowClient
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from helpers import read_scalars, save_model
+from helpers import read_scalars, save_model, wait_until
 from torchtrack.config import Config, DataConfig, TrainConfig
 from torchtrack.models import RegressionModel
 from torchtrack.tracking.backend.model_logging import fluent_tracking_uri
 from torchtrack.tracking.client import DAEMON_ENV
 from torchtrack.tracking.location import repo_root, tracking_uri
-from torchtrack.tracking.tracker import Tracker
+from torchtrack.tracking.tracker import SYSTEM_METRICS_EVERY_S, Tracker
 
 
 def client() -> MlflowClient:
@@ -200,11 +200,14 @@ def test_system_metrics_sample_cpu_and_memory_into_the_stage_run(
 ):
     import time
 
+    sampled = {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"}
     monkeypatch.setenv(DAEMON_ENV, daemon)
     with Tracker(tracking_config, "train", params={}, model_run="new", system_metrics=True) as tracker:
-        time.sleep(2.5)  # as long as a short train stage: the default interval samples it
-    logged = client().get_run(tracker.run_id).data.metrics
-    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(logged)
+        # a short train stage lasts a few default intervals: the first samples come within it
+        wait_until(
+            lambda: sampled <= set(client().get_run(tracker.run_id).data.metrics),
+            f"system metrics sampled every {SYSTEM_METRICS_EVERY_S} s",
+        )
     assert not any(name.startswith("system/") for name in client().get_run(tracker.model_run_id).data.metrics)
     with Tracker(tracking_config, "evaluate", params={}, model_run=tracker.model_run_id) as evaluate:
         time.sleep(0.5)

@@ -187,6 +187,7 @@ def experiments(repo: Path) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.full
 def test_a_study_with_two_jobs_leaves_a_dvc_experiment_and_a_model_run_per_trial(small_project):
     repo = small_project
     out = finished(tune(repo, "--study", "s", "--trials", "4", "--jobs", "2"))
@@ -205,6 +206,7 @@ def test_a_study_with_two_jobs_leaves_a_dvc_experiment_and_a_model_run_per_trial
 
 
 @pytest.mark.slow
+@pytest.mark.full
 def test_two_workers_on_one_study_share_its_trials_and_run_none_twice(small_project):
     repo = small_project
     workers = [tune(repo, "--study", "shared", "--trials", "6") for _ in range(2)]
@@ -218,6 +220,7 @@ def test_two_workers_on_one_study_share_its_trials_and_run_none_twice(small_proj
 
 
 @pytest.mark.slow
+@pytest.mark.full
 def test_a_killed_workers_trial_is_marked_failed_and_the_study_carries_on(small_project):
     repo = small_project
     doomed = subprocess.Popen(
@@ -239,6 +242,7 @@ def test_a_killed_workers_trial_is_marked_failed_and_the_study_carries_on(small_
 
 
 @pytest.mark.slow
+@pytest.mark.full
 def test_a_trial_clearly_worse_than_the_others_is_pruned_in_optuna_and_mlflow(small_project):
     repo = small_project
     write_space(
