@@ -100,6 +100,7 @@ def model_runs(repo: Path) -> list:
 
 
 @pytest.mark.slow
+@pytest.mark.full
 def test_two_nodes_train_the_model_of_two_processes_bit_for_bit_with_one_model_run(two_processes, tmp_path):
     repo = Path(shutil.copytree(two_processes[0], tmp_path / "repo"))
     nodes = TwoNodes(repo)
@@ -112,6 +113,7 @@ def test_two_nodes_train_the_model_of_two_processes_bit_for_bit_with_one_model_r
 
 
 @pytest.mark.slow
+@pytest.mark.full
 def test_a_worker_killed_mid_training_is_restarted_and_resumes_to_the_same_model_in_one_model_run(
     two_processes, tmp_path
 ):
