@@ -1,5 +1,6 @@
 """Helpers that tests import (never from conftest or another test module): the environment a
-test must isolate, TensorBoard's scalars read back, and a logger that records what `fit` logs."""
+test must isolate, TensorBoard's scalars read back, a logger that records what `fit` logs, and
+a run's dataset inputs as plain values."""
 
 from __future__ import annotations
 
@@ -76,3 +77,13 @@ def save_model(path, model, features: list[str], target: str = "y"):
     extra = {"features": features, "target": target, "preprocessing": preprocessor.to_dict()}
     save_checkpoint(path, model, ModelConfig(activation="tanh_plus_x"), extra)  # RegressionModel's default
     return preprocessor
+
+
+def dataset_inputs(run) -> list[tuple]:
+    """An MLflow run's dataset inputs, each as (name, digest, source type, source, schema,
+    profile, sorted tags), sorted: what two stores must agree on for the same run."""
+    return sorted(
+        (d.dataset.name, d.dataset.digest, d.dataset.source_type, d.dataset.source, d.dataset.schema,
+         d.dataset.profile, sorted((t.key, t.value) for t in d.tags))
+        for d in run.inputs.dataset_inputs
+    )  # fmt: skip

@@ -10,6 +10,7 @@ import sqlite3
 
 import pytest
 
+from helpers import dataset_inputs
 from torchtrack.tracking.backend import registry
 from torchtrack.tracking.backend.push_runs import INCOMPLETE_TAG, PARENT_TAG, SOURCE_TAG, push_runs
 
@@ -45,14 +46,6 @@ def copies(target) -> dict[str, object]:
     return {
         run.data.tags[SOURCE_TAG]: run for run in every_run(target).values() if SOURCE_TAG in run.data.tags
     }
-
-
-def dataset_inputs(run) -> list[tuple]:
-    return sorted(
-        (d.dataset.name, d.dataset.digest, d.dataset.source_type, d.dataset.source, d.dataset.schema,
-         d.dataset.profile, sorted((t.key, t.value) for t in d.tags))
-        for d in run.inputs.dataset_inputs
-    )  # fmt: skip
 
 
 def test_push_copies_datasets_models_versions_and_aliases_once(stores):
