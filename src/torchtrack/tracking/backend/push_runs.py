@@ -102,7 +102,6 @@ class Pusher:
         self.runs: dict[str, Run] = {}  # source run id -> run, every run being pushed
         self.target_experiments: dict[str, str] = {}  # source experiment id -> target's
         self.model_copies: dict[str, str] = {}  # source logged model id -> its copy's, this push
-        self.aliases: dict[tuple[str, str], str] = {}  # (registered model, alias) -> copied version
 
     def push(self, names: list[str] | None) -> PushReport:
         experiments = self._source_experiments(names)
@@ -115,8 +114,6 @@ class Pusher:
         # Oldest first, so a run that another run's tag names (prepare) is copied before it.
         for run in sorted(self.runs.values(), key=lambda r: r.info.start_time or 0):
             self._copy(run)
-        for (name, alias), version in self.aliases.items():
-            self.target.set_registered_model_alias(name, alias, version)
         return self.report
 
     # -- which runs, where ----------------------------------------------------------------
@@ -259,7 +256,10 @@ class Pusher:
 
     def _copy_model_versions(self, run_id: str, copy_id: str) -> None:
         """Each registered model version made from run `run_id`, as a new version of the same
-        registered model made from the copy, with its tags; its aliases are moved after the push."""
+        registered model made from the copy, with its tags and the aliases it has in the source.
+
+        Done before the copy is marked whole, so that an interrupted push leaves no version or
+        alias that the next one would not make again."""
         found = self.source.search_model_versions(f"run_id = '{run_id}'")
         for version in sorted(found, key=lambda v: int(v.version)):
             aliases = self._registered_model(version.name)
@@ -278,7 +278,7 @@ class Pusher:
                 model_id=model_id,
             )
             for alias in (alias for alias, number in aliases.items() if str(number) == str(version.version)):
-                self.aliases[version.name, alias] = str(new.version)
+                self.target.set_registered_model_alias(version.name, alias, new.version)
             self.report.versions += 1
 
     def _registered_model(self, name: str) -> dict[str, str]:
