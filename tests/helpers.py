@@ -1,5 +1,6 @@
 """Helpers that tests import (never from conftest or another test module): the environment a
-test must isolate, TensorBoard's scalars read back, and a logger that records what `fit` logs."""
+test must isolate, TensorBoard's scalars read back, a logger that records what `fit` logs, and
+a run's dataset inputs as plain values."""
 
 from __future__ import annotations
 
@@ -90,3 +91,13 @@ def wait_until(condition, what: str, timeout_s: float = 60.0, every_s: float = 0
             pytest.fail(f"waited {timeout_s:.0f} s for {what}")
         time.sleep(every_s)
     return value
+
+
+def dataset_inputs(run) -> list[tuple]:
+    """An MLflow run's dataset inputs, each as (name, digest, source type, source, schema,
+    profile, sorted tags), sorted: what two stores must agree on for the same run."""
+    return sorted(
+        (d.dataset.name, d.dataset.digest, d.dataset.source_type, d.dataset.source, d.dataset.schema,
+         d.dataset.profile, sorted((t.key, t.value) for t in d.tags))
+        for d in run.inputs.dataset_inputs
+    )  # fmt: skip

@@ -1,8 +1,11 @@
 """Tracking store unreachable: with MLFLOW_TRACKING_URI at a closed port, a stage fails within
-seconds (MLflow's own retries take minutes) with one line naming the address, exit code 1."""
+seconds (MLflow's own retries take minutes) with one line naming the address, exit code 1. A
+damaged SQLite store ends a stage the same way, in one line naming the file and SQLite's reason,
+and the file is left as it was."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -79,3 +82,36 @@ def test_any_answer_even_an_error_status_counts_as_reachable():
 def test_local_stores_are_not_probed():
     check_reachable("sqlite:////nowhere/mlflow.db")
     check_reachable("file:///nowhere/mlruns")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "random"])
+def test_a_damaged_store_ends_a_stage_in_one_line_and_is_left_as_it_was(tmp_path, damage):
+    from mlflow import MlflowClient
+
+    store = tmp_path / "mlflow.db"
+    if damage == "truncated":  # the first page of a real store: its tables' pages are gone
+        whole = tmp_path / "whole.db"
+        MlflowClient(f"sqlite:///{whole}").create_experiment("tiny")
+        store.write_bytes(whole.read_bytes()[:4096])
+        whole.unlink()
+        reason = "database disk image is malformed (SQLITE_CORRUPT)"
+    else:
+        store.write_bytes(os.urandom(8192))
+        reason = "file is not a database (SQLITE_NOTADB)"
+    damaged = store.read_bytes()
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"data": {"n_samples": 100}}))
+    result = subprocess.run(
+        [sys.executable, "-m", "torchtrack", "prepare"],
+        cwd=tmp_path,
+        env=isolated_env() | {"TORCHTRACK_STORE_DAEMON": "0"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"torchtrack prepare: error: {store} is not a usable MLflow store: {reason}. "
+        "Move it aside to start a new store"
+    ]
+    assert store.read_bytes() == damaged
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db", "params.yaml"]  # no outputs

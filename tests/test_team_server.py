@@ -3,8 +3,9 @@ stand-in (moto) and `mlflow server --app-name basic-auth` on both, started by `t
 server`. Four experiments queued with `dvc exp run --queue` and run by `dvc queue start -j 2`
 with MLFLOW_TRACKING_URI at the server all land whole (checked through MLflow's REST API and
 in the bucket); a wrong password fails in one line and creates nothing; `torchtrack push-runs`
-copies a local store's runs, once; a DVC remote on the same S3 gives a fresh clone the data
-and model, after which `dvc repro` runs nothing.
+copies a local store's runs with their datasets, model and registered version (tags, aliases),
+once; a DVC remote on the same S3 gives a fresh clone the data and model, after which `dvc
+repro` runs nothing.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from helpers import dataset_inputs
 from pipeline_copy import BIN, copy_repo, dvc, pipeline_env, stages_run, update_params
 from team_services import (
     ADMIN,
@@ -296,16 +298,20 @@ def push(repo: Path, server) -> subprocess.CompletedProcess:
     return result
 
 
-def test_push_runs_copies_the_local_runs_whole_and_only_once(server, local_run):
+def test_push_runs_copies_the_local_runs_whole_and_only_once(server, local_run, monkeypatch):
     from mlflow import MlflowClient
 
+    from torchtrack.tracking.backend.registry import promote
+
     local = MlflowClient(f"sqlite:///{local_run / 'mlflow.db'}")
+    promote(local, "torchtrack")  # champion and challenger, both on the local version
     sources = {
         run.info.run_id: run
         for experiment in local.search_experiments()
         for run in local.search_runs([experiment.experiment_id])
     }
-    assert f"copied {len(sources)} run(s) and 1 logged model(s)" in push(local_run, server).stderr
+    pushed = push(local_run, server).stderr
+    assert f"copied {len(sources)} run(s), 1 logged model(s) and 1 registered model version(s)" in pushed
 
     ids = [experiment_id(server, name) for name in ("torchtrack", "torchtrack-prepare")]
     copies = {
@@ -348,10 +354,29 @@ def test_push_runs_copies_the_local_runs_whole_and_only_once(server, local_run):
         for key in bucket_keys(server.s3_endpoint, server.bucket)
     )
 
-    before = len(every_run(server))
+    for name, value in client_env(local_run, server).items():
+        if name.startswith("MLFLOW_"):
+            monkeypatch.setenv(name, value)
+    team = MlflowClient(server.url)
+    for source_id, source in sources.items():
+        assert dataset_inputs(team.get_run(copy_of[source_id])) == dataset_inputs(source)
+    assert any(source.inputs.dataset_inputs for source in sources.values())
+    (version,) = local.search_model_versions("name = 'torchtrack'")
+    version = local.get_model_version("torchtrack", version.version)  # with its aliases
+    (copy,) = team.search_model_versions(f"name = 'torchtrack' AND run_id = '{copy_of[model_run]}'")
+    assert version.run_id == model_run and copy.source == f"models:/{model_id}"
+    assert copy.tags == version.tags and "test_mse" in copy.tags
+    for alias in ("champion", "challenger"):
+        assert alias in version.aliases
+        assert team.get_model_version_by_alias("torchtrack", alias).version == copy.version
+
+    before = len(every_run(server)), len(team.search_model_versions("name = 'torchtrack'"))
     again = push(local_run, server).stderr
-    assert f"copied 0 run(s) and 0 logged model(s) to {server.url}; {len(sources)} already there" in again
-    assert len(every_run(server)) == before
+    assert (
+        f"copied 0 run(s), 0 logged model(s) and 0 registered model version(s) to {server.url}; "
+        f"{len(sources)} already there"
+    ) in again
+    assert (len(every_run(server)), len(team.search_model_versions("name = 'torchtrack'"))) == before
 
 
 # -- data and model storage -----------------------------------------------------------------

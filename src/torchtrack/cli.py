@@ -315,8 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
         "push-runs",
         "copy the runs of the local MLflow store to a tracking server",
         "Copy every finished run of the local store (mlflow.db) to the tracking server: params, "
-        "metrics with their steps and times, tags, artifacts, parent/child structure and the "
-        "logged model. A run already copied is skipped, so a second call copies only new runs.",
+        "metrics with their steps and times, tags, artifacts, parent/child structure, dataset "
+        "inputs, the logged model and its registered model version with its tags and aliases. A run "
+        "already copied is skipped, so a second call copies only new runs.",
     )
     push.add_argument(
         "--to",

@@ -27,7 +27,7 @@ class TrainingError(PipelineError):
 
 
 class TrackingStoreError(PipelineError):
-    """The MLflow tracking server cannot be reached."""
+    """The MLflow tracking store cannot be reached or opened (a server down, a damaged SQLite file)."""
 
 
 class TrackingLoginError(TrackingStoreError):

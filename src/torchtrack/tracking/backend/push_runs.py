@@ -4,9 +4,13 @@
 
 A run is copied whole into the experiment of the same name: its name, start and end time and
 status, params, every value of every metric with its step and timestamp, tags, artifacts
-(figures, TensorBoard event files), its parent, and the model it logged (a new logged model
-on the server with the same files, so `models:/<id>` loads from there). A tag whose value is
-the id of a copied run (the model run's prepare run) names the copy instead.
+(figures, TensorBoard event files), its parent, its dataset inputs (name, digest, source,
+schema, profile, context), the model it logged (a new logged model on the server with the same
+files, so `models:/<id>` loads from there) and the registered model versions made from it (new
+versions of the registered model of the same name, with their tags, linked to the copy). A tag
+whose value is the id of a copied run (the model run's prepare run) names the copy instead.
+An alias (champion, challenger) that points at a version copied now points at its copy; a
+version copied by an earlier push keeps whatever alias the server gave it since.
 
 A finished copy carries the id of the run it came from (tag `torchtrack.pushed_from`), so a
 second push copies only what is new; until then it carries `torchtrack.push_incomplete`, and
@@ -25,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from torchtrack.environment import environment
 from torchtrack.errors import ConfigError, InputError
+from torchtrack.tracking.backend.model_logging import fluent_tracking_uri
 from torchtrack.tracking.backend.store import check_reachable, open_store
 from torchtrack.tracking.location import STORE_FILE, repo_root
 from torchtrack.tracking.tracker import MAX_BATCH
@@ -49,9 +54,13 @@ class PushReport:
     already: int = 0
     still_running: int = 0
     models: int = 0
+    versions: int = 0
 
     def summary(self) -> str:
-        line = f"copied {len(self.copied)} run(s) and {self.models} logged model(s) to {self.target}"
+        line = (
+            f"copied {len(self.copied)} run(s), {self.models} logged model(s) and "
+            f"{self.versions} registered model version(s) to {self.target}"
+        )
         line += f"; {self.already} already there"
         if self.still_running:
             line += f"; {self.still_running} still running, not copied (push again once they end)"
@@ -77,7 +86,10 @@ def push_runs(
         raise InputError(f"no local MLflow store at {source_uri.removeprefix('sqlite:///')}: nothing to push")
     check_reachable(target_uri)
     pusher = Pusher(open_store(source_uri), open_store(target_uri), source_uri, target_uri)
-    with environment({"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}):  # one bar per run is noise
+    with (
+        environment({"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}),  # one bar per run is noise
+        fluent_tracking_uri(target_uri),  # a SQL registry looks a version's logged model up there
+    ):
         return pusher.push(experiments)
 
 
@@ -90,6 +102,7 @@ class Pusher:
         self.copies: dict[str, str] = {}  # source run id -> its finished copy's id
         self.runs: dict[str, Run] = {}  # source run id -> run, every run being pushed
         self.target_experiments: dict[str, str] = {}  # source experiment id -> target's
+        self.model_copies: dict[str, str] = {}  # source logged model id -> its copy's, this push
 
     def push(self, names: list[str] | None) -> PushReport:
         experiments = self._source_experiments(names)
@@ -137,6 +150,8 @@ class Pusher:
             self.copies[copy.data.tags[SOURCE_TAG]] = copy.info.run_id
 
     def _delete_copy(self, copy: Run) -> None:
+        for version in self.target.search_model_versions(f"run_id = '{copy.info.run_id}'"):
+            self.target.delete_model_version(version.name, version.version)
         for model in self.target.search_logged_models(
             [copy.info.experiment_id], filter_string=f"source_run_id = '{copy.info.run_id}'"
         ):
@@ -168,7 +183,10 @@ class Pusher:
         copy_id = copy.info.run_id
         self._copy_params_and_metrics(run, copy_id)
         self._copy_artifacts(run_id, copy_id)
+        if run.inputs and run.inputs.dataset_inputs:
+            self.target.log_inputs(copy_id, datasets=list(run.inputs.dataset_inputs))
         self._copy_logged_models(run, copy_id)
+        self._copy_model_versions(run_id, copy_id)
         self.target.set_tag(copy_id, SOURCE_TAG, run_id)
         self.target.delete_tag(copy_id, INCOMPLETE_TAG)
         self.target.set_terminated(copy_id, run.info.status, end_time=run.info.end_time)
@@ -234,7 +252,48 @@ class Pusher:
             outputs = run.outputs.model_outputs if run.outputs else []
             steps = [output.step for output in outputs if output.model_id == model.model_id]
             self.target.log_outputs(copy_id, [LoggedModelOutput(new.model_id, step) for step in steps or [0]])
+            self.model_copies[model.model_id] = new.model_id
             self.report.models += 1
+
+    def _copy_model_versions(self, run_id: str, copy_id: str) -> None:
+        """Each registered model version made from run `run_id`, as a new version of the same
+        registered model made from the copy, with its tags and the aliases it has in the source.
+
+        Done before the copy is marked whole, so that an interrupted push leaves no version or
+        alias that the next one would not make again."""
+        found = self.source.search_model_versions(f"run_id = '{run_id}'")
+        for version in sorted(found, key=lambda v: int(v.version)):
+            aliases = self._registered_model(version.name)
+            # A search's versions name their logged model only in `source` (models:/<model id>).
+            model_id = self.model_copies.get(version.model_id or version.source.removeprefix("models:/"))
+            if model_id is not None:
+                source = f"models:/{model_id}"
+            else:  # a version made from a run's artifacts, not a logged model
+                source = version.source.replace(f"runs:/{run_id}/", f"runs:/{copy_id}/", 1)
+            new = self.target.create_model_version(
+                version.name,
+                source,
+                run_id=copy_id,
+                tags=version.tags,
+                description=version.description,
+                model_id=model_id,
+            )
+            for alias in (alias for alias, number in aliases.items() if str(number) == str(version.version)):
+                self.target.set_registered_model_alias(version.name, alias, new.version)
+            self.report.versions += 1
+
+    def _registered_model(self, name: str) -> dict[str, str]:
+        """Make the registered model `name` on the target like the source's if it is new; return
+        the source's aliases (alias -> version)."""
+        from mlflow.exceptions import MlflowException
+
+        model = self.source.get_registered_model(name)  # a search's versions carry no aliases
+        try:
+            self.target.create_registered_model(name, tags=model.tags, description=model.description)
+        except MlflowException as exc:  # made by an earlier push, or by the server's own runs
+            if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+                raise
+        return model.aliases
 
 
 def all_runs(

@@ -7,6 +7,7 @@ processes lives here too.
 
 from __future__ import annotations
 
+import sqlite3
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
@@ -37,9 +38,29 @@ def open_store(uri: str) -> MlflowClient:
     concurrent writers.
     """
     from mlflow import MlflowClient
+    from sqlalchemy.exc import DBAPIError
 
     with sqlite_creation_lock(uri):
-        return MlflowClient(uri)  # builds the store, cached for this process
+        try:
+            return MlflowClient(uri)  # builds the store, cached for this process
+        except DBAPIError as exc:
+            if not uri.startswith("sqlite:") or not isinstance(exc.orig, sqlite3.Error):
+                raise
+            raise unusable_sqlite_store(uri, exc.orig) from exc
+
+
+def unusable_sqlite_store(uri: str, error: sqlite3.Error) -> TrackingStoreError:
+    """One line naming the SQLite file and SQLite's reason, instead of SQLAlchemy's traceback.
+
+    The file is left as it is: a damaged store may still hold runs worth recovering.
+    """
+    path = uri.split(":///", 1)[-1]
+    name = getattr(error, "sqlite_errorname", "sqlite")
+    if name in ("SQLITE_CORRUPT", "SQLITE_NOTADB"):
+        return TrackingStoreError(
+            f"{path} is not a usable MLflow store: {error} ({name}). Move it aside to start a new store"
+        )
+    return TrackingStoreError(f"cannot open the MLflow store {path}: {error} ({name})")
 
 
 @timed("store open")
