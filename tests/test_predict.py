@@ -16,8 +16,9 @@ from torchtrack.data import Scaler, read_split
 from torchtrack.errors import InputError
 from torchtrack.evaluation import predict
 from torchtrack.models import load_checkpoint
-from torchtrack.predict import PREDICTION_COLUMN, Predictor, check_columns, read_rows
-from torchtrack.preprocessing import Column, Preprocessor
+from torchtrack.predict import PREDICTION_COLUMN, Predictor, check_columns, predict_file, read_rows
+from torchtrack.preprocessing import OTHER, Column, Preprocessor
+from torchtrack.tables import read_csv
 
 pytest_plugins = ["trained_project"]
 
@@ -121,6 +122,77 @@ def test_cli_writes_the_input_columns_plus_prediction(trained_project, predictor
     np.testing.assert_allclose(
         out[PREDICTION_COLUMN], predictor(rows), rtol=1e-6, atol=1e-6
     )  # the CSV round trip rounds the inputs
+
+
+def test_cli_writes_every_input_cell_back_as_the_file_holds_it(trained_project, predictor, tmp_path):
+    rows = trained_project.raw_rows(4).round(3).astype(str)
+    cells = [["007", "50", "NA"], ["008", "", "n/a"], ["009", "50.10", '"a, b"'], ["010", "1e3", "?"]]
+    rows.loc[1, "x1"] = "NA"  # a gap the model fills; the output still says NA
+    lines = ["id,x0,x1,x2,weight,comment"]
+    lines += [
+        ",".join([cell[0], *row[["x0", "x1", "x2"]], *cell[1:]])
+        for cell, (_, row) in zip(cells, rows.iterrows(), strict=True)
+    ]
+    (tmp_path / "new.csv").write_text("\n".join(lines) + "\n")
+    argv = ["predict", "--input", str(tmp_path / "new.csv"), "--output", str(tmp_path / "out.csv")]
+    assert main([*argv, "--model", str(trained_project.model_path)]) == 0
+    written = (tmp_path / "out.csv").read_text().splitlines()
+    assert written[0] == f"{lines[0]},{PREDICTION_COLUMN}"
+    assert [line.rsplit(",", 1)[0] for line in written[1:]] == lines[
+        1:
+    ]  # each input line, then its prediction
+    out = pd.read_csv(tmp_path / "out.csv")
+    expected = predictor(read_csv(tmp_path / "new.csv"))
+    np.testing.assert_allclose(out[PREDICTION_COLUMN], expected, rtol=1e-6, atol=1e-6)
+
+
+def test_parquet_columns_keep_their_types_whole_numbers_with_gaps_included(trained_project, tmp_path):
+    rows = trained_project.raw_rows(3).assign(weight=pd.array([50, None, 7], dtype="Int64"))
+    rows.to_parquet(tmp_path / "new.parquet")
+    model = str(trained_project.model_path)
+    for output in ("out.csv", "out.parquet"):
+        argv = ["predict", "--input", str(tmp_path / "new.parquet"), "--output", str(tmp_path / output)]
+        assert main([*argv, "--model", model]) == 0
+    text = pd.read_csv(tmp_path / "out.csv", dtype=str, keep_default_na=False)
+    assert text["weight"].tolist() == ["50", "", "7"]
+    assert pd.read_parquet(tmp_path / "out.parquet")["weight"].tolist() == [50, pd.NA, 7]
+
+
+def penguin_predictor() -> Predictor:
+    """A model of two text columns, each with the train split's rarer values counted as OTHER."""
+    columns = [
+        Column("species", "categorical", "text", kind="text", categories=["Adelie", "Gentoo"], other=True),
+        Column("island", "categorical", "text", kind="text", categories=["Biscoe", "Dream"], other=True),
+    ]
+    features = [f for c in columns for f in c.features]  # (6,)
+    model = nn.Linear(len(features), 1)
+    with torch.no_grad():
+        model.weight.copy_(torch.arange(1.0, len(features) + 1).reshape(1, -1))
+        model.bias.zero_()
+    scaler = Scaler(features, "body_mass_g", mean=[0.0] * len(features), std=[1.0] * len(features))
+    return Predictor(model, Preprocessor("body_mass_g", columns, scaler))
+
+
+def test_unseen_categories_are_named_in_one_line_and_counted_as_other(tmp_path, monkeypatch, capsys):
+    predictor = penguin_predictor()
+    monkeypatch.setattr("torchtrack.predict.load_predictor", lambda model: predictor)
+    rows = pd.DataFrame(
+        {
+            "species": ["Adelie", "Emperor", "Gentoo", "Emperor", None, "Adelie"],
+            "island": ["Atlantis", "Dream", "Atlantis", "Mu", "Lemuria", "Avalon"],
+        }
+    )
+    rows.to_csv(tmp_path / "new.csv", index=False)
+    assert predict_file("model.pt", tmp_path / "new.csv", tmp_path / "out.csv") == 6
+    assert capsys.readouterr().err.splitlines() == [
+        f"torchtrack: {tmp_path / 'new.csv'}: categories the model was not trained on, counted as {OTHER}: "
+        "species: 'Emperor'; island: 'Atlantis', 'Avalon', 'Lemuria' and 1 more"
+    ]
+    out = pd.read_csv(tmp_path / "out.csv")
+    seen_as_other = rows.assign(
+        species=rows["species"].replace("Emperor", "Chinstrap")
+    )  # a rarer train value
+    np.testing.assert_allclose(out[PREDICTION_COLUMN], predictor(seen_as_other), rtol=1e-6)
 
 
 def test_cli_reads_and_writes_parquet(trained_project, tmp_path):

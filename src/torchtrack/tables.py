@@ -40,8 +40,9 @@ def note(message: str) -> None:
     print(f"torchtrack: {message}", file=sys.stderr, flush=True)
 
 
-def decode(raw: bytes, path: Path) -> str:
-    """The text of a file's bytes in the first encoding of ENCODINGS (UTF-16 by its BOM) that reads it."""
+def decode(raw: bytes, path: Path, quiet: bool = False) -> str:
+    """The text of a file's bytes in the first encoding of ENCODINGS (UTF-16 by its BOM) that
+    reads it; a note unless it is UTF-8 or `quiet`."""
     if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
         return raw.decode("utf-16")
     kind = next((kind for magic, kind in BINARY_KINDS.items() if raw.startswith(magic)), None)
@@ -52,7 +53,7 @@ def decode(raw: bytes, path: Path) -> str:
             text = raw.decode(encoding)
         except UnicodeDecodeError:
             continue
-        if encoding != ENCODINGS[0]:
+        if encoding != ENCODINGS[0] and not quiet:
             note(f"{path} is not UTF-8; read it as {encoding}")
         return text
     raise AssertionError("latin-1 decodes any bytes")
@@ -72,20 +73,27 @@ def sniff_delimiter(text: str) -> str:
     return best
 
 
-def read_csv(path: str | Path, what: str = "CSV file") -> pd.DataFrame:
+def read_csv(path: str | Path, what: str = "CSV file", as_written: bool = False) -> pd.DataFrame:
     """The table in `path`, every header name trimmed of spaces; DataError in one line if it
-    cannot be read (missing, empty, binary, ragged, a header repeated)."""
+    cannot be read (missing, empty, binary, ragged, a header repeated).
+
+    `as_written`: every cell the text the file holds (`NA`, `50`, `007` and an empty cell kept
+    as they are), for columns passed through untouched; the notes a first read printed are
+    not repeated."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: {what} not found")
     raw = path.read_bytes()
-    text = decode(raw, path)
+    text = decode(raw, path, quiet=as_written)
     if not text.strip():
         raise DataError(f"{path}: the {what} is empty")
     delimiter = sniff_delimiter(text)
     try:
         rows = io.StringIO(text)
-        frame = pd.read_csv(rows, sep=delimiter, na_values=MISSING_MARKERS, skipinitialspace=True)
+        if as_written:
+            frame = pd.read_csv(rows, sep=delimiter, dtype=str, na_filter=False, skipinitialspace=True)
+        else:
+            frame = pd.read_csv(rows, sep=delimiter, na_values=MISSING_MARKERS, skipinitialspace=True)
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the {what} is empty") from None
     except (pd.errors.ParserError, ValueError) as exc:
@@ -94,7 +102,7 @@ def read_csv(path: str | Path, what: str = "CSV file") -> pd.DataFrame:
     repeated = sorted({c for c in frame.columns if list(frame.columns).count(c) > 1})
     if repeated:
         raise DataError(f"{path}: column name(s) used twice: {', '.join(map(repr, repeated))}")
-    if delimiter != ",":
+    if delimiter != "," and not as_written:
         note(f"{path}: columns separated by {delimiter!r}")
         read_decimal_commas(frame, path)
     return frame
