@@ -13,6 +13,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from torchtrack.config import TrackingConfig
@@ -22,6 +24,11 @@ from torchtrack.tracking.backend.store import connect
 from torchtrack.tracking.location import repo_root, tracking_uri
 
 RUNS_TABLE = "#/experiments/{id}/runs?workflowType=machine_learning"  # the UI's runs tab, model-training view
+START_TIMEOUT_S = 120.0  # MLflow's first answer can take tens of seconds (imports, store migrations)
+POLL_INTERVAL_S = 0.5
+NO_PROXY = urllib.request.build_opener(
+    urllib.request.ProxyHandler({})
+)  # an http_proxy must not answer for them
 
 
 def runs_table_url(base: str, experiment: str) -> str:
@@ -46,12 +53,56 @@ def check_port_free(host: str, port: int, server: str, option: str) -> None:
             ) from None
 
 
-def serve(config: TrackingConfig, host: str, mlflow_port: int, tensorboard_port: int) -> int:
-    """Start both servers, print their addresses, and stop both on Ctrl-C or when one exits."""
+def answers(url: str) -> bool:
+    """Whether a server answers an HTTP request at `url` (any status: it is up)."""
+    try:
+        with NO_PROXY.open(url, timeout=2):
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except OSError:
+        return False
+
+
+def local_url(host: str, port: int) -> str:
+    """The address this machine reaches a server bound to `host` at (every interface: loopback)."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
+def wait_until_answering(
+    servers: dict[str, tuple[subprocess.Popen, str]], timeout_s: float = START_TIMEOUT_S
+) -> None:
+    """Return once every server (name -> its process and URL) answers HTTP; PipelineError in one
+    line when one exits first or `timeout_s` passes, so no address is printed that refuses."""
+    pending = dict(servers)
+    deadline = time.monotonic() + timeout_s
+    while pending:
+        for name, (process, url) in list(pending.items()):
+            if process.poll() is not None:
+                code = process.returncode
+                raise PipelineError(
+                    f"the {name} exited (code {code}) before it answered; its log above says why"
+                )
+            if answers(url):
+                del pending[name]
+        if pending and time.monotonic() > deadline:
+            names = " and ".join(pending)
+            raise PipelineError(
+                f"the {names} did not answer within {timeout_s:g} s; both servers are stopped"
+            )
+        if pending:
+            time.sleep(POLL_INTERVAL_S)
+
+
+def server_commands(
+    config: TrackingConfig, host: str, mlflow_port: int, tensorboard_port: int
+) -> dict[str, list[str]]:
+    """The command line of each server, by name."""
     bin_dir = Path(sys.executable).parent
     logdir = repo_root() / config.tensorboard_dir
     logdir.mkdir(parents=True, exist_ok=True)
-    commands = {
+    return {
         "MLflow UI": [
             str(bin_dir / "mlflow"),
             "ui",
@@ -72,17 +123,30 @@ def serve(config: TrackingConfig, host: str, mlflow_port: int, tensorboard_port:
             str(tensorboard_port),
         ],
     }
+
+
+def serve(config: TrackingConfig, host: str, mlflow_port: int, tensorboard_port: int) -> int:
+    """Start both servers, print their addresses, and stop both on Ctrl-C or when one exits."""
+    commands = server_commands(config, host, mlflow_port, tensorboard_port)
     check_port_free(host, mlflow_port, "MLflow UI", "--mlflow-port")
     check_port_free(host, tensorboard_port, "TensorBoard", "--tensorboard-port")
     warning = no_login_warning(host, "ui")
     if warning is not None:
         print(warning, file=sys.stderr, flush=True)
     runs = runs_table_url(f"http://{host}:{mlflow_port}", config.experiment)
-    processes = {name: subprocess.Popen(cmd) for name, cmd in commands.items()}
-    print(f"MLflow UI:   {runs}", flush=True)
-    print(f"TensorBoard: http://{host}:{tensorboard_port}", flush=True)
-    print("Ctrl-C stops both.", flush=True)
+    # Their own output goes to stderr: stdout carries only the addresses, once they answer.
+    processes = {
+        name: subprocess.Popen(cmd, stdout=sys.__stderr__.fileno()) for name, cmd in commands.items()
+    }
     try:
+        print("torchtrack ui: starting the MLflow UI and TensorBoard...", file=sys.stderr, flush=True)
+        ports = {"MLflow UI": mlflow_port, "TensorBoard": tensorboard_port}
+        wait_until_answering(
+            {name: (p, local_url(host, ports[name])) for name, p in processes.items()}, START_TIMEOUT_S
+        )
+        print(f"MLflow UI:   {runs}", flush=True)
+        print(f"TensorBoard: http://{host}:{tensorboard_port}", flush=True)
+        print("Ctrl-C stops both.", flush=True)
         while all(p.poll() is None for p in processes.values()):
             time.sleep(0.5)
         failed = [name for name, p in processes.items() if p.poll() not in (None, 0)]
