@@ -61,3 +61,20 @@ def test_only_the_listed_calls_with_their_types_are_bound():
     with pytest.raises(TrackingStoreError, match="run_id is a int, not str"):
         bind("set_tag", (1, "k", "v"))
     assert "start_system_metrics" in CALLS and "close" not in CALLS
+
+
+def test_the_daemon_handles_exactly_the_listed_calls():
+    """calls.CALLS (what a stage may send) and the daemon's handler table name the same calls."""
+    import ast
+    from pathlib import Path
+
+    import torchtrack.tracking.backend.daemon as daemon
+
+    tree = ast.parse(Path(daemon.__file__).read_text())
+    (handlers,) = [
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Assign)
+        and any(isinstance(t, ast.Attribute) and t.attr == "handlers" for t in node.targets)
+    ]
+    assert {key.value for key in handlers.keys} == set(CALLS)

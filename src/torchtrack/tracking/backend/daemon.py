@@ -129,6 +129,8 @@ class Session:
             "experiment_id": store.experiment_id,
             "end_runs_of_gone_processes": store.end_runs_of_gone_processes,
             "create_run": store.create_run,
+            "unfinished_model_run": store.unfinished_model_run,
+            "reopen_run": store.reopen_run,
             "log_batch": store.log_batch,
             "log_text": store.log_text,
             "log_artifact": store.log_artifact,
