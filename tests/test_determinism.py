@@ -22,7 +22,7 @@ from torchtrack.training import seed_everything
 def output_hashes(repo) -> dict[str, str]:
     """Every stage output's md5 as dvc.lock records it."""
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
-    return {out["path"]: out["md5"] for stage in lock["stages"].values() for out in stage["outs"]}
+    return {out["path"]: out["md5"] for stage in lock["stages"].values() for out in stage.get("outs", [])}
 
 
 @pytest.mark.slow

@@ -20,6 +20,7 @@ from optuna.trial import TrialState
 
 from pipeline_copy import LIMIT_S, copy_repo, dvc, pipeline_env, store, update_params
 from torchtrack.cli import main
+from torchtrack.compare import shown_param
 from torchtrack.config import Config
 from torchtrack.errors import ConfigError
 from torchtrack.trial import (
@@ -201,7 +202,8 @@ def test_a_study_with_two_jobs_leaves_a_dvc_experiment_and_a_model_run_per_trial
     # Identity trials all end as the least-squares line, whatever their lr: a tie goes to the first.
     best = min(runs, key=lambda run: (run.data.metrics["test_mse"], int(run.data.tags[TRIAL_TAG])))
     assert f"best: trial {best.data.tags[TRIAL_TAG]}, test_mse {best.data.metrics['test_mse']:.6g}" in out
-    assert f"train.lr={best.data.params['train.lr']}" in out
+    # The params as compare shows them (PARAM_DIGITS significant digits); the trial ran the exact value.
+    assert f"train.lr={shown_param(float(best.data.params['train.lr']))}" in out
     assert f"apply it: dvc exp apply s-{best.data.tags[TRIAL_TAG]}" in out
 
 
