@@ -20,6 +20,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
+# make test and test-all run the suite in this many pytest-xdist processes, each test file in one
+# of them (its module fixtures made once); most tests wait on their dvc, MLflow or torchrun children.
+TEST_WORKERS ?= 2
+PARALLEL = -n $(TEST_WORKERS) --dist loadfile
 # Every optional extra of pyproject.toml (dev, and any added later), read when the recipe runs: all are
 # installed, and `make lock` pins them all.
 EXTRAS = $$($(BIN)/python -c 'import tomllib; \
@@ -42,10 +46,10 @@ run: setup
 	dvc repro
 
 test: setup
-	pytest -q -m "not full"
+	pytest -q -m "not full" $(PARALLEL)
 
 test-all: setup
-	pytest -q
+	pytest -q $(PARALLEL)
 
 test-quick: setup
 	pytest -q -m "not slow and not full"

@@ -73,6 +73,7 @@ class Sizes:
     epochs: tuple[tuple[int, int], ...] = ((64, 3), (1024, 50))  # overhead: (batch, epochs) pairs
     optimizer_steps: int = 2000
     kernel_repeats: int = 3  # epochs timed per kernels process
+    kernel_models: tuple[str, ...] = ("linear", "mlp")  # the default model; the default MLP's bigger matmuls
     repo_params: dict | None = None  # params.yaml overrides of the cloned repo (pipeline, fixed)
     noop_repeats: int = 3
     help_repeats: int = 5
@@ -87,6 +88,7 @@ SMOKE = Sizes(
     epochs=((64, 1),),
     optimizer_steps=20,
     kernel_repeats=1,
+    kernel_models=("linear",),
     repo_params={"data": {"n_samples": 2_000}, "train": {"max_steps": 20}},
     noop_repeats=1,
     help_repeats=1,
@@ -353,7 +355,6 @@ KERNELS_PROBE = (
     "seconds = kernel_probe(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))\n"
     "print('SECONDS', torch.backends.cpu.get_cpu_capability(), *seconds)\n"
 )
-KERNEL_MODELS = ("linear", "mlp")  # the default model, and the default MLP (64x64) for bigger matmuls
 
 
 def kernel_probe(kind: str, repeats: int, rows: int) -> list[float]:
@@ -371,7 +372,7 @@ def pinned_kernels(rounds: int, sizes: Sizes) -> list[dict]:
     """The cost of bitwise-portable numbers: training samples/s with the pinned CPU kernels vs
     the CPU's own, one process each, back to back in each round (ratio per round, median)."""
     results = []
-    for kind in KERNEL_MODELS:
+    for kind in sizes.kernel_models:
         pinned, native, capabilities = [], [], {}
         for _ in range(rounds):
             for label, runs, native_flag in (("pinned", pinned, "0"), ("native", native, "1")):
@@ -809,24 +810,28 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         results: dict = {"machine": machine(device)}
-        if "overhead" in args.only:
-            results["tracking_overhead"] = tracking_overhead(folder / "overhead", args.rounds, device, sizes)
-        if "system" in args.only:
-            results["system_metrics"] = system_metrics_cost(folder / "system", args.rounds, device, sizes)
-        if "optimizer" in args.only:
-            results["optimizer_steps"] = optimizer_steps(args.rounds, device, sizes)
-        if "data" in args.only:
-            results["data_path"] = data_path(sizes)
-        if "pipeline" in args.only:
-            results["pipeline"] = pipeline(folder / "pipeline", sizes)
-        if "fixed" in args.only:
-            results["fixed_cost"] = fixed_cost(folder / "fixed", args.repro_rounds, sizes)
-        if "scale" in args.only:
-            results["scale"] = scale(folder / "scale", args.rows, 16)
-        if "kernels" in args.only:
-            results["pinned_kernels"] = pinned_kernels(max(1, args.rounds // 3), sizes)
-        if "distributed" in args.only:
-            results["distributed"] = distributed_speedup(folder / "distributed", sizes)
+        parts = {  # part: (its key in results.json, how to measure it), in the order they run
+            "overhead": (
+                "tracking_overhead",
+                lambda: tracking_overhead(folder / "overhead", args.rounds, device, sizes),
+            ),
+            "system": (
+                "system_metrics",
+                lambda: system_metrics_cost(folder / "system", args.rounds, device, sizes),
+            ),
+            "optimizer": ("optimizer_steps", lambda: optimizer_steps(args.rounds, device, sizes)),
+            "data": ("data_path", lambda: data_path(sizes)),
+            "pipeline": ("pipeline", lambda: pipeline(folder / "pipeline", sizes)),
+            "fixed": ("fixed_cost", lambda: fixed_cost(folder / "fixed", args.repro_rounds, sizes)),
+            "scale": ("scale", lambda: scale(folder / "scale", args.rows, 16)),
+            "kernels": ("pinned_kernels", lambda: pinned_kernels(max(1, args.rounds // 3), sizes)),
+            "distributed": ("distributed", lambda: distributed_speedup(folder / "distributed", sizes)),
+        }
+        for part, (key, measure) in parts.items():
+            if part in args.only:
+                start = time.perf_counter()
+                results[key] = measure()
+                print(f"{part}: measured in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
     Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
     print(table(results))
     print(f"\nfigures written to {args.output}")

@@ -1,12 +1,18 @@
 """Helpers that tests import (never from conftest or another test module): the environment a
-test must isolate, TensorBoard's scalars read back, a logger that records what `fit` logs, and
-a run's dataset inputs as plain values."""
+test must isolate, TensorBoard's scalars read back, a logger that records what `fit` logs, a
+run's dataset inputs as plain values, and folders built once for every pytest-xdist worker."""
 
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+from filelock import FileLock
+
+from torchtrack.tracking.client import stop_daemons
 
 # What points a process at another store or marks it as part of a DVC pipeline or experiment:
 # inherited from a developer's shell or from `dvc exp run`, each would send a test's runs elsewhere.
@@ -101,3 +107,26 @@ def dataset_inputs(run) -> list[tuple]:
          d.dataset.profile, sorted((t.key, t.value) for t in d.tags))
         for d in run.inputs.dataset_inputs
     )  # fmt: skip
+
+
+def shared_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's temporary folder that every pytest-xdist worker shares (a worker's own
+    basetemp is a folder inside it); without xdist, the basetemp itself."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:
+    """The folder `name`, filled by `build(folder)` once per test session by whichever worker
+    asks first, while the others wait; a build that failed is retried, from an empty folder, by
+    the next one that asks. A template that tests copy: its store daemons end once it is built."""
+    folder = shared_root(tmp_path_factory) / name
+    built = folder.with_name(f"{name}.built")
+    with FileLock(folder.with_name(f"{name}.lock")):
+        if not built.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            stop_daemons(folder)
+            built.touch()
+    return folder
