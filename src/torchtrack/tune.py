@@ -22,7 +22,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import warnings
 from collections.abc import Callable, Iterator
@@ -292,11 +291,11 @@ class Sweep:
 
     def study_run(self, experiment_id: str) -> str:
         """The run that groups this study's trials in the MLflow UI; made by the first to need it."""
-        from filelock import FileLock
+        from torchtrack.tracking.private_dir import locked, private_dir
 
         name = self.study.study_name
         digest = hashlib.sha256(f"{self.storage} {name}".encode()).hexdigest()[:16]
-        with FileLock(Path(tempfile.gettempdir()) / f"torchtrack-study-{digest}.lock"):
+        with locked(private_dir() / f"study-{digest}.lock"):
             found = self.client.search_runs(
                 [experiment_id],
                 f"tags.`torchtrack.kind` = '{STUDY_KIND}' AND tags.`{STUDY_TAG}` = '{name}'",
