@@ -29,13 +29,15 @@ EXTRAS = $$($(BIN)/python -c 'import tomllib; \
 
 setup: $(STAMP)
 
+# --use-pep517: a package published only as a setup.py source (antlr4-python3-runtime) is built
+# as a wheel, without pip's "legacy setup.py install" deprecation warning on older pips.
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) $(IS_SUPPORTED) 2>/dev/null || { \
 	echo "make: torchtrack needs Python $(subst $(space),$(comma) ,$(SUPPORTED_PYTHONS)): $(if $(PYTHON),$(PYTHON) \
 	is none of them,none of them is on PATH as python3.X or python3). Install one, or name it: \
 	make PYTHON=/path/to/python3.12" >&2; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock -e ".[$(EXTRAS)]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --use-pep517 -r requirements.lock -e ".[$(EXTRAS)]"
 	touch $@
 
 run: setup
