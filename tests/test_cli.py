@@ -11,17 +11,19 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import isolated_env
+from helpers import isolated_env, noisy_lines
 from torchtrack.cli import main
+from torchtrack.environment import QUIET_MLFLOW
+from torchtrack.tracking.client import DAEMON_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "torchtrack", *args],
         cwd=cwd,
-        env=isolated_env(),
+        env=env or isolated_env(),
         capture_output=True,
         text=True,
         timeout=300,
@@ -127,13 +129,17 @@ def test_bad_csv_stops_prepare_with_a_clear_message_and_no_mlflow_run(tmp_path, 
 
 @pytest.mark.slow
 def test_stages_run_in_order_and_a_missing_input_names_the_stage_to_run(tmp_path):
+    """Run with MLflow in the stage's own process (no store daemon, as with a tracking server),
+    and not told to be quiet by the shell: each stage prints only its own short lines."""
     params = write_params(tmp_path, data={"n_samples": 400}, train={"epochs": 2})
     result = run_cli("train", "--params", str(params), cwd=tmp_path)
     assert result.returncode == 2 and "run the prepare stage first" in result.stderr
+    env = {k: v for k, v in isolated_env().items() if k not in QUIET_MLFLOW} | {DAEMON_ENV: "0"}
     outputs = {}
     for stage in ("prepare", "train", "evaluate"):
-        result = run_cli(stage, "--params", str(params), cwd=tmp_path)
+        result = run_cli(stage, "--params", str(params), cwd=tmp_path, env=env)
         assert result.returncode == 0, result.stderr
+        assert noisy_lines(result.stdout + result.stderr) == [], stage
         outputs[stage] = result.stdout
     assert [line.split()[:2] for line in outputs["train"].splitlines()] == [
         ["epoch", "1/2"],

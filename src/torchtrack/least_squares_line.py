@@ -50,13 +50,9 @@ class LineChoice:
         }
 
     def describe(self) -> str:
-        """One line saying which weights were kept and why."""
-        figures = f"it saves {self.saved:.3g} sigma^2 of train squared error, {self.cost:g} needed"
-        if self.kept_line:
-            return (
-                f"kept the least-squares line: the trained curve does not pay for its parameters ({figures})"
-            )
-        return f"kept the trained model: it pays for its parameters over the least-squares line ({figures})"
+        """One short line (no wrap at 100 columns) saying which weights were kept and why."""
+        figures = f"the curve's Akaike saving is {self.saved:.3g} sigma^2, {self.cost:g} needed"
+        return f"kept the {'least-squares line' if self.kept_line else 'trained model'}: {figures}"
 
 
 def can_be_a_line(model: nn.Module) -> bool:
