@@ -96,6 +96,16 @@ def keep_the_better(model: nn.Module, train_set: TabularDataset, config: TrainCo
     return LineChoice(kept_line, float(saved), cost)
 
 
+def line_losses(model: nn.Module, train_set: TabularDataset, val_set: TabularDataset) -> dict[str, float]:
+    """The kept line's mean squared error on the train and val rows, under the names of the
+    epochs' losses: so that the records end on the weights kept, not on the curve they replaced."""
+    losses = {}
+    for name, rows in (("train", train_set), ("val", val_set)):
+        y = rows.y.numpy().reshape(-1).astype(np.float64)
+        losses[f"{name}_loss"] = _squared_errors(model, rows.X, y) / len(y)
+    return losses
+
+
 def _squared_errors(model: nn.Module, X: torch.Tensor, y: np.ndarray) -> float:
     errors = predict(model, X) - y  # float64, (N,)
     return portable.dot(errors, errors)  # not np.dot, whose BLAS kernel the CPU chooses
