@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +18,7 @@ from torchtrack.cli import main
 from torchtrack.environment import QUIET_MLFLOW
 from torchtrack.tracking.client import DAEMON_ENV
 
+pytest_plugins = ["trained_project"]
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -226,6 +229,42 @@ def late_http_server(port: int, delay_s: float) -> subprocess.Popen:
         "http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), handler).serve_forever()"
     )
     return subprocess.Popen([sys.executable, "-c", code, str(port), str(delay_s)])
+
+
+def test_ui_links_the_runs_table_opening_on_the_params_and_test_metrics(
+    trained_project, tmp_path, monkeypatch
+):
+    """The link is a shared view (an experiment tag the address names), which MLflow's UI opens
+    with these columns instead of the ones the browser last kept."""
+    from mlflow import MlflowClient
+
+    from torchtrack.ui import SHARED_VIEW, runs_table_url
+
+    shutil.copy(trained_project.root / "mlflow.db", tmp_path / "mlflow.db")  # the fixture's store unchanged
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    url = runs_table_url("http://127.0.0.1:5000", "tiny")
+    experiment_id = MlflowClient(uri).get_experiment_by_name("tiny").experiment_id
+    table = f"http://127.0.0.1:5000/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    assert url.startswith(f"{table}&viewStateShareKey=")
+    assert runs_table_url("http://127.0.0.1:5000", "tiny") == url  # the same view: one tag, not one per start
+    tags = MlflowClient(uri).get_experiment(experiment_id).tags
+    view = json.loads(tags[SHARED_VIEW + url.split("viewStateShareKey=")[1]])
+    assert view == {
+        "selectedColumns": [
+            "params.`model.activation`", "params.`train.optimizer`", "params.`train.lr`",
+            "params.`train.max_steps`", "params.`train.batch_size`",  # one run: compare's five key params
+            "metrics.`test_mse`", "metrics.`test_mae`", "metrics.`test_r2`", "metrics.`val_loss`",
+        ]
+    }  # fmt: skip
+    # The installed UI still opens a shared view from this tag and address parameter.
+    import mlflow.server
+
+    bundle = "".join(
+        path.read_text(errors="replace")
+        for path in (Path(mlflow.server.__file__).parent / "js" / "build" / "static" / "js").glob("*.js")
+    )
+    assert all(name in bundle for name in ('"viewStateShareKey"', f'"{SHARED_VIEW}"', '"selectedColumns"'))
 
 
 def test_ui_waits_until_a_server_answers_before_its_address_is_printed():
