@@ -4,7 +4,7 @@ MLflow 3's UI opens every experiment on its GenAI overview (traces, token usage)
 it shows comes from a `workflowType` query parameter, else a "GenAI / Model training" toggle
 kept in the browser's local storage (default GenAI), not from the experiment's
 `mlflow.experimentKind` tag. So the address printed here is the experiment's runs table with
-`workflowType=machine_learning`, which opens on the params and test metrics directly.
+`workflowType=machine_learning`, the model-training view.
 
 Which columns the runs table shows is the browser's own state, kept in its local storage; the
 one thing an address can carry is a shared view (what the UI's Share button makes): an

@@ -161,9 +161,9 @@ def _train(config: Config, device: torch.device) -> dict[str, float]:
             note(line.describe())
             final |= line.metrics()
             if line.kept_line:  # the curves end, and the summary is, on the line, not the discarded curve
-                kept_line = line_losses(model, train_set, val_set)
-                tracker.log_metrics(kept_line | learned_activation_values(model), len(history))
-                final |= kept_line
+                losses = line_losses(model, train_set, val_set)
+                tracker.log_metrics(losses | learned_activation_values(model), len(history))
+                final |= losses
         final |= {"epochs": len(history), "batch_size": budget.batch_size, **learned_activation_values(model)}
         tracker.log_summary(final, step=len(history))
         tracker.log_hyperparams(config.flat(*PARAM_SECTIONS), final)
