@@ -29,21 +29,31 @@ PARALLEL = -n $(TEST_WORKERS) --dist loadfile
 EXTRAS = $$($(BIN)/python -c 'import tomllib; \
   print(",".join(tomllib.load(open("pyproject.toml", "rb"))["project"].get("optional-dependencies", {})))')
 
-.PHONY: setup run test test-all test-quick sweep ui bench lint format lock check-lock clean
+.PHONY: setup git-identity run test test-all test-quick sweep ui bench lint format lock check-lock clean
 
 setup: $(STAMP)
 
+# --use-pep517: a package published only as a setup.py source (antlr4-python3-runtime) is built
+# as a wheel, without pip's "legacy setup.py install" deprecation warning on older pips.
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) $(IS_SUPPORTED) 2>/dev/null || { \
 	echo "make: torchtrack needs Python $(subst $(space),$(comma) ,$(SUPPORTED_PYTHONS)): $(if $(PYTHON),$(PYTHON) \
 	is none of them,none of them is on PATH as python3.X or python3). Install one, or name it: \
 	make PYTHON=/path/to/python3.12" >&2; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock -e ".[$(EXTRAS)]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --use-pep517 -r requirements.lock -e ".[$(EXTRAS)]"
 	touch $@
 
-run: setup
+run: setup git-identity
 	dvc repro
+
+# A note, not a stop: `dvc exp run` commits each experiment with git, which needs a name and email
+# set (useConfigOnly: one git would guess from the host name does not count).
+IDENT := git -c user.useConfigOnly=true var
+git-identity:
+	@$(IDENT) GIT_AUTHOR_IDENT >/dev/null 2>&1 && $(IDENT) GIT_COMMITTER_IDENT >/dev/null 2>&1 || { \
+	echo "make: git has no name and email yet, and dvc exp run commits with git; give it yours:" >&2; \
+	echo '  git config --global user.name "Your Name" && git config --global user.email you@example.com' >&2; }
 
 test: setup
 	pytest -q -m "not full" $(PARALLEL)

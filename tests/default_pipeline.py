@@ -19,7 +19,7 @@ from torchtrack.cpu_kernels import NATIVE_ENV
 
 
 def repro_log(repo: Path) -> str:
-    """What the session's default `dvc repro` printed."""
+    """What the session's default `dvc repro` printed, stdout and stderr."""
     return (repo.parent / "repro.log").read_text()
 
 
@@ -31,7 +31,7 @@ def default_pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
         with pytest.MonkeyPatch.context() as patch:
             patch.delenv(NATIVE_ENV, raising=False)  # the pinned kernels, as a new user gets them
             repo = copy_repo(folder / "repo")
-            (folder / "repro.log").write_text(dvc(repo, "repro"))
+            (folder / "repro.log").write_text(dvc(repo, "repro", stderr=True))
 
     return built_once(tmp_path_factory, "default_pipeline", build) / "repo"
 

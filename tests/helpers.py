@@ -1,6 +1,7 @@
 """Helpers that tests import (never from conftest or another test module): the environment a
 test must isolate, TensorBoard's scalars read back, a logger that records what `fit` logs, a
-run's dataset inputs as plain values, and folders built once for every pytest-xdist worker."""
+run's dataset inputs as plain values, the lines of a command's output that are noise, and
+folders built once for every pytest-xdist worker."""
 
 from __future__ import annotations
 
@@ -29,6 +30,19 @@ DETERMINISTIC_OUTPUTS = (
     "metrics/evaluate.json",
     "plots/predictions.csv",
 )
+
+
+WIDTH = 100  # a line longer than this wraps in a terminal of common width
+
+
+def noisy_lines(output: str) -> list[str]:
+    """The lines of a command's output that a user should not see: MLflow's INFO lines, its
+    artifact download bars, and lines too long for a terminal."""
+    return [
+        line
+        for line in output.splitlines()
+        if " INFO mlflow" in line or "Downloading artifacts" in line or len(line) > WIDTH
+    ]
 
 
 def isolate_env(patch: pytest.MonkeyPatch) -> None:

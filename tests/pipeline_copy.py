@@ -77,12 +77,14 @@ def pipeline_env(repo: Path) -> dict[str, str]:
     return env
 
 
-def dvc(repo: Path, *args: str) -> str:
+def dvc(repo: Path, *args: str, stderr: bool = False) -> str:
+    """What `dvc *args` printed on stdout (and stderr, interleaved, with `stderr`); it must succeed."""
     result = subprocess.run(
         [str(BIN / "dvc"), *args],
         cwd=repo,
         env=pipeline_env(repo),
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT if stderr else subprocess.PIPE,
         text=True,
         timeout=600,
     )

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,17 +13,20 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import isolated_env
+from helpers import isolated_env, noisy_lines
 from torchtrack.cli import main
+from torchtrack.environment import QUIET_MLFLOW
+from torchtrack.tracking.client import DAEMON_ENV
 
+pytest_plugins = ["trained_project"]
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "torchtrack", *args],
         cwd=cwd,
-        env=isolated_env(),
+        env=env or isolated_env(),
         capture_output=True,
         text=True,
         timeout=300,
@@ -127,13 +132,17 @@ def test_bad_csv_stops_prepare_with_a_clear_message_and_no_mlflow_run(tmp_path, 
 
 @pytest.mark.slow
 def test_stages_run_in_order_and_a_missing_input_names_the_stage_to_run(tmp_path):
+    """Run with MLflow in the stage's own process (no store daemon, as with a tracking server),
+    and not told to be quiet by the shell: each stage prints only its own short lines."""
     params = write_params(tmp_path, data={"n_samples": 400}, train={"epochs": 2})
     result = run_cli("train", "--params", str(params), cwd=tmp_path)
     assert result.returncode == 2 and "run the prepare stage first" in result.stderr
+    env = {k: v for k, v in isolated_env().items() if k not in QUIET_MLFLOW} | {DAEMON_ENV: "0"}
     outputs = {}
     for stage in ("prepare", "train", "evaluate"):
-        result = run_cli(stage, "--params", str(params), cwd=tmp_path)
+        result = run_cli(stage, "--params", str(params), cwd=tmp_path, env=env)
         assert result.returncode == 0, result.stderr
+        assert noisy_lines(result.stdout + result.stderr) == [], stage
         outputs[stage] = result.stdout
     assert [line.split()[:2] for line in outputs["train"].splitlines()] == [
         ["epoch", "1/2"],
@@ -220,6 +229,42 @@ def late_http_server(port: int, delay_s: float) -> subprocess.Popen:
         "http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), handler).serve_forever()"
     )
     return subprocess.Popen([sys.executable, "-c", code, str(port), str(delay_s)])
+
+
+def test_ui_links_the_runs_table_opening_on_the_params_and_test_metrics(
+    trained_project, tmp_path, monkeypatch
+):
+    """The link is a shared view (an experiment tag the address names), which MLflow's UI opens
+    with these columns instead of the ones the browser last kept."""
+    from mlflow import MlflowClient
+
+    from torchtrack.ui import SHARED_VIEW, runs_table_url
+
+    shutil.copy(trained_project.root / "mlflow.db", tmp_path / "mlflow.db")  # the fixture's store unchanged
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    url = runs_table_url("http://127.0.0.1:5000", "tiny")
+    experiment_id = MlflowClient(uri).get_experiment_by_name("tiny").experiment_id
+    table = f"http://127.0.0.1:5000/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    assert url.startswith(f"{table}&viewStateShareKey=")
+    assert runs_table_url("http://127.0.0.1:5000", "tiny") == url  # the same view: one tag, not one per start
+    tags = MlflowClient(uri).get_experiment(experiment_id).tags
+    view = json.loads(tags[SHARED_VIEW + url.split("viewStateShareKey=")[1]])
+    assert view == {
+        "selectedColumns": [
+            "params.`model.activation`", "params.`train.optimizer`", "params.`train.lr`",
+            "params.`train.max_steps`", "params.`train.batch_size`",  # one run: compare's five key params
+            "metrics.`test_mse`", "metrics.`test_mae`", "metrics.`test_r2`", "metrics.`val_loss`",
+        ]
+    }  # fmt: skip
+    # The installed UI still opens a shared view from this tag and address parameter.
+    import mlflow.server
+
+    bundle = "".join(
+        path.read_text(errors="replace")
+        for path in (Path(mlflow.server.__file__).parent / "js" / "build" / "static" / "js").glob("*.js")
+    )
+    assert all(name in bundle for name in ('"viewStateShareKey"', f'"{SHARED_VIEW}"', '"selectedColumns"'))
 
 
 def test_ui_waits_until_a_server_answers_before_its_address_is_printed():

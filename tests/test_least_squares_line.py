@@ -1,17 +1,22 @@
 """least_squares_line.py: after training, a model that can be a line ends as the train split's
 exact least-squares fit unless its curve pays for its two extra parameters (Akaike)."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
+from helpers import read_scalars
 from torchtrack.config import TrainConfig
 from torchtrack.evaluation import least_squares_fit, predict
 from torchtrack.least_squares_line import AKAIKE_COST, can_be_a_line, keep_the_better, set_to_line
 from torchtrack.models import MLP, RegressionModel
 from torchtrack.tabular import TabularDataset
 from torchtrack.training import fit, seed_everything
+
+pytest_plugins = ["trained_project"]
 
 CPU = torch.device("cpu")
 CONFIG = TrainConfig(max_steps=600, device="cpu")
@@ -97,3 +102,19 @@ def test_only_a_linear_layer_with_identity_or_a_learnable_tanh_plus_x_can_be_a_l
     assert can_be_a_line(RegressionModel(activation="manual_grad_tanh_plus_x"))
     assert not can_be_a_line(RegressionModel(activation="relu"))
     assert not can_be_a_line(MLP(hidden_sizes=[8], activation="identity"))
+
+
+def test_when_the_line_is_kept_the_records_end_on_the_line_not_on_the_discarded_curve(trained_project):
+    """The tiny project's two epochs do not pay for the curve: train keeps the line, and its
+    TensorBoard curves and metrics/train.json end on the line's losses and a = 0, b = 1."""
+    final = json.loads((trained_project.root / "metrics" / "train.json").read_text())
+    assert final["kept_least_squares_line"] == 1.0
+    (log_dir,) = (trained_project.root / "runs" / "train").iterdir()
+    curves = read_scalars(log_dir)
+    epochs = final["epochs"]
+    for tag, name in (("activation/a", "activation.a"), ("activation/b", "activation.b")):
+        assert curves[tag][-1] == (epochs, pytest.approx(final[name])), tag
+    assert (final["activation.a"], final["activation.b"]) == (0.0, 1.0)
+    for tag, name in (("loss/train", "train_loss"), ("loss/val", "val_loss")):
+        assert curves[tag][-1] == (epochs, pytest.approx(final[name], rel=1e-6)), tag
+        assert curves[tag][-2][0] == epochs  # the trained epoch's point, then the line's at the same step

@@ -12,7 +12,7 @@ import yaml
 from mlflow import MlflowClient
 
 from default_pipeline import repro_log
-from helpers import read_scalars
+from helpers import noisy_lines, read_scalars
 from pipeline_copy import BIN, LIMIT_S, copy_project, dvc, pipeline_env, stages_run, update_params
 from torchtrack.baseline import WORSE_TAG
 from torchtrack.config import Config
@@ -69,6 +69,10 @@ def test_repro_runs_every_stage_and_writes_outputs_and_lock(repo):
     assert set(lock) == {"validate", "prepare", "train", "evaluate"}
     assert lock["train"]["params"]["params.yaml"]["train.lr"] == 0.03
     assert {out["path"] for out in lock["train"]["outs"]} >= {"models/model.pt", "metrics/train.json"}
+
+
+def test_repro_prints_no_mlflow_info_no_download_bars_and_no_line_that_wraps(repo):
+    assert noisy_lines((repo / "repro.log").read_text()) == []
 
 
 def test_default_model_reaches_the_noise_floor(repo):

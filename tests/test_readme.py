@@ -1,7 +1,8 @@
 """The README's commands work as written: its shell blocks, run in order in a fresh copy of the
 repository from a plain shell (no virtual environment on PATH until the README activates it),
 each command succeeding (or failing where its comment says `# fails`; a status that a `$ echo $?`
-shows is compared as its output) and each `console` block printing what the README shows."""
+shows is compared as its output), each `console` block printing what the README shows, and
+`git status` clean at the end."""
 
 from __future__ import annotations
 
@@ -131,3 +132,7 @@ def test_every_pipeline_command_of_the_readme_works_as_written_in_a_fresh_copy(d
         if command.expected_output is not None:
             printed = [line.rstrip() for line in output.splitlines()]
             assert printed == [line.rstrip() for line in command.expected_output], said
+    # Back where it started: the README's recovery restored every file, and what it wrote is ignored
+    # (.venv here is this test's link, which `.venv/` does not match).
+    status = ["git", "status", "--porcelain", "--", ".", ":!.venv"]
+    assert subprocess.run(status, cwd=repo, capture_output=True, text=True, check=True).stdout == ""

@@ -26,7 +26,7 @@ from torchtrack.errors import DataError
 from torchtrack.predict import PREDICTION_COLUMN, Predictor
 from torchtrack.serve import serve_command
 from torchtrack.tables import read_csv
-from torchtrack.tracking.backend.lineage import logged_model_uri
+from torchtrack.tracking.backend.lineage import logged_model_uri, registered_model_uri
 
 pytest_plugins = ["trained_project", "table_projects"]
 
@@ -38,6 +38,11 @@ def test_the_checkpoint_leads_to_the_model_its_run_logged(trained_project, monke
     uri = logged_model_uri(trained_project.model_path)
     assert uri.startswith("models:/m-")
     assert uri == trained_project.model_run().data.tags["torchtrack.model_uri"]
+
+
+def test_the_checkpoint_is_served_as_its_registered_name_and_version(trained_project, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", trained_project.tracking_uri)
+    assert registered_model_uri(trained_project.model_path) == "models:/tiny/1"
 
 
 def test_without_a_checkpoint_the_error_says_to_train(tmp_path):
@@ -133,6 +138,9 @@ def test_served_model_answers_like_predict(trained_project, tmp_path, model):
             np.testing.assert_allclose(served, expected, rtol=1e-5, atol=1e-5, err_msg=str(list(payload)))
     finally:
         stop_process_group(server)
+    said = log.read_text()
+    assert said.startswith(f"Serving models:/tiny/1 at {url}/invocations"), said[:300]  # the registered name
+    assert " INFO mlflow" not in said and "Downloading artifacts" not in said, said
 
 
 def stop_process_group(leader: subprocess.Popen) -> None:

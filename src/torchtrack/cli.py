@@ -370,7 +370,10 @@ def main(argv: list[str] | None = None) -> int:
     started, started_cpu = time.perf_counter(), time.process_time()
     args = build_parser().parse_args(argv)
     args.started, args.started_cpu = started, started_cpu
+    from torchtrack.environment import quiet_mlflow
     from torchtrack.errors import PipelineError
+
+    quiet_mlflow()
 
     try:
         with stop_signals_raise():

@@ -92,13 +92,17 @@ def shown_param(value: Any) -> str:
         return text
 
 
-def runs_table(runs: list[Any], metric: str, status: bool = False) -> pd.DataFrame:
-    """One row per run, in the given order: name, short id, (status,) the params whose values
-    differ between these runs (KEY_PARAMS when none does), then metrics (`metric` first)."""
+def compared_params(runs: list[Any]) -> list[str]:
+    """The params whose values differ between `runs`, by name; KEY_PARAMS when none does."""
     every_param = sorted({name for run in runs for name in run.data.params})
     params = [p for p in every_param if len({run.data.params.get(p) for run in runs}) > 1]
-    if not params:
-        params = [p for p in KEY_PARAMS if any(p in run.data.params for run in runs)]
+    return params or [p for p in KEY_PARAMS if any(p in run.data.params for run in runs)]
+
+
+def runs_table(runs: list[Any], metric: str, status: bool = False) -> pd.DataFrame:
+    """One row per run, in the given order: name, short id, (status,) `compared_params`, then
+    metrics (`metric` first)."""
+    params = compared_params(runs)
     metrics = [metric] + [m for m in KEY_METRICS if m != metric]
     rows = []
     for rank, run in enumerate(runs, start=1):

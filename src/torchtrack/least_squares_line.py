@@ -50,13 +50,9 @@ class LineChoice:
         }
 
     def describe(self) -> str:
-        """One line saying which weights were kept and why."""
-        figures = f"it saves {self.saved:.3g} sigma^2 of train squared error, {self.cost:g} needed"
-        if self.kept_line:
-            return (
-                f"kept the least-squares line: the trained curve does not pay for its parameters ({figures})"
-            )
-        return f"kept the trained model: it pays for its parameters over the least-squares line ({figures})"
+        """One short line (no wrap at 100 columns) saying which weights were kept and why."""
+        figures = f"the curve's Akaike saving is {self.saved:.3g} sigma^2, {self.cost:g} needed"
+        return f"kept the {'least-squares line' if self.kept_line else 'trained model'}: {figures}"
 
 
 def can_be_a_line(model: nn.Module) -> bool:
@@ -98,6 +94,16 @@ def keep_the_better(model: nn.Module, train_set: TabularDataset, config: TrainCo
     if not kept_line:
         model.load_state_dict(trained)
     return LineChoice(kept_line, float(saved), cost)
+
+
+def line_losses(model: nn.Module, train_set: TabularDataset, val_set: TabularDataset) -> dict[str, float]:
+    """The kept line's mean squared error on the train and val rows, under the names of the
+    epochs' losses: so that the records end on the weights kept, not on the curve they replaced."""
+    losses = {}
+    for name, rows in (("train", train_set), ("val", val_set)):
+        y = rows.y.numpy().reshape(-1).astype(np.float64)
+        losses[f"{name}_loss"] = _squared_errors(model, rows.X, y) / len(y)
+    return losses
 
 
 def _squared_errors(model: nn.Module, X: torch.Tensor, y: np.ndarray) -> float:

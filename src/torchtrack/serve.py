@@ -16,7 +16,7 @@ from pathlib import Path
 from torchtrack.environment import PREDICTION_DEVICE
 from torchtrack.loopback import no_login_warning
 from torchtrack.paths import MODEL_FILE
-from torchtrack.tracking.backend.lineage import logged_model_uri
+from torchtrack.tracking.backend.lineage import registered_model_uri
 from torchtrack.tracking.location import tracking_uri
 
 
@@ -46,9 +46,9 @@ def serve_environment() -> dict[str, str]:
 
 def serve_model(host: str, port: int, model: str | Path = MODEL_FILE) -> None:
     """Replace this process with the model server; it runs until Ctrl-C. `model` is an MLflow
-    model URI (`models:/torchtrack@champion`) or a checkpoint file, whose run's logged model
-    is served."""
-    model_uri = str(model) if ":/" in str(model) else logged_model_uri(Path(model))
+    model URI (`models:/torchtrack@champion`) or a checkpoint file, whose run's registered
+    version (its logged model if none) is served."""
+    model_uri = str(model) if ":/" in str(model) else registered_model_uri(Path(model))
     warning = no_login_warning(host, "serve")
     if warning is not None:
         print(warning, file=sys.stderr, flush=True)

@@ -4,11 +4,19 @@ MLflow 3's UI opens every experiment on its GenAI overview (traces, token usage)
 it shows comes from a `workflowType` query parameter, else a "GenAI / Model training" toggle
 kept in the browser's local storage (default GenAI), not from the experiment's
 `mlflow.experimentKind` tag. So the address printed here is the experiment's runs table with
-`workflowType=machine_learning`, which opens on the params and test metrics directly.
+`workflowType=machine_learning`, the model-training view.
+
+Which columns the runs table shows is the browser's own state, kept in its local storage; the
+one thing an address can carry is a shared view (what the UI's Share button makes): an
+experiment tag `mlflow.sharedViewState.<key>` holding the view as JSON, opened by
+`?viewStateShareKey=<key>`. So `ui` writes one naming the params `torchtrack compare` shows and
+the test metrics, and prints its address.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import socket
 import subprocess
 import sys
@@ -17,6 +25,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from torchtrack.compare import KEY_METRICS, MODEL_RUNS, compared_params
 from torchtrack.config import TrackingConfig
 from torchtrack.errors import PipelineError
 from torchtrack.loopback import no_login_warning
@@ -24,6 +33,7 @@ from torchtrack.tracking.backend.store import connect
 from torchtrack.tracking.location import repo_root, tracking_uri
 
 RUNS_TABLE = "#/experiments/{id}/runs?workflowType=machine_learning"  # the UI's runs tab, model-training view
+SHARED_VIEW = "mlflow.sharedViewState."  # + key: the experiment tag that `&viewStateShareKey=<key>` opens
 START_TIMEOUT_S = 120.0  # MLflow's first answer can take tens of seconds (imports, store migrations)
 POLL_INTERVAL_S = 0.5
 NO_PROXY = urllib.request.build_opener(
@@ -32,11 +42,30 @@ NO_PROXY = urllib.request.build_opener(
 
 
 def runs_table_url(base: str, experiment: str) -> str:
-    """The MLflow UI address of `experiment`'s runs table (the experiments list if it has no runs yet)."""
-    found = connect().get_experiment_by_name(experiment)  # a server that does not answer: one line
+    """The MLflow UI address of `experiment`'s runs table, opening on `runs_view`'s columns (the
+    experiments list if there is no such experiment yet)."""
+    from mlflow.exceptions import MlflowException
+
+    client = connect()
+    found = client.get_experiment_by_name(experiment)  # a server that does not answer: one line
     if found is None:
         return f"{base}/#/experiments?workflowType=machine_learning"
-    return f"{base}/{RUNS_TABLE.format(id=found.experiment_id)}"
+    table = f"{base}/{RUNS_TABLE.format(id=found.experiment_id)}"
+    view = json.dumps(runs_view(client.search_runs([found.experiment_id], MODEL_RUNS)), sort_keys=True)
+    key = hashlib.sha256(view.encode()).hexdigest()  # the same view, the same tag
+    try:
+        client.set_experiment_tag(found.experiment_id, SHARED_VIEW + key, view)
+    except MlflowException:  # a team server that lets this login read only: the table as the browser keeps it
+        return table
+    return f"{table}&viewStateShareKey={key}"
+
+
+def runs_view(runs: list) -> dict:
+    """The runs table as MLflow's UI keeps a shared view: the columns of the params that
+    `torchtrack compare` shows for `runs` and of the test metrics. Its order stays the UI's
+    default, newest first: sorted by a metric, the UI no longer nests stage runs under their model run."""
+    params = [f"params.`{name}`" for name in compared_params(runs)]
+    return {"selectedColumns": params + [f"metrics.`{name}`" for name in KEY_METRICS]}
 
 
 def check_port_free(host: str, port: int, server: str, option: str) -> None:

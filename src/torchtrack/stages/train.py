@@ -24,7 +24,7 @@ from torchtrack.config import Config
 from torchtrack.data import read_split
 from torchtrack.figures import loss_figure, save_figure
 from torchtrack.files import read_json, write_atomic, write_json
-from torchtrack.least_squares_line import keep_the_better
+from torchtrack.least_squares_line import keep_the_better, line_losses
 from torchtrack.models import build_model, save_checkpoint
 from torchtrack.paths import (
     CHECKPOINT_FILE,
@@ -160,6 +160,10 @@ def _train(config: Config, device: torch.device) -> dict[str, float]:
         if line is not None:
             note(line.describe())
             final |= line.metrics()
+            if line.kept_line:  # the curves end, and the summary is, on the line, not the discarded curve
+                losses = line_losses(model, train_set, val_set)
+                tracker.log_metrics(losses | learned_activation_values(model), len(history))
+                final |= losses
         final |= {"epochs": len(history), "batch_size": budget.batch_size, **learned_activation_values(model)}
         tracker.log_summary(final, step=len(history))
         tracker.log_hyperparams(config.flat(*PARAM_SECTIONS), final)

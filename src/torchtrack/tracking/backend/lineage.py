@@ -65,6 +65,18 @@ def logged_model_uri(model_file: Path, client: MlflowClient | None = None) -> st
     return run.data.tags[MODEL_URI_TAG]
 
 
+def registered_model_uri(model_file: Path, client: MlflowClient | None = None) -> str:
+    """`models:/<name>/<version>`, the registered version that holds the model behind
+    `model_file` (named after its run's experiment), else `logged_model_uri`'s `models:/<id>`."""
+    from torchtrack.tracking.backend.registry import version_of_run
+
+    client = client or connect()
+    run = find_model_run(model_file, client, os.environ.get("DVC_EXP_NAME"))
+    name = client.get_experiment(run.info.experiment_id).name
+    version = version_of_run(client, name, run.info.run_id)
+    return f"models:/{name}/{version}" if version else logged_model_uri(model_file, client)
+
+
 def _newest_first(client: MlflowClient, filter_string: str) -> list[Run]:
     return client.search_runs(
         every_experiment(client), filter_string, order_by=["attributes.start_time DESC"], max_results=100
