@@ -49,6 +49,10 @@ EXIT_CODES_LINE = "exit codes: " + ", ".join(
 def run_stage(args: argparse.Namespace) -> int:
     """prepare, train or evaluate with the params file; phases timed for `make bench`."""
     from torchtrack import profiling
+    from torchtrack.tracking.client import start_daemon_ahead
+
+    with profiling.phase("store open"):
+        start_daemon_ahead()  # validate's too: the stages after it find the store open
     from torchtrack.config import load_config
 
     with profiling.phase("imports"):

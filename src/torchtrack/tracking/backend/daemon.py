@@ -1,7 +1,7 @@
 """The store daemon: one process per local SQLite store, holding MLflow imported and the store
 open, serving the calls (calls.py) of every stage of this user's (client.py is a stage's end).
 
-    python -m torchtrack.tracking.backend.daemon URI ADDRESS READY_FD    (started by client.py)
+    python -m torchtrack.tracking.backend.daemon URI ADDRESS READY_FD LOCK_FD    (started by client.py)
 
 Each connection is a `Session`: its calls, checked against calls.CALLS, and the system metrics
 monitors it started, stopped when it hangs up. A call gets its arguments and nothing else; the
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import sys
 import threading
@@ -23,7 +24,7 @@ from typing import Any
 from torchtrack.errors import PipelineError, TrackingStoreError, UnsafePlaceError
 from torchtrack.tracking.backend.run_store import RunStore
 from torchtrack.tracking.calls import bind
-from torchtrack.tracking.client import IDLE_EXIT_S
+from torchtrack.tracking.client import IDLE_EXIT_S, START_TIMEOUT_S
 from torchtrack.tracking.peer import peer_uid
 from torchtrack.tracking.private_dir import check_private, locked
 from torchtrack.tracking.wire import GONE, HELLO, error_value, receive, send
@@ -207,18 +208,30 @@ def startup_error(exc: Exception, database: Path) -> dict[str, str]:
     return {"kind": "TrackingStoreError", "message": message}
 
 
-def main(uri: str, address: Path, ready_fd: int) -> None:
-    """Open the store and listen, say so (or why not) on `ready_fd`, then serve."""
-    with os.fdopen(ready_fd, "w") as ready:
-        try:
-            daemon = Daemon(uri, address)
-        except Exception as exc:
-            traceback.print_exc()  # the whole story to the log; the stage gets one line
-            ready.write(json.dumps({"error": startup_error(exc, Path(uri.removeprefix("sqlite:///")))}))
-            sys.exit(1)
-        ready.write(json.dumps({"ready": True}))
+def main(uri: str, address: Path, ready_fd: int, lock_fd: int) -> None:
+    """Open the store and listen, say so (or why not) on `ready_fd` and let go of `lock_fd` (the
+    lock a stage that did not wait took on `address`), then serve; -1: no such descriptor.
+    A start that takes over START_TIMEOUT_S ends the process, and so lets go of the lock too."""
+    signal.alarm(START_TIMEOUT_S)
+    try:
+        daemon = Daemon(uri, address)
+    except Exception as exc:
+        traceback.print_exc()  # the whole story to the log; the stage gets one line
+        say(ready_fd, {"error": startup_error(exc, Path(uri.removeprefix("sqlite:///")))})
+        sys.exit(1)
+    signal.alarm(0)
+    say(ready_fd, {"ready": True})
+    if lock_fd >= 0:
+        os.close(lock_fd)
     daemon.serve()
 
 
+def say(fd: int, message: dict[str, Any]) -> None:
+    """`message` as JSON on the descriptor `fd`, which is then closed (-1: nobody listens)."""
+    if fd >= 0:
+        with os.fdopen(fd, "w") as out:
+            out.write(json.dumps(message))
+
+
 if __name__ == "__main__":
-    main(sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]))
+    main(sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
