@@ -6,6 +6,7 @@ open, serving the calls (calls.py) of every stage of this user's (client.py is a
 Each connection is a `Session`: its calls, checked against calls.CALLS, and the system metrics
 monitors it started, stopped when it hangs up. A call gets its arguments and nothing else; the
 process's environment and working folder are set once, when it is started, and never changed.
+Once it listens, it makes ready in the background what its first model logging needs.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ class Daemon:
     def serve(self) -> None:
         """Answer each connection of this user's in a thread; refuse any other's unread."""
         threading.Thread(target=self.exit_when_idle, daemon=True).start()
+        threading.Thread(target=self.prepare_model_logging, daemon=True).start()
         while True:
             connection, _ = self.listener.accept()
             uid = peer_uid(connection)
@@ -90,6 +92,15 @@ class Daemon:
             with self.counting:
                 self.connected -= 1
                 self.last_seen = time.monotonic()
+
+    def prepare_model_logging(self) -> None:
+        """RunStore.prepare_model_logging, while no model is logged: the first waits for it
+        rather than doing the same work at once. A failure here only goes to the log."""
+        with self.fluent:
+            try:
+                self.store.prepare_model_logging()
+            except Exception:
+                traceback.print_exc()
 
     def store_is_current(self) -> bool:
         """Whether the store's file is the one this daemon opened: not deleted, nor replaced by a
