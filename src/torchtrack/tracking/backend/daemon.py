@@ -6,7 +6,8 @@ open, serving the calls (calls.py) of every stage of this user's (client.py is a
 Each connection is a `Session`: its calls, checked against calls.CALLS, and the system metrics
 monitors it started, stopped when it hangs up. A call gets its arguments and nothing else; the
 process's environment and working folder are set once, when it is started, and never changed.
-Once it listens, it makes ready in the background what its first model logging needs.
+A stage that opens a model run has the daemon make ready, in the background, what its first
+model logging needs.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class Daemon:
         self.fluent = threading.Lock()
         self.counting = threading.Lock()
         self.connected = 0
+        self.preparing: threading.Thread | None = None  # RunStore.prepare_model_logging, once
         self.last_seen = time.monotonic()
         os.umask(0o077)
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -60,7 +62,6 @@ class Daemon:
     def serve(self) -> None:
         """Answer each connection of this user's in a thread; refuse any other's unread."""
         threading.Thread(target=self.exit_when_idle, daemon=True).start()
-        threading.Thread(target=self.prepare_model_logging, daemon=True).start()
         while True:
             connection, _ = self.listener.accept()
             uid = peer_uid(connection)
@@ -94,8 +95,16 @@ class Daemon:
                 self.last_seen = time.monotonic()
 
     def prepare_model_logging(self) -> None:
-        """RunStore.prepare_model_logging, while no model is logged: the first waits for it
-        rather than doing the same work at once. A failure here only goes to the log."""
+        """Start RunStore.prepare_model_logging in the background, the first time only, and return:
+        its stage trains meanwhile. The first model logging waits for it rather than doing the
+        same work at once. A failure here only goes to the log."""
+        with self.counting:
+            if self.preparing is not None:
+                return
+            self.preparing = threading.Thread(target=self._prepare_model_logging, daemon=True)
+        self.preparing.start()
+
+    def _prepare_model_logging(self) -> None:
         with self.fluent:
             try:
                 self.store.prepare_model_logging()
@@ -153,6 +162,7 @@ class Session:
             "prepare_run_id": store.prepare_run_id,
             "model_run_id": store.model_run_id,
             "record_test_metrics": store.record_test_metrics,
+            "prepare_model_logging": daemon.prepare_model_logging,
             "log_model": self.log_model,
             "register_model": self.register_model,
             "start_system_metrics": self.start_system_metrics,

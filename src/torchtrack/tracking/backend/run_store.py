@@ -165,7 +165,9 @@ class RunStore:
         """Do ahead what a process's first `log_model` does once, so that it is as quick as the
         next: import MLflow's pyfunc, and torch, which MLflow's check of the input example loads
         the model with; check the requirements against this environment as MLflow does, which
-        maps every installed package to its modules the first time."""
+        maps every installed package to its modules the first time. A stage that opens a model
+        run calls it (tracker.py); the store daemon runs it in the background while that stage
+        trains (daemon.py)."""
         import mlflow.pyfunc  # noqa: F401
         import torch  # noqa: F401
         from mlflow.utils.requirements_utils import warn_dependency_requirement_mismatches
