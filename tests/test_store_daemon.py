@@ -24,7 +24,7 @@ from torchtrack.tracking import client as store_daemon
 from torchtrack.tracking.backend import registry
 from torchtrack.tracking.backend.lineage import find_model_run
 from torchtrack.tracking.backend.model_logging import fluent_tracking_uri
-from torchtrack.tracking.client import DAEMON_ENV, DaemonClient, open_run_store
+from torchtrack.tracking.client import DAEMON_ENV, DaemonClient, open_run_store, start_daemon_ahead
 from torchtrack.tracking.hashes import MODEL_URI_TAG
 from torchtrack.tracking.location import tracking_uri
 from torchtrack.tracking.wire import receive, send
@@ -178,6 +178,35 @@ def test_a_corrupted_store_ends_the_call_in_one_line_naming_the_file_and_sqlites
     MlflowClient(tracking_uri()).create_experiment("e")
     store = workdir / "mlflow.db"
     store.write_bytes(store.read_bytes()[: store.stat().st_size // 2])
+    with pytest.raises(TrackingStoreError) as refused:
+        DaemonClient(tracking_uri()).experiment_id("e")
+    message = str(refused.value)
+    assert str(store) in message and "malformed" in message and "\n" not in message
+
+
+def test_a_daemon_started_ahead_answers_the_first_call_and_no_second_one_starts(workdir):
+    started = len(store_daemon._started)
+    start_daemon_ahead()
+    start_daemon_ahead()  # another stage starting meanwhile: the starting daemon holds the lock
+    assert len(store_daemon._started) == started + 1
+    assert DaemonClient(tracking_uri()).experiment_id("ahead")
+    assert len(store_daemon._started) == started + 1  # the first call waited for it
+    assert store_daemon._started[-1].poll() is None
+
+
+def test_validate_starts_the_daemon_that_the_next_stage_finds(workdir):
+    (workdir / "params.yaml").write_text(yaml.safe_dump(TINY_PARAMS))
+    subprocess.run([sys.executable, "-m", "torchtrack", "validate"], capture_output=True, check=True)
+    started = len(store_daemon._started)
+    assert DaemonClient(tracking_uri()).experiment_id("found")
+    assert len(store_daemon._started) == started
+
+
+def test_a_store_that_a_daemon_started_ahead_cannot_open_is_named_by_the_first_call(workdir):
+    MlflowClient(tracking_uri()).create_experiment("e")
+    store = workdir / "mlflow.db"
+    store.write_bytes(store.read_bytes()[: store.stat().st_size // 2])
+    start_daemon_ahead()  # it fails, and says nothing here
     with pytest.raises(TrackingStoreError) as refused:
         DaemonClient(tracking_uri()).experiment_id("e")
     message = str(refused.value)
