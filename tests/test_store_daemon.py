@@ -184,7 +184,15 @@ def test_a_corrupted_store_ends_the_call_in_one_line_naming_the_file_and_sqlites
     assert str(store) in message and "malformed" in message and "\n" not in message
 
 
+def test_no_daemon_is_started_ahead_for_a_store_not_made_yet(workdir):
+    started = len(store_daemon._started)
+    start_daemon_ahead()  # a stage whose input turns out bad leaves no store behind
+    assert len(store_daemon._started) == started
+    assert not (workdir / "mlflow.db").exists()
+
+
 def test_a_daemon_started_ahead_answers_the_first_call_and_no_second_one_starts(workdir):
+    MlflowClient(tracking_uri()).create_experiment("made")
     started = len(store_daemon._started)
     start_daemon_ahead()
     start_daemon_ahead()  # another stage starting meanwhile: the starting daemon holds the lock
@@ -196,6 +204,7 @@ def test_a_daemon_started_ahead_answers_the_first_call_and_no_second_one_starts(
 
 def test_validate_starts_the_daemon_that_the_next_stage_finds(workdir):
     (workdir / "params.yaml").write_text(yaml.safe_dump(TINY_PARAMS))
+    MlflowClient(tracking_uri()).create_experiment("made")
     subprocess.run([sys.executable, "-m", "torchtrack", "validate"], capture_output=True, check=True)
     started = len(store_daemon._started)
     assert DaemonClient(tracking_uri()).experiment_id("found")

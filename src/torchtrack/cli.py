@@ -51,8 +51,7 @@ def run_stage(args: argparse.Namespace) -> int:
     from torchtrack import profiling
     from torchtrack.tracking.client import start_daemon_ahead
 
-    with profiling.phase("store open"):
-        start_daemon_ahead()  # validate's too: the stages after it find the store open
+    start_daemon_ahead()  # validate's too: the stages after it find the store open
     from torchtrack.config import load_config
 
     with profiling.phase("imports"):

@@ -71,17 +71,19 @@ def served_by_daemon(uri: str) -> bool:
     return uri.startswith("sqlite:///") and os.environ.get(DAEMON_ENV) != "0"
 
 
+@timed("store open")
 def start_daemon_ahead() -> None:
     """Start the daemon of this stage's store when it has one and none answers, and return at
     once: the daemon imports MLflow and opens the store while the stage imports its own
     libraries. It holds the lock that `connect_daemon` takes until it listens, so the stage's
     first call waits for it there, and no other stage starts a second one.
 
-    Only a head start: what stops it (an unsafe private folder, a store that cannot be opened)
-    is left for the stage's first call to say, in its one line.
+    Only a head start: a store not made yet is left for the stage's first call to make (a stage
+    whose input is bad leaves none), and what stops the daemon (an unsafe private folder, a
+    store that cannot be opened) for that call to say, in its one line.
     """
     uri = tracking_uri()
-    if not served_by_daemon(uri):
+    if not served_by_daemon(uri) or not Path(uri.removeprefix("sqlite:///")).is_file():
         return
     try:
         address = daemon_address(uri)
