@@ -38,6 +38,7 @@ STAGE_NOTE = (
     "`dvc repro` normally runs this stage, and only when its code, params or inputs changed "
     "(dvc.yaml); run it directly to debug it."
 )
+MODEL_STAGE = "train"  # the stage that logs a model: the store daemon prepares for it meanwhile
 # for profiling
 STAGE_PHASE = {"validate": "params", "prepare": "data", "train": "training", "evaluate": "evaluation"}
 EXIT_CODES = "exit codes:\n" + "\n".join(f"  {code:<4} {text}" for code, text in EXIT_MEANINGS.items())
@@ -51,7 +52,7 @@ def run_stage(args: argparse.Namespace) -> int:
     from torchtrack import profiling
     from torchtrack.tracking.client import start_daemon_ahead
 
-    start_daemon_ahead()  # validate's too: the stages after it find the store open
+    start_daemon_ahead(logs_model=args.command == MODEL_STAGE)  # validate's too: the next find it open
     from torchtrack.config import load_config
 
     with profiling.phase("imports"):

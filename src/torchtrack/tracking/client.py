@@ -72,11 +72,13 @@ def served_by_daemon(uri: str) -> bool:
 
 
 @timed("store open")
-def start_daemon_ahead() -> None:
+def start_daemon_ahead(logs_model: bool = False) -> None:
     """Start the daemon of this stage's store when it has one and none answers, and return at
     once: the daemon imports MLflow and opens the store while the stage imports its own
     libraries. It holds the lock that `connect_daemon` takes until it listens, so the stage's
-    first call waits for it there, and no other stage starts a second one.
+    first call waits for it there, and no other stage starts a second one. A stage that
+    `logs_model` and finds the daemon listening has it prepare model logging while the stage
+    imports, when it makes no call that would wait for that work.
 
     Only a head start: a store not made yet is left for the stage's first call to make (a stage
     whose input is bad leaves none), and what stops the daemon (an unsafe private folder, a
@@ -91,13 +93,18 @@ def start_daemon_ahead() -> None:
         if held is None:  # a stage is connecting, or a daemon is starting
             return
         try:
-            hello(address).close()
+            connection = hello(address)
         except (OSError, EOFError):  # none started, or the socket file of one that was killed
             address.with_suffix(".sock").unlink(missing_ok=True)
             spawn_daemon(uri, address, lock_fd=held)
+            return
         finally:
-            os.close(held)  # the new daemon holds its own copy until it listens
-    except (PipelineError, OSError):
+            os.close(held)  # a new daemon holds its own copy until it listens
+        with connection:
+            if logs_model:
+                send(connection, {"call": "prepare_model_logging", "args": {}})
+                receive(connection)
+    except (PipelineError, OSError, EOFError):
         return
 
 
