@@ -10,6 +10,7 @@ import sys
 import textwrap
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -200,6 +201,17 @@ def test_a_daemon_started_ahead_answers_the_first_call_and_no_second_one_starts(
     assert DaemonClient(tracking_uri()).experiment_id("ahead")
     assert len(store_daemon._started) == started + 1  # the first call waited for it
     assert store_daemon._started[-1].poll() is None
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads the daemon's memory map from /proc")
+def test_a_model_stage_starting_has_the_listening_daemon_import_torch_in_the_background(workdir):
+    client = DaemonClient(tracking_uri())
+    client.experiment_id("listening")
+    maps = Path(f"/proc/{store_daemon._started[-1].pid}/maps")
+    assert "libtorch" not in maps.read_text()
+    start_daemon_ahead(logs_model=True)
+    wait_until(lambda: "libtorch" in maps.read_text(), "torch in the daemon")
+    client.close()
 
 
 def test_validate_starts_the_daemon_that_the_next_stage_finds(workdir):
