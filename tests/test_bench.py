@@ -53,6 +53,7 @@ def test_every_part_runs_at_its_smallest_size_and_gives_its_table_rows(tmp_path)
     for row in (
         "tracked >= 0.9x bare loop",
         "dvc repro -f <= 1.5x",
+        "cold dvc repro -f (no store daemon yet) <= 1.5x",
         "no-op dvc repro",
         "2 training processes",
     ):

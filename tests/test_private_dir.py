@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 
 import pytest
 
 from torchtrack.errors import UnsafePlaceError
-from torchtrack.tracking.private_dir import ensure_private, locked, open_private
+from torchtrack.tracking.private_dir import ensure_private, lock, locked, open_private
 
 
 def test_a_new_private_folder_is_made_0700(tmp_path):
@@ -65,3 +67,18 @@ def test_a_held_lock_is_reported_to_one_that_does_not_wait(tmp_path):
             with locked(folder / "x.lock", wait=False) as other:
                 os._exit(0 if other is False else 1)
         assert os.waitpid(pid, 0)[1] == 0
+
+
+def test_a_lock_handed_to_a_child_is_held_until_the_child_lets_go(tmp_path):
+    """How a stage that does not wait for the daemon it starts keeps others from starting a second."""
+    folder = ensure_private(tmp_path / "private")
+    held = lock(folder / "x.lock")
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE, pass_fds=(held,)
+    )
+    os.close(held)
+    with locked(folder / "x.lock", wait=False) as acquired:
+        assert acquired is False
+    child.communicate(b"")  # the child exits, closing its copy
+    with locked(folder / "x.lock", wait=False) as acquired:
+        assert acquired is True

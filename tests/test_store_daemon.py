@@ -10,6 +10,7 @@ import sys
 import textwrap
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,7 +25,7 @@ from torchtrack.tracking import client as store_daemon
 from torchtrack.tracking.backend import registry
 from torchtrack.tracking.backend.lineage import find_model_run
 from torchtrack.tracking.backend.model_logging import fluent_tracking_uri
-from torchtrack.tracking.client import DAEMON_ENV, DaemonClient, open_run_store
+from torchtrack.tracking.client import DAEMON_ENV, DaemonClient, open_run_store, start_daemon_ahead
 from torchtrack.tracking.hashes import MODEL_URI_TAG
 from torchtrack.tracking.location import tracking_uri
 from torchtrack.tracking.wire import receive, send
@@ -178,6 +179,55 @@ def test_a_corrupted_store_ends_the_call_in_one_line_naming_the_file_and_sqlites
     MlflowClient(tracking_uri()).create_experiment("e")
     store = workdir / "mlflow.db"
     store.write_bytes(store.read_bytes()[: store.stat().st_size // 2])
+    with pytest.raises(TrackingStoreError) as refused:
+        DaemonClient(tracking_uri()).experiment_id("e")
+    message = str(refused.value)
+    assert str(store) in message and "malformed" in message and "\n" not in message
+
+
+def test_no_daemon_is_started_ahead_for_a_store_not_made_yet(workdir):
+    started = len(store_daemon._started)
+    start_daemon_ahead()  # a stage whose input turns out bad leaves no store behind
+    assert len(store_daemon._started) == started
+    assert not (workdir / "mlflow.db").exists()
+
+
+def test_a_daemon_started_ahead_answers_the_first_call_and_no_second_one_starts(workdir):
+    MlflowClient(tracking_uri()).create_experiment("made")
+    started = len(store_daemon._started)
+    start_daemon_ahead()
+    start_daemon_ahead()  # another stage starting meanwhile: the starting daemon holds the lock
+    assert len(store_daemon._started) == started + 1
+    assert DaemonClient(tracking_uri()).experiment_id("ahead")
+    assert len(store_daemon._started) == started + 1  # the first call waited for it
+    assert store_daemon._started[-1].poll() is None
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads the daemon's memory map from /proc")
+def test_a_model_stage_starting_has_the_listening_daemon_import_torch_in_the_background(workdir):
+    client = DaemonClient(tracking_uri())
+    client.experiment_id("listening")
+    maps = Path(f"/proc/{store_daemon._started[-1].pid}/maps")
+    assert "libtorch" not in maps.read_text()
+    start_daemon_ahead(logs_model=True)
+    wait_until(lambda: "libtorch" in maps.read_text(), "torch in the daemon")
+    client.close()
+
+
+def test_validate_starts_the_daemon_that_the_next_stage_finds(workdir):
+    (workdir / "params.yaml").write_text(yaml.safe_dump(TINY_PARAMS))
+    MlflowClient(tracking_uri()).create_experiment("made")
+    subprocess.run([sys.executable, "-m", "torchtrack", "validate"], capture_output=True, check=True)
+    started = len(store_daemon._started)
+    assert DaemonClient(tracking_uri()).experiment_id("found")
+    assert len(store_daemon._started) == started
+
+
+def test_a_store_that_a_daemon_started_ahead_cannot_open_is_named_by_the_first_call(workdir):
+    MlflowClient(tracking_uri()).create_experiment("e")
+    store = workdir / "mlflow.db"
+    store.write_bytes(store.read_bytes()[: store.stat().st_size // 2])
+    start_daemon_ahead()  # it fails, and says nothing here
     with pytest.raises(TrackingStoreError) as refused:
         DaemonClient(tracking_uri()).experiment_id("e")
     message = str(refused.value)

@@ -38,6 +38,7 @@ STAGE_NOTE = (
     "`dvc repro` normally runs this stage, and only when its code, params or inputs changed "
     "(dvc.yaml); run it directly to debug it."
 )
+MODEL_STAGE = "train"  # the stage that logs a model: the store daemon prepares for it meanwhile
 # for profiling
 STAGE_PHASE = {"validate": "params", "prepare": "data", "train": "training", "evaluate": "evaluation"}
 EXIT_CODES = "exit codes:\n" + "\n".join(f"  {code:<4} {text}" for code, text in EXIT_MEANINGS.items())
@@ -49,6 +50,9 @@ EXIT_CODES_LINE = "exit codes: " + ", ".join(
 def run_stage(args: argparse.Namespace) -> int:
     """prepare, train or evaluate with the params file; phases timed for `make bench`."""
     from torchtrack import profiling
+    from torchtrack.tracking.client import start_daemon_ahead
+
+    start_daemon_ahead(logs_model=args.command == MODEL_STAGE)  # validate's too: the next find it open
     from torchtrack.config import load_config
 
     with profiling.phase("imports"):

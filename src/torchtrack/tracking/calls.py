@@ -37,6 +37,7 @@ CALLS: dict[str, dict[str, tuple[str, ...]]] = {
         "metrics": ("dict",),
         "promote": MAYBE_TEXT,
     },
+    "prepare_model_logging": {},
     "log_model": RUN
     | {"checkpoint": TEXT, "columns": ("list",), "example": ("DataFrame",), "metadata": ("dict",)},
     "register_model": {"name": TEXT, "model_uri": TEXT, "run_id": TEXT},

@@ -7,6 +7,8 @@ which starts the daemon when none answers; for a remote tracking URI (a team ser
 TORCHTRACK_STORE_DAEMON=0, a `RunStore` in the stage's own process. Both answer the calls of
 calls.py, model logging and the system metrics monitor included, so no stage imports MLflow on
 the daemon's path. A monitor runs until its stage stops it or hangs up (is killed).
+`start_daemon_ahead()`, called as a stage starts, starts a missing daemon without waiting for
+it, so that it imports MLflow while the stage imports its own libraries.
 
 Every call waits for the daemon's answer, sent once the store has the record, so a stage that
 returned from a call may be killed without losing it. A call carries its arguments and nothing
@@ -31,13 +33,13 @@ from pathlib import Path
 from typing import Any
 
 from torchtrack.environment import PREDICTION_DEVICE
-from torchtrack.errors import TrackingStoreError
+from torchtrack.errors import PipelineError, TrackingStoreError
 from torchtrack.profiling import timed
 from torchtrack.tracking.backend.run_store import RunStore
 from torchtrack.tracking.calls import CALLS, bind
 from torchtrack.tracking.location import tracking_uri
 from torchtrack.tracking.peer import check_peer
-from torchtrack.tracking.private_dir import locked, open_private, private_dir
+from torchtrack.tracking.private_dir import lock, locked, open_private, private_dir
 from torchtrack.tracking.wire import HELLO, error_from, receive, send
 
 DAEMON_ENV = "TORCHTRACK_STORE_DAEMON"  # "0": every stage opens the store itself
@@ -56,11 +58,54 @@ _started: list[subprocess.Popen] = []  # daemons this process started, kept so n
 def open_run_store() -> RunStore | DaemonClient:
     """The store of `store.tracking_uri()`: through its daemon when it is a local SQLite file."""
     uri = tracking_uri()
-    if uri.startswith("sqlite:///") and os.environ.get(DAEMON_ENV) != "0":
+    if served_by_daemon(uri):
         return DaemonClient(uri)
     from torchtrack.tracking.backend.store import connect
 
     return RunStore(connect(uri))
+
+
+def served_by_daemon(uri: str) -> bool:
+    """Whether stages reach the store `uri` through its daemon: a local SQLite file, unless
+    TORCHTRACK_STORE_DAEMON=0."""
+    return uri.startswith("sqlite:///") and os.environ.get(DAEMON_ENV) != "0"
+
+
+@timed("store open")
+def start_daemon_ahead(logs_model: bool = False) -> None:
+    """Start the daemon of this stage's store when it has one and none answers, and return at
+    once: the daemon imports MLflow and opens the store while the stage imports its own
+    libraries. It holds the lock that `connect_daemon` takes until it listens, so the stage's
+    first call waits for it there, and no other stage starts a second one. A stage that
+    `logs_model` and finds the daemon listening has it prepare model logging while the stage
+    imports, when it makes no call that would wait for that work.
+
+    Only a head start: a store not made yet is left for the stage's first call to make (a stage
+    whose input is bad leaves none), and what stops the daemon (an unsafe private folder, a
+    store that cannot be opened) for that call to say, in its one line.
+    """
+    uri = tracking_uri()
+    if not served_by_daemon(uri) or not Path(uri.removeprefix("sqlite:///")).is_file():
+        return
+    try:
+        address = daemon_address(uri)
+        held = lock(address.with_suffix(".lock"), wait=False)
+        if held is None:  # a stage is connecting, or a daemon is starting
+            return
+        try:
+            connection = hello(address)
+        except (OSError, EOFError):  # none started, or the socket file of one that was killed
+            address.with_suffix(".sock").unlink(missing_ok=True)
+            spawn_daemon(uri, address, lock_fd=held)
+            return
+        finally:
+            os.close(held)  # a new daemon holds its own copy until it listens
+        with connection:
+            if logs_model:
+                send(connection, {"call": "prepare_model_logging", "args": {}})
+                receive(connection)
+    except (PipelineError, OSError, EOFError):
+        return
 
 
 def daemon_address(uri: str) -> Path:
@@ -149,28 +194,14 @@ def hello(address: Path) -> socket.socket:
 
 
 def start_daemon(uri: str, address: Path) -> subprocess.Popen:
-    """The daemon of `uri`, listening once this returns; in its own session (no signal to the
-    stage's process group reaches it) and with no stream of the stage's (dvc waits for those to
-    close). It says on a pipe that it is ready, or why it could not open the store (one line,
-    raised here as its error)."""
-    log = open_private(address.with_suffix(".log"))
+    """The daemon of `uri` (spawn_daemon), listening once this returns. It says on a pipe that it
+    is ready, or why it could not open the store (one line, raised here as its error)."""
     ready, ready_w = os.pipe()
     try:
-        process = subprocess.Popen(
-            [sys.executable, "-m", DAEMON_MODULE, uri, str(address), str(ready_w)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-            pass_fds=(ready_w,),
-            start_new_session=True,
-            cwd="/",
-            env=daemon_environment(uri),
-        )
-    finally:
-        os.close(log)
-        os.close(ready_w)
-    _started.append(process)
-    try:
+        try:
+            process = spawn_daemon(uri, address, ready_fd=ready_w)
+        finally:
+            os.close(ready_w)
         said = _read_until_closed(ready, START_TIMEOUT_S)
     finally:
         os.close(ready)
@@ -182,6 +213,29 @@ def start_daemon(uri: str, address: Path) -> subprocess.Popen:
         process.kill()
         log = address.with_suffix(".log")
         raise TrackingStoreError(f"the store daemon of {uri} did not start; its log: {log}")
+    return process
+
+
+def spawn_daemon(uri: str, address: Path, ready_fd: int = -1, lock_fd: int = -1) -> subprocess.Popen:
+    """A new daemon process of `uri`, in its own session (no signal to the stage's process group
+    reaches it) and with no stream of the stage's (dvc waits for those to close). It writes on
+    `ready_fd` whether it listens, and holds its copy of `lock_fd` (a descriptor of `lock`) until
+    then; -1: none."""
+    log = open_private(address.with_suffix(".log"))
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", DAEMON_MODULE, uri, str(address), str(ready_fd), str(lock_fd)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            pass_fds=tuple(fd for fd in (ready_fd, lock_fd) if fd >= 0),
+            start_new_session=True,
+            cwd="/",
+            env=daemon_environment(uri),
+        )
+    finally:
+        os.close(log)
+    _started.append(process)
     return process
 
 

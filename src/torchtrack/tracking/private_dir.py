@@ -74,17 +74,29 @@ def open_private(path: Path, flags: int = os.O_WRONLY | os.O_APPEND) -> int:
     return fd
 
 
-@contextmanager
-def locked(path: Path, wait: bool = True) -> Iterator[bool]:
-    """Hold an exclusive lock on the file `path` (see open_private) for the duration; with
-    `wait=False` yields False at once when another process holds it."""
+def lock(path: Path, wait: bool = True) -> int | None:
+    """A descriptor holding an exclusive lock on the file `path` (see open_private), or None at
+    once, with `wait=False`, when another process holds it. The lock is held until every copy
+    of the descriptor is closed: a child process that inherits one holds it after this one's."""
     fd = open_private(path, os.O_RDWR)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        yield True
+        fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+@contextmanager
+def locked(path: Path, wait: bool = True) -> Iterator[bool]:
+    """Hold `lock(path, wait)` for the duration; yields whether it is held (False only with
+    `wait=False`, when another process holds it)."""
+    fd = lock(path, wait)
+    try:
+        yield fd is not None
     finally:
-        os.close(fd)  # releases the lock
+        if fd is not None:
+            os.close(fd)  # releases the lock

@@ -113,6 +113,8 @@ class Tracker:
                 self._log_params(self.model_run_id, params)
             elif not self._owns_model_run and model_run:
                 self.model_run_id = model_run
+            if self._owns_model_run:  # its model is logged once this stage has trained
+                self.store.prepare_model_logging()
             run_tags = base_tags | {"torchtrack.kind": "stage"}
             if self.model_run_id:
                 run_tags["mlflow.parentRunId"] = self.model_run_id

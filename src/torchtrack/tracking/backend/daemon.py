@@ -1,17 +1,20 @@
 """The store daemon: one process per local SQLite store, holding MLflow imported and the store
 open, serving the calls (calls.py) of every stage of this user's (client.py is a stage's end).
 
-    python -m torchtrack.tracking.backend.daemon URI ADDRESS READY_FD    (started by client.py)
+    python -m torchtrack.tracking.backend.daemon URI ADDRESS READY_FD LOCK_FD    (started by client.py)
 
 Each connection is a `Session`: its calls, checked against calls.CALLS, and the system metrics
 monitors it started, stopped when it hangs up. A call gets its arguments and nothing else; the
 process's environment and working folder are set once, when it is started, and never changed.
+A stage that opens a model run has the daemon make ready, in the background, what its first
+model logging needs.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import sys
 import threading
@@ -23,7 +26,7 @@ from typing import Any
 from torchtrack.errors import PipelineError, TrackingStoreError, UnsafePlaceError
 from torchtrack.tracking.backend.run_store import RunStore
 from torchtrack.tracking.calls import bind
-from torchtrack.tracking.client import IDLE_EXIT_S
+from torchtrack.tracking.client import IDLE_EXIT_S, START_TIMEOUT_S
 from torchtrack.tracking.peer import peer_uid
 from torchtrack.tracking.private_dir import check_private, locked
 from torchtrack.tracking.wire import GONE, HELLO, error_value, receive, send
@@ -48,6 +51,7 @@ class Daemon:
         self.fluent = threading.Lock()
         self.counting = threading.Lock()
         self.connected = 0
+        self.preparing: threading.Thread | None = None  # RunStore.prepare_model_logging, once
         self.last_seen = time.monotonic()
         os.umask(0o077)
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -89,6 +93,23 @@ class Daemon:
             with self.counting:
                 self.connected -= 1
                 self.last_seen = time.monotonic()
+
+    def prepare_model_logging(self) -> None:
+        """Start RunStore.prepare_model_logging in the background, the first time only, and return:
+        its stage trains meanwhile. The first model logging waits for it rather than doing the
+        same work at once. A failure here only goes to the log."""
+        with self.counting:
+            if self.preparing is not None:
+                return
+            self.preparing = threading.Thread(target=self._prepare_model_logging, daemon=True)
+        self.preparing.start()
+
+    def _prepare_model_logging(self) -> None:
+        with self.fluent:
+            try:
+                self.store.prepare_model_logging()
+            except Exception:
+                traceback.print_exc()
 
     def store_is_current(self) -> bool:
         """Whether the store's file is the one this daemon opened: not deleted, nor replaced by a
@@ -141,6 +162,7 @@ class Session:
             "prepare_run_id": store.prepare_run_id,
             "model_run_id": store.model_run_id,
             "record_test_metrics": store.record_test_metrics,
+            "prepare_model_logging": daemon.prepare_model_logging,
             "log_model": self.log_model,
             "register_model": self.register_model,
             "start_system_metrics": self.start_system_metrics,
@@ -207,18 +229,30 @@ def startup_error(exc: Exception, database: Path) -> dict[str, str]:
     return {"kind": "TrackingStoreError", "message": message}
 
 
-def main(uri: str, address: Path, ready_fd: int) -> None:
-    """Open the store and listen, say so (or why not) on `ready_fd`, then serve."""
-    with os.fdopen(ready_fd, "w") as ready:
-        try:
-            daemon = Daemon(uri, address)
-        except Exception as exc:
-            traceback.print_exc()  # the whole story to the log; the stage gets one line
-            ready.write(json.dumps({"error": startup_error(exc, Path(uri.removeprefix("sqlite:///")))}))
-            sys.exit(1)
-        ready.write(json.dumps({"ready": True}))
+def main(uri: str, address: Path, ready_fd: int, lock_fd: int) -> None:
+    """Open the store and listen, say so (or why not) on `ready_fd` and let go of `lock_fd` (the
+    lock a stage that did not wait took on `address`), then serve; -1: no such descriptor.
+    A start that takes over START_TIMEOUT_S ends the process, and so lets go of the lock too."""
+    signal.alarm(START_TIMEOUT_S)
+    try:
+        daemon = Daemon(uri, address)
+    except Exception as exc:
+        traceback.print_exc()  # the whole story to the log; the stage gets one line
+        say(ready_fd, {"error": startup_error(exc, Path(uri.removeprefix("sqlite:///")))})
+        sys.exit(1)
+    signal.alarm(0)
+    say(ready_fd, {"ready": True})
+    if lock_fd >= 0:
+        os.close(lock_fd)
     daemon.serve()
 
 
+def say(fd: int, message: dict[str, Any]) -> None:
+    """`message` as JSON on the descriptor `fd`, which is then closed (-1: nobody listens)."""
+    if fd >= 0:
+        with os.fdopen(fd, "w") as out:
+            out.write(json.dumps(message))
+
+
 if __name__ == "__main__":
-    main(sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]))
+    main(sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))

@@ -29,6 +29,13 @@ DUPLICATE_KEY = (
 REQUIREMENTS = ("torch", "mlflow", "pandas")
 
 
+def pinned_requirements() -> list[str]:
+    """REQUIREMENTS at this environment's versions, without a local label (torch's +cpu)."""
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name).split('+')[0]}" for name in REQUIREMENTS]
+
+
 class RunStore:
     """The store operations of `Tracker` and the stages, made with `client`."""
 
@@ -154,6 +161,19 @@ class RunStore:
             return None
         return str(registry.promote(self.client, experiment, registry.rule_metric(promote)))
 
+    def prepare_model_logging(self) -> None:
+        """Do ahead what a process's first `log_model` does once, so that it is as quick as the
+        next: import MLflow's pyfunc, and torch, which MLflow's check of the input example loads
+        the model with; check the requirements against this environment as MLflow does, which
+        maps every installed package to its modules the first time. A stage that opens a model
+        run calls it (tracker.py); the store daemon runs it in the background while that stage
+        trains (daemon.py)."""
+        import mlflow.pyfunc  # noqa: F401
+        import torch  # noqa: F401
+        from mlflow.utils.requirements_utils import warn_dependency_requirement_mismatches
+
+        warn_dependency_requirement_mismatches(pinned_requirements())
+
     def log_model(
         self, run_id: str, checkpoint: str, columns: list[Pair], example: Any, metadata: dict[str, Any]
     ) -> str:
@@ -162,10 +182,8 @@ class RunStore:
         one double per row; `example` (a DataFrame) is its input example. Returns its models:/ URI.
 
         MLflow checks the input example by loading the model and predicting, so the process making
-        this call imports torch (the store daemon once, for every later model).
+        this call imports torch (the store daemon once, ahead: prepare_model_logging).
         """
-        from importlib.metadata import version
-
         import mlflow
         import mlflow.pyfunc
         from mlflow.models import ModelSignature
@@ -189,7 +207,7 @@ class RunStore:
                 signature=signature,
                 input_example=example,
                 metadata=metadata,
-                pip_requirements=[f"{name}=={version(name).split('+')[0]}" for name in REQUIREMENTS],
+                pip_requirements=pinned_requirements(),
             )
         return info.model_uri
 
