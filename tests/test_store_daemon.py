@@ -246,3 +246,21 @@ def test_a_daemon_crossing_runs_no_environment_and_no_folder(workdir, monkeypatc
         pass
     location = MlflowClient(f"sqlite:///{other}").get_experiment_by_name("beside-prepare").artifact_location
     assert location == (other.parent / "mlartifacts").as_uri()
+
+
+def test_the_daemon_keeps_the_users_telemetry_opt_out_and_gets_no_secret(workdir, monkeypatch):
+    import psutil
+
+    monkeypatch.setenv("DO_NOT_TRACK", "1")
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-for-the-daemon")
+    open_run_store().experiment_id("telemetry")  # starts the store's daemon
+    uri = tracking_uri()
+    (daemon,) = [
+        process
+        for process in psutil.process_iter(["cmdline"])
+        if store_daemon.DAEMON_MODULE in (process.info["cmdline"] or []) and uri in process.info["cmdline"]
+    ]
+    environment = daemon.environ()
+    assert environment["DO_NOT_TRACK"] == "1" and environment["MLFLOW_DISABLE_TELEMETRY"] == "true"
+    assert "AWS_SECRET_ACCESS_KEY" not in environment

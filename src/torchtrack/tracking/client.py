@@ -47,10 +47,12 @@ DAEMON_MODULE = "torchtrack.tracking.backend.daemon"
 IDLE_EXIT_S = 300  # seconds with no stage connected before the daemon exits: an edit-and-rerun loop
 START_TIMEOUT_S = 120  # for a new daemon to import MLflow and open the store, on a busy machine
 # What the daemon's process inherits of the stage's environment: where to find programs and
-# temporary folders, the locale. No credential: the daemon serves a local file.
+# temporary folders, the locale, and the user's opt-out of MLflow's usage telemetry. No
+# credential: the daemon serves a local file.
 INHERITED_ENV = (
     *("PATH", "PYTHONPATH", "VIRTUAL_ENV", "HOME", "USER", "LOGNAME"),
     *("LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "XDG_RUNTIME_DIR"),
+    *("DO_NOT_TRACK", "MLFLOW_DISABLE_TELEMETRY"),
 )
 _started: list[subprocess.Popen] = []  # daemons this process started, kept so none is reaped as garbage
 
