@@ -82,6 +82,14 @@ class Sizes:
     distributed_width: int = 1024
     distributed_rounds: int = 2
     warm_ups: bool = True  # runs that only steady the timings
+    # --smoke: the parts that run stages share one clone (each sets the params it needs), the
+    # tracked loops one store and its daemon, and the cold round the warm round's plain run.
+    # What each part runs is unchanged; only its figures lose their meaning.
+    shared: bool = False
+
+    def store(self, folder: Path, name: str) -> Path:
+        """Where a tracked loop named `name` keeps its MLflow store and TensorBoard files."""
+        return folder.parent / "store" if self.shared else folder / name
 
 
 SMOKE = Sizes(
@@ -97,6 +105,7 @@ SMOKE = Sizes(
     distributed_width=16,
     distributed_rounds=1,
     warm_ups=False,
+    shared=True,
 )
 
 
@@ -206,14 +215,14 @@ def tracking_overhead(folder: Path, rounds: int, device: torch.device, sizes: Si
         bare, untracked, tracked, steps = [], [], [], 0
         if sizes.warm_ups:  # lazy initialisation happens outside the timings
             bare_loop(train, val, config, 1, device)
-            tracked_loop(train, val, config, 1, folder / f"bs{batch_size}-warm-up", device)
+            tracked_loop(train, val, config, 1, sizes.store(folder, f"bs{batch_size}-warm-up"), device)
         # Back to back in each round, ratio per round, median over rounds: this VM's speed
         # drifts by tens of percent from second to second, a pair of neighbours much less.
         for round_ in range(rounds):
             bare.append(bare_loop(train, val, config, epochs, device))
             untracked.append(untracked_loop(train, val, config, epochs, device))
             seconds, steps = tracked_loop(
-                train, val, config, epochs, folder / f"bs{batch_size}-{round_}", device
+                train, val, config, epochs, sizes.store(folder, f"bs{batch_size}-{round_}"), device
             )
             tracked.append(seconds)
         samples = len(train) * epochs
@@ -250,12 +259,17 @@ def system_metrics_cost(folder: Path, rounds: int, device: torch.device, sizes: 
     os.environ["MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"] = str(interval)
     try:
         if sizes.warm_ups:
-            tracked_loop(train, val, config, 1, folder / "warm-up", device, system_metrics=True)
+            tracked_loop(train, val, config, 1, sizes.store(folder, "warm-up"), device, system_metrics=True)
+
+        def loop(name: str, system_metrics: bool = False) -> float:
+            store = sizes.store(folder, name)
+            return tracked_loop(train, val, config, epochs, store, device, system_metrics)[0]
+
         on, off, off_again = [], [], []
         for round_ in range(rounds):  # neighbours in time, as in tracking_overhead
-            off.append(tracked_loop(train, val, config, epochs, folder / f"off-{round_}", device)[0])
-            on.append(tracked_loop(train, val, config, epochs, folder / f"on-{round_}", device, True)[0])
-            off_again.append(tracked_loop(train, val, config, epochs, folder / f"again-{round_}", device)[0])
+            off.append(loop(f"off-{round_}"))
+            on.append(loop(f"on-{round_}", system_metrics=True))
+            off_again.append(loop(f"again-{round_}"))
     finally:
         del os.environ["MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"]
     noise = [a / b for a, b in zip(off, off_again, strict=True)]
@@ -401,15 +415,6 @@ def pinned_kernels(rounds: int, sizes: Sizes) -> list[dict]:
     return results
 
 
-def clone(folder: Path, params: dict | None = None) -> Path:
-    """A `git clone` of HEAD in `folder`, its params.yaml changed by `params` (section by section)."""
-    repo = folder / "repo"
-    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(repo)], check=True)
-    if params:
-        update_params(repo, params)
-    return repo
-
-
 def update_params(repo: Path, params: dict) -> None:
     """Change some keys of `repo`'s params.yaml, section by section."""
     path = repo / "params.yaml"
@@ -438,9 +443,9 @@ def timed_run(
     return seconds, result
 
 
-def pipeline(folder: Path, sizes: Sizes) -> dict:
+def pipeline(folder: Path, repo: Path, sizes: Sizes) -> dict:
     """Targets 4 and 5: the default `dvc repro` split into phases; no-op repro; --help."""
-    repo = clone(folder, sizes.repo_params)
+    folder.mkdir(parents=True, exist_ok=True)
     profile = folder / "profile.jsonl"
     wall, _ = timed_run([str(BIN / "dvc"), "repro"], repo, stage_env(repo, profile))
     records = [json.loads(line) for line in profile.read_text().splitlines()]
@@ -553,15 +558,17 @@ def stage_phases(repo: Path, env: dict[str, str], profile: Path) -> dict[str, di
     return breakdown
 
 
-def fixed_cost(folder: Path, rounds: int, cold_rounds: int, sizes: Sizes) -> dict:
+def fixed_cost(folder: Path, repo: Path, rounds: int, cold_rounds: int, sizes: Sizes) -> dict:
     """Target 6: `dvc repro -f` at most 1.5x the plain pipeline, wall time, median of per-round
     ratios; each round runs the plain pipeline, `dvc repro -f`, and the stages one by one. The
     store daemon started by the warm-up serves the rounds, as it serves a user's run of
     experiments. Then `cold_rounds` rounds of the plain pipeline and a `dvc repro -f` with no
-    daemon running (stopped first), as every first run after IDLE_EXIT_S: the same target."""
-    repo = clone(folder, sizes.repo_params)
+    daemon running (stopped first), as every first run after IDLE_EXIT_S: the same target.
+    Under `Sizes.shared` the cold round is paired with the warm round's plain run."""
+    folder.mkdir(parents=True, exist_ok=True)
     env, plain = stage_env(repo), folder / "plain"
-    measured([str(BIN / "dvc"), "repro"], repo, env)  # warm-up: compiled bytecode, page cache, the store
+    # Warm-up: compiled bytecode, page cache, the store; a no-op where the pipeline part ran it.
+    measured([str(BIN / "dvc"), "repro"], repo, env)
     settings = plain_settings(repo)
     if sizes.warm_ups:
         plain_pipeline(plain, repo, env, settings)
@@ -571,8 +578,11 @@ def fixed_cost(folder: Path, rounds: int, cold_rounds: int, sizes: Sizes) -> dic
         repro_runs.append(with_daemon([str(BIN / "dvc"), "repro", "-f"], repo, env)[:2])
         stage_runs.append(stage_phases(repo, env, folder / "profile.jsonl"))
     cold_runs, cold_plain_runs = [], []
-    for _ in range(cold_rounds):
-        cold_plain_runs.append(plain_pipeline(plain, repo, env, settings)[0])
+    for round_ in range(cold_rounds):
+        if sizes.shared:
+            cold_plain_runs.append(plain_runs[round_ % rounds][0])
+        else:
+            cold_plain_runs.append(plain_pipeline(plain, repo, env, settings)[0])
         stop_daemons(repo)
         cold_runs.append(measured([str(BIN / "dvc"), "repro", "-f"], repo, env)[0])
     ratios = [r[0] / p[0] for r, p in zip(repro_runs, plain_runs, strict=True)]
@@ -606,10 +616,10 @@ def fixed_cost(folder: Path, rounds: int, cold_rounds: int, sizes: Sizes) -> dic
     }
 
 
-def scale(folder: Path, rows: int, features: int) -> dict:
+def scale(repo: Path, rows: int, features: int) -> dict:
     """Target 3: peak resident memory of each stage on `rows` x `features`."""
-    repo = clone(
-        folder,
+    update_params(
+        repo,
         {"data": {"n_samples": rows, "n_features": features}, "train": {"epochs": 2, "batch_size": 1024}},
     )
     peaks, seconds = {}, {}
@@ -628,7 +638,7 @@ def scale(folder: Path, rows: int, features: int) -> dict:
     }
 
 
-def distributed_speedup(folder: Path, sizes: Sizes) -> dict:
+def distributed_speedup(repo: Path, sizes: Sizes) -> dict:
     """Target 8: the train stage's samples/s at 1 and 2 processes (torchrun, gloo, one thread
     each), on an MLP wide enough that the gradient all-reduce is not the whole step; the sum of
     the ranks' `samples_per_second_rank*` metrics, read back from the clone's MLflow store.
@@ -637,11 +647,11 @@ def distributed_speedup(folder: Path, sizes: Sizes) -> dict:
     from mlflow import MlflowClient
 
     rows, width, rounds = sizes.distributed_rows, sizes.distributed_width, sizes.distributed_rounds
-    repo = clone(folder)
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["data"].update(n_samples=rows)
     params["model"].update(kind="mlp", hidden_sizes=[width, width], activation="relu")
     params["train"].update(epochs=2, batch_size=1024)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     timed_run([sys.executable, "-m", "torchtrack", "prepare"], repo, stage_env(repo))
     rates: dict[int, float] = {1: 0.0, 2: 0.0}
     for processes in [1, 2] * rounds:
@@ -791,7 +801,58 @@ def machine(device: torch.device) -> dict:
     return facts
 
 
-PARTS = ("overhead", "optimizer", "data", "pipeline", "fixed", "scale", "kernels", "system", "distributed")
+@dataclass
+class Bench:
+    """One run of the benchmark: its settings, and the folder its parts work in."""
+
+    folder: Path
+    device: torch.device
+    sizes: Sizes
+    rounds: int
+    repro_rounds: int
+    cold_rounds: int
+    rows: int
+    shared_repo: Path | None = None
+
+    def repo(self, part: str, params: dict | None = None) -> Path:
+        """A `git clone` of HEAD for `part`, its params.yaml changed by `params` (section by
+        section); under `Sizes.shared` the one clone the first part asked for."""
+        repo = self.shared_repo or self.folder / part / "repo"
+        if not repo.exists():
+            subprocess.run(["git", "clone", "--quiet", str(ROOT), str(repo)], check=True)
+        if self.sizes.shared:
+            self.shared_repo = repo
+        if params:
+            update_params(repo, params)
+        return repo
+
+
+# Each part: its key in results.json, and how to measure it; in the order they run.
+PARTS = {
+    "overhead": (
+        "tracking_overhead",
+        lambda b: tracking_overhead(b.folder / "overhead", b.rounds, b.device, b.sizes),
+    ),
+    "system": (
+        "system_metrics",
+        lambda b: system_metrics_cost(b.folder / "system", b.rounds, b.device, b.sizes),
+    ),
+    "optimizer": ("optimizer_steps", lambda b: optimizer_steps(b.rounds, b.device, b.sizes)),
+    "data": ("data_path", lambda b: data_path(b.sizes)),
+    "pipeline": (
+        "pipeline",
+        lambda b: pipeline(b.folder / "pipeline", b.repo("pipeline", b.sizes.repo_params), b.sizes),
+    ),
+    "fixed": (
+        "fixed_cost",
+        lambda b: fixed_cost(
+            b.folder / "fixed", b.repo("fixed", b.sizes.repo_params), b.repro_rounds, b.cold_rounds, b.sizes
+        ),
+    ),
+    "scale": ("scale", lambda b: scale(b.repo("scale"), b.rows, 16)),
+    "kernels": ("pinned_kernels", lambda b: pinned_kernels(max(1, b.rounds // 3), b.sizes)),
+    "distributed": ("distributed", lambda b: distributed_speedup(b.repo("distributed"), b.sizes)),
+}
 
 
 def main() -> None:
@@ -825,32 +886,12 @@ def main() -> None:
     if args.smoke:
         sizes, args.rounds, args.repro_rounds, args.cold_rounds, args.rows = SMOKE, 1, 1, 1, SMOKE.rows
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
+        bench = Bench(Path(tmp), device, sizes, args.rounds, args.repro_rounds, args.cold_rounds, args.rows)
         results: dict = {"machine": machine(device)}
-        parts = {  # part: (its key in results.json, how to measure it), in the order they run
-            "overhead": (
-                "tracking_overhead",
-                lambda: tracking_overhead(folder / "overhead", args.rounds, device, sizes),
-            ),
-            "system": (
-                "system_metrics",
-                lambda: system_metrics_cost(folder / "system", args.rounds, device, sizes),
-            ),
-            "optimizer": ("optimizer_steps", lambda: optimizer_steps(args.rounds, device, sizes)),
-            "data": ("data_path", lambda: data_path(sizes)),
-            "pipeline": ("pipeline", lambda: pipeline(folder / "pipeline", sizes)),
-            "fixed": (
-                "fixed_cost",
-                lambda: fixed_cost(folder / "fixed", args.repro_rounds, args.cold_rounds, sizes),
-            ),
-            "scale": ("scale", lambda: scale(folder / "scale", args.rows, 16)),
-            "kernels": ("pinned_kernels", lambda: pinned_kernels(max(1, args.rounds // 3), sizes)),
-            "distributed": ("distributed", lambda: distributed_speedup(folder / "distributed", sizes)),
-        }
-        for part, (key, measure) in parts.items():
+        for part, (key, measure) in PARTS.items():
             if part in args.only:
                 start = time.perf_counter()
-                results[key] = measure()
+                results[key] = measure(bench)
                 print(f"{part}: measured in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
     Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
     print(table(results))

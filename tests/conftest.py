@@ -8,16 +8,17 @@ from helpers import isolate_env
 from torchtrack.config import TrackingConfig
 from torchtrack.tracking.client import stop_daemons
 
-# The longest single test: `bench.py --smoke`, several minutes while the other worker runs the rest.
-LONGEST_FILE = "test_bench.py"
+# The longest files: the smoke bench's two halves, minutes each while the other worker runs the rest.
+LONGEST_FILES = ("test_bench_repro.py", "test_bench.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """LONGEST_FILE first, then the files of slow tests (a stable sort, each file's tests kept
-    together and in order): pytest-xdist hands out files in this order, so the workers start on
-    the longest ones and end together on the quick ones, not one of them alone on a long file."""
+    """LONGEST_FILES first, then the files of slow tests (a stable sort, each file's tests kept
+    together and in order): pytest-xdist, run with --no-loadscope-reorder (the Makefile's
+    PARALLEL), hands out files in this order, so the workers start on the longest ones and end
+    together on the quick ones, not one of them alone on a long file."""
     slow_files = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: (item.path.name != LONGEST_FILE, item.path not in slow_files))
+    items.sort(key=lambda item: (item.path.name not in LONGEST_FILES, item.path not in slow_files))
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -144,3 +144,33 @@ def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Calla
             stop_daemons(folder)
             built.touch()
     return folder
+
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench.py"
+# The smoke bench runs in two files, so that pytest-xdist's two workers share it: the parts that
+# run `dvc repro` (tests/test_bench_repro.py) and all the others (tests/test_bench.py).
+BENCH_REPRO_PARTS = ("pipeline", "fixed")
+
+
+def smoke_bench(folder: Path, parts: list[str]) -> tuple[dict, str]:
+    """`bench.py --smoke --only PARTS` (each part once at its smallest size) run in `folder`: its
+    results, and the section `make bench` writes from them into docs/performance.md."""
+    import json
+    import subprocess
+    import sys
+
+    output = folder / "results.json"
+    result = subprocess.run(
+        [sys.executable, BENCH, "--smoke", "--output", str(output), "--only", *parts],
+        cwd=folder,
+        env=isolated_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    sys.path.insert(0, str(BENCH.parents[1] / "scripts"))
+    from docs_tables import performance_section
+
+    results = json.loads(output.read_text())
+    return results, performance_section(results)
