@@ -22,7 +22,7 @@ Measures, side by side in one run on this machine:
 Stages run in a `git clone` of this repository's HEAD, so commit before benchmarking.
 `--device cuda --only overhead optimizer` measures those two parts on a GPU (the CUDA figures).
 `--smoke` runs every part once at its smallest size: a check that each still runs (its figures
-mean nothing; tests/test_bench.py runs it).
+mean nothing; tests/test_bench.py and tests/test_bench_repro.py run it, half each).
 """
 
 from __future__ import annotations

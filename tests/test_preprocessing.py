@@ -197,3 +197,12 @@ def test_a_column_without_values_in_train_is_dropped_even_when_named():
     fitted = Preprocessor.fit(frame, "y", DataConfig(source="csv", numeric=("empty",)))
     assert roles(fitted)["empty"] == "dropped"
     assert np.isfinite(fitted.transform(frame.assign(empty=1.0)).to_numpy()).all()
+
+
+def test_a_column_of_blank_text_only_is_dropped_as_one_without_values():
+    # Spaces and a form feed are blank cells, as an empty one is: nothing to fill gaps with.
+    frame = table().assign(blank=[" ", "\x0c", "\t", ""] * 10)
+    fitted = Preprocessor.fit(frame, "y", CSV)
+    assert roles(fitted)["blank"] == "dropped"
+    assert fitted.columns[-1].reason == "no values in the train split"
+    assert np.isfinite(fitted.transform(frame).to_numpy()).all()

@@ -265,6 +265,8 @@ def _infer_role(series: pd.Series, name: str, config: DataConfig) -> tuple[str, 
     if pd.api.types.is_datetime64_any_dtype(values):
         return _date_role(config, "dates")
     texts = values.map(_category_text).dropna()
+    if len(texts) == 0:  # only blank cells (spaces, a form feed): gaps, as an empty cell is
+        return "dropped", "no values in the train split"
     numbers = pd.to_numeric(texts, errors="coerce")
     if numbers.notna().all():
         return "numeric", "numbers"
