@@ -37,7 +37,8 @@ class RegressionSums:
 
         sums = RegressionSums()
         for y_true, y_pred in chunks: sums.add(y_true, y_pred)
-        for y_true in chunks: sums.add_spread(y_true)  # a second pass, about the target's mean
+        mean = sums.target_mean()
+        for y_true in chunks: sums.add_spread(y_true, mean)  # a second pass over the targets
         sums.metrics()
 
     R^2's spread, sum((y - mean)^2), takes a second pass over the targets once their mean is
@@ -193,8 +194,9 @@ def score_split(
 
     One pass over the train rows (the normal equations), one over the test rows (predictions,
     errors, the fit's errors, the sample), and one over the test targets alone (R^2's spread):
-    memory holds a few blocks, whatever the rows. The model sees the same batches as
-    `predict` on the whole split, and every sum is exact: the same bits as in memory.
+    memory holds a few blocks, whatever the rows. Every sum is exact, so the metrics do not
+    depend on `block_rows`; with the default, the model also sees the batches `predict` gives
+    the whole split, whatever the file's row groups: the bits of a whole-table evaluation.
     """
     features, target = split_columns(test_path)
     equations = NormalEquations(len(features))
