@@ -72,3 +72,36 @@ def test_sums_that_overflow_give_inf_or_nan_as_numpy_does():
     assert portable.dot(np.array([1e200, 1e200]), np.array([1e200, 1e200])) == math.inf
     assert math.isnan(portable.dot(np.array([1e200, -1e200]), np.array([1e200, 1e200])))
     assert portable.mean(np.array([1e308, 1e308])) == math.inf  # as NumPy's mean, not an exception
+
+
+@pytest.mark.parametrize(
+    "scale",
+    [1.0, 10.0 ** np.arange(-290, 290, 7)[:, None], 5e-324],  # ordinary, exponents far apart, subnormal
+    ids=["ordinary", "wide", "subnormal"],
+)
+def test_exact_sums_are_fsum_of_every_value_however_the_rows_are_chunked(scale):
+    rng = np.random.default_rng(4)
+    values = rng.normal(size=(83, 3)) * scale  # (83, 3)
+    values = np.concatenate([values, values * -1e16, values * 1e16])  # cancellations
+    want = [math.fsum(values[:, j].tolist()) for j in range(3)]
+    for cuts in ([], [7, 14, 21], list(range(1, len(values)))):
+        sums = portable.ExactSums(3)
+        for chunk in np.split(values, cuts):
+            sums.add(chunk)
+        assert sums.totals() == want
+
+
+def test_exact_sums_of_one_column_take_flat_chunks_and_start_at_zero():
+    sums = portable.ExactSums()
+    assert sums.totals() == [0.0]
+    sums.add(np.array([1e16, 1.0]))
+    sums.add(np.array([-1e16, 3.0]))
+    assert sums.totals() == [4.0]
+
+
+def test_exact_sums_that_overflow_give_inf_or_nan_as_numpy_does():
+    sums = portable.ExactSums(3)
+    sums.add(np.array([[1e308, math.inf, 1.0], [1e308, -math.inf, math.nan]]))
+    total, opposite_infinities, with_nan = sums.totals()
+    assert total == math.inf
+    assert math.isnan(opposite_infinities) and math.isnan(with_nan)

@@ -7,6 +7,8 @@ import sys
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 from torch import nn
@@ -16,7 +18,7 @@ from torchtrack.data import Scaler, read_split
 from torchtrack.errors import InputError
 from torchtrack.evaluation import predict
 from torchtrack.models import load_checkpoint
-from torchtrack.predict import PREDICTION_COLUMN, Predictor, check_columns, predict_file, read_rows
+from torchtrack.predict import PREDICTION_COLUMN, Predictor, check_columns, predict_file, row_blocks
 from torchtrack.preprocessing import OTHER, Column, Preprocessor
 from torchtrack.tables import read_csv
 
@@ -103,12 +105,12 @@ def test_no_rows_give_no_predictions(predictor):
     assert predictor(empty).shape == (0,)
 
 
-def test_read_rows_reports_a_missing_or_empty_file(tmp_path):
+def test_row_blocks_reports_a_missing_or_empty_file(tmp_path):
     with pytest.raises(InputError, match="input file not found"):
-        read_rows(tmp_path / "absent.csv")
+        list(row_blocks(tmp_path / "absent.csv"))
     (tmp_path / "empty.csv").write_text("")
     with pytest.raises(InputError, match="is empty"):
-        read_rows(tmp_path / "empty.csv")
+        list(row_blocks(tmp_path / "empty.csv"))
 
 
 def test_cli_writes_the_input_columns_plus_prediction(trained_project, predictor, tmp_path):
@@ -156,6 +158,39 @@ def test_parquet_columns_keep_their_types_whole_numbers_with_gaps_included(train
     text = pd.read_csv(tmp_path / "out.csv", dtype=str, keep_default_na=False)
     assert text["weight"].tolist() == ["50", "", "7"]
     assert pd.read_parquet(tmp_path / "out.parquet")["weight"].tolist() == [50, pd.NA, 7]
+
+
+def test_a_parquet_input_of_many_row_groups_streams_to_the_output_a_whole_read_gives(
+    trained_project, predictor, tmp_path
+):
+    rows = trained_project.raw_rows(250).assign(
+        id=pd.array([None if i % 9 == 0 else i for i in range(250)], dtype="Int64"),
+        note=[None if i % 7 == 0 else f"row {i}" for i in range(250)],
+    )
+    pq.write_table(pa.Table.from_pandas(rows), tmp_path / "new.parquet", row_group_size=40)
+    # What predict wrote when it read the whole file at once.
+    frame = pd.read_parquet(tmp_path / "new.parquet")
+    written = pd.read_parquet(tmp_path / "new.parquet", dtype_backend="pyarrow")
+    whole = written.assign(**{PREDICTION_COLUMN: predictor(frame)})
+    whole.to_csv(tmp_path / "whole.csv", index=False)
+    whole.to_parquet(tmp_path / "whole.parquet", index=False)
+    model = trained_project.model_path
+    for block_rows in (7, 100, 1000):
+        assert predict_file(model, tmp_path / "new.parquet", tmp_path / "out.csv", block_rows) == 250
+        assert (tmp_path / "out.csv").read_bytes() == (tmp_path / "whole.csv").read_bytes()
+        assert predict_file(model, tmp_path / "new.parquet", tmp_path / "out.parquet", block_rows) == 250
+        for types in ("numpy_nullable", "pyarrow"):  # the same values, and the same types
+            out = pd.read_parquet(tmp_path / "out.parquet", dtype_backend=types)
+            want = pd.read_parquet(tmp_path / "whole.parquet", dtype_backend=types)
+            pd.testing.assert_frame_equal(out, want)
+
+
+def test_a_bad_value_in_a_later_block_names_its_row_in_the_file(trained_project, tmp_path):
+    rows = trained_project.raw_rows(30).assign(x1=[1.0] * 25 + [np.inf] + [1.0] * 4)
+    rows.to_parquet(tmp_path / "new.parquet")
+    with pytest.raises(InputError, match=r"column 'x1', row 26: inf is infinite"):
+        predict_file(trained_project.model_path, tmp_path / "new.parquet", tmp_path / "out.csv", 10)
+    assert not (tmp_path / "out.csv").exists()
 
 
 def penguin_predictor() -> Predictor:

@@ -1,8 +1,9 @@
 """Tabular regression data: the sources (synthetic families, a CSV file, scikit-learn's
 diabetes table), splitting and scaling.
 
-prepare uses everything up to `write_splits`; train and evaluate read the splits back
-(`read_split`) into a `tabular.TabularDataset`, the journal's Dataset subclass. Nothing
+prepare uses everything up to `write_splits`; train reads the splits back (`read_split`) into
+a `tabular.TabularDataset`, the journal's Dataset subclass, and evaluate streams them from
+their files (`prepared_split`, `evaluation.score_split`). Nothing
 here imports torch, which prepare needs for nothing.
 """
 
@@ -157,10 +158,15 @@ def read_truth(prepared_dir: Path) -> SyntheticTruth | None:
     return SyntheticTruth.load(path) if path.is_file() else None
 
 
-@timed("data")
-def read_split(prepared_dir: Path, name: str) -> pd.DataFrame:
-    """One split written by `write_splits`."""
+def prepared_split(prepared_dir: Path, name: str) -> Path:
+    """The file of one split written by `write_splits`; DataError when prepare has not made it."""
     path = split_file(prepared_dir, name)
     if not path.is_file():
         raise DataError(f"{path} not found: run the prepare stage first (dvc repro prepare)")
-    return pd.read_parquet(path)
+    return path
+
+
+@timed("data")
+def read_split(prepared_dir: Path, name: str) -> pd.DataFrame:
+    """One split written by `write_splits`."""
+    return pd.read_parquet(prepared_split(prepared_dir, name))

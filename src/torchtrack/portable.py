@@ -6,8 +6,9 @@ NumPy's np.tanh, np.sin and np.exp run different code on different CPUs (SIMD lo
 instruction set, Intel's SVML on AVX-512, the C library elsewhere), and `@` and linalg run
 OpenBLAS kernels chosen by the CPU: each may differ in the last bit. Here only IEEE basic
 operations appear (+ - * / sqrt, one NumPy call each, so no fused multiply-add), which every
-CPU rounds the same way, in a fixed order; sums are `math.fsum`, exactly rounded. Accurate
-to a few units in the last place, which the float32 splits do not see.
+CPU rounds the same way, in a fixed order; sums are `math.fsum`, exactly rounded (and
+`ExactSums` carries such sums across chunks of a stream). Accurate to a few units in the last
+place, which the float32 splits do not see.
 """
 
 from __future__ import annotations
@@ -27,6 +28,15 @@ PIO2 = (1.57079632673412561417e00, 6.07710050630396597660e-11, 2.022266248711166
 SIN_TERMS = [(-1) ** n / math.factorial(2 * n + 1) for n in range(11)]  # to r^21
 COS_TERMS = [(-1) ** n / math.factorial(2 * n) for n in range(11)]  # to r^20
 TANH_SATURATES = 20.0  # tanh(20) is 1 - 8e-18: 1.0 in float64
+
+# ExactSums: a finite float64 is a fraction times 2^e, 0.5 <= |fraction| < 1 and e from
+# LOWEST_EXPONENT (the subnormals) to 1024, so M * 2^(e - 53) with an integer |M| < 2^53.
+MANTISSA_BITS = 53
+LOWEST_EXPONENT = -1073
+EXPONENTS = 1024 - LOWEST_EXPONENT + 1
+HALF_BITS = 26  # M = high * 2^26 + low: 2^26 halves of either kind sum below 2^53, exactly in float64
+FLUSH_ROWS = 1 << HALF_BITS  # rows added between moves of the float64 bucket sums into Python integers
+PIECE_VALUES = 1 << 20  # values split at a time: bounds the temporaries at a few tens of MB
 
 
 def matvec(X: np.ndarray, w: np.ndarray | list[float]) -> np.ndarray:
@@ -63,6 +73,80 @@ def exact_sum(values: np.ndarray) -> float:
         return math.fsum(values.tolist())
     except (OverflowError, ValueError):
         return float(np.sum(values))
+
+
+class ExactSums:
+    """Running sums of `width` columns over chunks of rows, kept exactly, so that `totals()` is
+    each column's exactly rounded sum, the one `math.fsum` of all its values gives: the same
+    bits however the rows were cut into chunks, and in whatever order.
+
+        sums = ExactSums(2)
+        for chunk in chunks:  # (N, 2) each
+            sums.add(chunk)
+        a, b = sums.totals()
+
+    Vectorized: each value is split into its exponent and two halves of its integer mantissa,
+    and the halves are summed per (column, exponent) by `np.bincount` in float64, exact while
+    the sums stay below 2^53; now and then those bucket sums move into Python integers. As with
+    `exact_sum`, an inf or nan gives NumPy's sum.
+    """
+
+    def __init__(self, width: int = 1):
+        self.width = width
+        self._exact = [0] * width  # per column: the flushed sum, in units of 2^(LOWEST_EXPONENT - 53)
+        self._high = np.zeros((width, EXPONENTS))  # per column and exponent: sums of the halves
+        self._low = np.zeros((width, EXPONENTS))
+        self._rows = 0  # added since the last flush
+        self._special = np.zeros(width)  # per column: the sum of its inf and nan values, 0.0 if none
+
+    def add(self, values: np.ndarray) -> None:
+        """Add a chunk of rows: (N, width), or (N,) when width is 1."""
+        values = np.asarray(values, np.float64).reshape(-1, self.width)
+        step = max(1, PIECE_VALUES // self.width)
+        for start in range(0, len(values), step):
+            piece = values[start : start + step]
+            if self._rows + len(piece) > FLUSH_ROWS:
+                self._flush()
+            self._add(piece)
+            self._rows += len(piece)
+
+    def _add(self, values: np.ndarray) -> None:
+        finite = np.isfinite(values)
+        if not finite.all():
+            with np.errstate(invalid="ignore"):  # inf - inf: nan, as NumPy's sum gives, without a warning
+                self._special += np.where(finite, 0.0, values).sum(axis=0)
+            values = np.where(finite, values, 0.0)
+        fraction, exponent = np.frexp(values)  # (N, width) each; 0 for a zero
+        mantissa = (fraction * 2.0**MANTISSA_BITS).astype(np.int64)  # exact: a fraction has 53 bits
+        high = mantissa >> HALF_BITS  # rounds down, negative mantissas too
+        low = mantissa - (high << HALF_BITS)  # 0 <= low < 2^26
+        bucket = (exponent - LOWEST_EXPONENT) + np.arange(self.width) * EXPONENTS  # column-major buckets
+        size = self.width * EXPONENTS
+        self._high += np.bincount(bucket.ravel(), high.ravel(), size).reshape(self.width, EXPONENTS)
+        self._low += np.bincount(bucket.ravel(), low.ravel(), size).reshape(self.width, EXPONENTS)
+
+    def _flush(self) -> None:
+        for column in range(self.width):
+            used = np.flatnonzero((self._high[column] != 0.0) | (self._low[column] != 0.0))
+            highs, lows = self._high[column, used].tolist(), self._low[column, used].tolist()
+            for offset, high, low in zip(used.tolist(), highs, lows, strict=True):
+                self._exact[column] += ((int(high) << HALF_BITS) + int(low)) << offset
+        self._high[:] = 0.0
+        self._low[:] = 0.0
+        self._rows = 0
+
+    def totals(self) -> list[float]:
+        """Each column's sum so far, exactly rounded (Python's int division rounds correctly)."""
+        self._flush()
+        unit = 1 << (MANTISSA_BITS - LOWEST_EXPONENT)  # the integers count units of 1 / unit
+        totals = []
+        for exact, special in zip(self._exact, self._special.tolist(), strict=True):
+            try:
+                total = exact / unit
+            except OverflowError:  # past the largest float64: inf, as NumPy's sum gives
+                total = math.inf if exact > 0 else -math.inf
+            totals.append(total + special)
+        return totals
 
 
 def exp(x: np.ndarray) -> np.ndarray:

@@ -9,10 +9,15 @@ it (a CSV's `NA` stays `NA`, `50` stays `50`) and adds `prediction`, replacing a
 column already there. Categories the model was not trained on are named in one line.
 `--model` may also name a model logged to MLflow (`models:/torchtrack@champion`,
 `runs:/<run id>/model`), which holds its preprocessing itself.
+
+A Parquet input is read, predicted and written a block of rows at a time, so memory does not
+grow with the file; a CSV input is read whole (its delimiter and encoding are judged on its
+text, tables.read_csv) and written the same way.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,32 +27,40 @@ import torch
 from torchtrack.errors import DataError, InputError
 from torchtrack.evaluation import predict
 from torchtrack.files import write_atomic
+from torchtrack.loader import BLOCK_ROWS
 from torchtrack.models import load_checkpoint
 from torchtrack.preprocessing import OTHER, Preprocessor
-from torchtrack.tables import note, read_csv
+from torchtrack.tables import note, parquet_blocks, read_csv
 
 PREDICTION_COLUMN = "prediction"
 MODEL_URI_SCHEMES = ("models:/", "runs:/")  # --model values that name a model in MLflow
 UNSEEN_SHOWN = 3  # unseen categories named per column; the rest are counted
 
 
-def read_rows(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """A CSV or Parquet (by suffix) file of rows to predict, header names trimmed of spaces,
-    twice: as values for the model (gaps, numbers), and as written, for the output: a CSV's
-    cells as their text, a Parquet file's columns in their own types (a whole number with gaps
-    stays whole). InputError if it cannot be read."""
+def row_blocks(path: str | Path, rows: int = BLOCK_ROWS) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
+    """A CSV or Parquet (by suffix) file of rows to predict, header names trimmed of spaces, in
+    blocks, each twice: as values for the model (gaps, numbers), and as written, for the output:
+    a CSV's cells as their text, a Parquet file's columns in their own types (a whole number
+    with gaps stays whole). A Parquet file comes `rows` rows at a time, each block indexed by
+    its rows' place in the file (errors name them so); a CSV file whole. InputError if it
+    cannot be read."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: input file not found")
     if path.suffix != ".parquet":
-        return read_csv(path, what="input file"), read_csv(path, what="input file", as_written=True)
+        yield read_csv(path, what="input file"), read_csv(path, what="input file", as_written=True)
+        return
+    start = 0
     try:
-        frame = pd.read_parquet(path)
-        written = pd.read_parquet(path, dtype_backend="pyarrow")
+        for table in parquet_blocks(path, rows):
+            index = pd.RangeIndex(start, start + table.num_rows)
+            frame = table.to_pandas().set_axis(index)
+            written = table.to_pandas(types_mapper=pd.ArrowDtype).set_axis(index)
+            trimmed = {c: str(c).strip() for c in frame.columns}
+            yield frame.rename(columns=trimmed), written.rename(columns=trimmed)
+            start += table.num_rows
     except (OSError, ValueError) as exc:
         raise InputError(f"{path}: not a readable parquet file ({' '.join(str(exc).split())})") from None
-    trimmed = {c: str(c).strip() for c in frame.columns}
-    return frame.rename(columns=trimmed), written.rename(columns=trimmed)
 
 
 def check_columns(frame: pd.DataFrame, columns: list[str]) -> None:
@@ -137,14 +150,15 @@ class LoggedPredictor:
             raise DataError(" ".join(exc.message.split())) from None
 
 
-def note_unseen(preprocessor: Preprocessor, frame: pd.DataFrame, path: str | Path) -> None:
-    """One line on stderr naming, per column, the categories of `frame` the model was not
-    trained on (a few, then a count); they are predicted as training counts them, as OTHER."""
-    unseen = preprocessor.unseen_categories(frame)
+def note_unseen(unseen: dict[str, pd.Series], path: str | Path) -> None:
+    """One line on stderr naming, per column, the categories the model was not trained on
+    (`Preprocessor.unseen_counts`: value -> rows), the most frequent first (a few, then a
+    count); they are predicted as training counts them, as OTHER."""
     if not unseen:
         return
     shown = []
-    for name, values in unseen.items():
+    for name, counts in unseen.items():
+        values = [str(v) for v in counts.index[np.lexsort((counts.index.to_numpy(str), -counts.to_numpy()))]]
         listed = ", ".join(map(repr, values[:UNSEEN_SHOWN]))
         more = len(values) - UNSEEN_SHOWN
         shown.append(f"{name}: {listed}" + (f" and {more} more" if more > 0 else ""))
@@ -158,18 +172,54 @@ def load_predictor(model: str | Path) -> Predictor | LoggedPredictor:
     return Predictor.load(model)
 
 
-def predict_file(model_path: str | Path, input_path: str | Path, output_path: str | Path) -> int:
-    """Predict every row of `input_path` into `output_path` (CSV, or Parquet by suffix); return rows."""
+def predict_file(
+    model_path: str | Path, input_path: str | Path, output_path: str | Path, block_rows: int = BLOCK_ROWS
+) -> int:
+    """Predict every row of `input_path` into `output_path` (CSV, or Parquet by suffix), a
+    Parquet input `block_rows` rows at a time (`row_blocks`); return the rows."""
     predictor = load_predictor(model_path)
-    frame, written = read_rows(input_path)
-    predictions = predictor(frame)
-    note_unseen(predictor.preprocessor, frame, input_path)
-    if PREDICTION_COLUMN in frame.columns:
-        note(f"{input_path}: its {PREDICTION_COLUMN!r} column is replaced by this model's predictions")
-    out = written.assign(**{PREDICTION_COLUMN: predictions})
     output_path = Path(output_path)
-    if output_path.suffix == ".parquet":
-        write_atomic(output_path, lambda tmp: out.to_parquet(tmp, index=False))
-    else:
-        write_atomic(output_path, lambda tmp: out.to_csv(tmp, index=False))
-    return len(out)
+    unseen: dict[str, pd.Series] = {}  # column -> unseen value -> rows, over every block
+    seen = {"rows": 0, "replaced": False}
+
+    def predicted_blocks() -> Iterator[pd.DataFrame]:
+        for frame, written in row_blocks(input_path, block_rows):
+            out = written.assign(**{PREDICTION_COLUMN: predictor(frame)})
+            for name, counts in predictor.preprocessor.unseen_counts(frame).items():
+                unseen[name] = unseen[name].add(counts, fill_value=0) if name in unseen else counts
+            seen["rows"] += len(frame)
+            seen["replaced"] = PREDICTION_COLUMN in frame.columns
+            yield out
+
+    write = write_parquet_blocks if output_path.suffix == ".parquet" else write_csv_blocks
+    write_atomic(output_path, lambda tmp: write(tmp, predicted_blocks()))
+    note_unseen(unseen, input_path)
+    if seen["replaced"]:
+        note(f"{input_path}: its {PREDICTION_COLUMN!r} column is replaced by this model's predictions")
+    return seen["rows"]
+
+
+def write_csv_blocks(path: Path, blocks: Iterator[pd.DataFrame]) -> None:
+    """The blocks one after the other as one CSV file, the header once: what `to_csv` writes
+    for them joined."""
+    with open(path, "w", encoding="utf-8", newline="") as file:
+        for number, block in enumerate(blocks):
+            block.to_csv(file, index=False, header=number == 0)
+
+
+def write_parquet_blocks(path: Path, blocks: Iterator[pd.DataFrame]) -> None:
+    """The blocks as one Parquet file, a row group each, with the schema `to_parquet` gives
+    the first: the table `to_parquet` writes for them joined."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    writer = None
+    try:
+        for block in blocks:
+            table = pa.Table.from_pandas(block, preserve_index=False)
+            if writer is None:
+                writer = pq.ParquetWriter(path, table.schema)
+            writer.write_table(table)
+    finally:
+        if writer is not None:
+            writer.close()

@@ -136,18 +136,17 @@ class Preprocessor:
             out[self.target] = ((y - self.target_mean) / self.target_std).astype(np.float32)
         return out
 
-    def unseen_categories(self, frame: pd.DataFrame) -> dict[str, list[str]]:
-        """Per categorical column of `frame`, its values that are none of the kept train
-        categories (so counted as OTHER), the most frequent first; columns without any left out."""
+    def unseen_counts(self, frame: pd.DataFrame) -> dict[str, pd.Series]:
+        """Per categorical column of `frame`, the rows of each value that is none of the kept
+        train categories (so counted as OTHER), value -> rows; columns without any left out."""
         unseen = {}
         for c in self.inputs:
             if c.role != "categorical" or c.name not in frame.columns:
                 continue
             texts = frame[c.name].map(_category_text).dropna()
             counts = texts[~texts.isin(c.categories)].value_counts()
-            counts = counts.iloc[np.lexsort((counts.index.to_numpy(str), -counts.to_numpy()))]  # ties by name
             if len(counts):
-                unseen[c.name] = [str(v) for v in counts.index]
+                unseen[c.name] = counts
         return unseen
 
     def target_values(self, scaled: np.ndarray) -> np.ndarray:
