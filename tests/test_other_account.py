@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -25,6 +26,7 @@ from torchtrack.tracking.client import DaemonClient
 from trained_project import TINY_PARAMS
 
 SYSTEM_PYTHON = "/usr/bin/python3"  # the other account cannot enter root's virtual environment
+SBIN = "/usr/sbin:/sbin"  # where useradd lives, on a PATH or not (root's has it, a pared-down one may not)
 # Run as the other account: listen at argv[1] (mode 0777) and say what arrives.
 SQUATTER = textwrap.dedent(
     """
@@ -64,15 +66,22 @@ def other_account():
     """(uid, gid) of a local account made for this module, removed after it."""
     if os.geteuid() != 0:
         pytest.skip("making a second local account takes root (CI runs as root)")
+    useradd, userdel = (
+        shutil.which(tool) or shutil.which(tool, path=SBIN) for tool in ("useradd", "userdel")
+    )
+    if not (useradd and userdel):
+        pytest.skip(
+            f"useradd and userdel are needed to make a second account, and are not on PATH or in {SBIN}"
+        )
     name = f"tt{uuid.uuid4().hex[:8]}"
-    made = subprocess.run(["useradd", "--no-create-home", "--system", name], capture_output=True, text=True)
+    made = subprocess.run([useradd, "--no-create-home", "--system", name], capture_output=True, text=True)
     if made.returncode != 0:
         pytest.skip(f"useradd could not make a second account: {made.stderr.strip()}")
     if not Path(SYSTEM_PYTHON).is_file():
         pytest.skip(f"the second account needs a Python of its own at {SYSTEM_PYTHON}")
     account = pwd.getpwnam(name)
     yield account.pw_uid, account.pw_gid
-    subprocess.run(["userdel", name], capture_output=True)
+    subprocess.run([userdel, name], capture_output=True)
 
 
 @pytest.fixture
