@@ -21,9 +21,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 # make test and test-all run the suite in this many pytest-xdist processes, each test file in one
-# of them (its module fixtures made once); most tests wait on their dvc, MLflow or torchrun children.
-# The files go out in tests/conftest.py's order (longest first), not pytest-xdist's (most tests first).
-TEST_WORKERS ?= 2
+# of them (its module fixtures made once). Three on two cores: most tests wait on their dvc, MLflow
+# or torchrun children, and a third worker keeps both cores busy meanwhile. The files go out in
+# tests/conftest.py's order (the longest first, by tests/durations.json), not pytest-xdist's.
+TEST_WORKERS ?= 3
 PARALLEL = -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 # Every optional extra of pyproject.toml (dev, and any added later), read when the recipe runs: all are
 # installed, and `make lock` pins them all.

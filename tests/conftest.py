@@ -1,6 +1,11 @@
-"""Shared fixtures: an isolated working folder with its own MLflow store and TensorBoard root."""
+"""Shared fixtures: an isolated working folder with its own MLflow store and TensorBoard root.
+And the order the test files run in: the longest first (tests/durations.json)."""
 
 from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
 
 import pytest
 
@@ -8,17 +13,54 @@ from helpers import isolate_env
 from torchtrack.config import TrackingConfig
 from torchtrack.tracking.client import stop_daemons
 
-# The longest files: the smoke bench's two halves, minutes each while the other worker runs the rest.
-LONGEST_FILES = ("test_bench_repro.py", "test_bench.py")
+# Seconds each test file took in a run of `make test` (its tests' setup, call and teardown), as
+# `--record-durations` wrote them: the order the files go out in. A file not there yet counts as
+# UNKNOWN_SLOW_S when it holds a slow test, else as quick.
+DURATIONS = Path(__file__).with_name("durations.json")
+UNKNOWN_SLOW_S = 60.0
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--record-durations",
+        action="store_true",
+        help=f"write each test file's seconds in this run into {DURATIONS.name}, the order of later runs",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # In the one process that sees every report: pytest-xdist's controller, or pytest alone.
+    if config.getoption("record_durations") and not hasattr(config, "workerinput"):
+        config.pluginmanager.register(DurationRecorder(), "record-durations")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """LONGEST_FILES first, then the files of slow tests (a stable sort, each file's tests kept
-    together and in order): pytest-xdist, run with --no-loadscope-reorder (the Makefile's
-    PARALLEL), hands out files in this order, so the workers start on the longest ones and end
-    together on the quick ones, not one of them alone on a long file."""
-    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: (item.path.name not in LONGEST_FILES, item.path not in slow_files))
+    """The longest files first (a stable sort, each file's tests kept together and in order):
+    pytest-xdist, run with --no-loadscope-reorder (the Makefile's PARALLEL), hands out files in
+    this order, so the workers start on the long ones and end together on the quick ones, not
+    one of them alone on a long file."""
+    known = json.loads(DURATIONS.read_text()) if DURATIONS.is_file() else {}
+    slow_files = {item.path.name for item in items if item.get_closest_marker("slow")}
+
+    def expected_s(item: pytest.Item) -> float:
+        name = item.path.name
+        return known.get(name, UNKNOWN_SLOW_S if name in slow_files else 0.0)
+
+    items.sort(key=lambda item: -expected_s(item))
+
+
+class DurationRecorder:
+    """Adds up the seconds of each test file's reports; writes them when the session ends."""
+
+    def __init__(self) -> None:
+        self.seconds: defaultdict[str, float] = defaultdict(float)
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self.seconds[Path(report.fspath).name] += report.duration
+
+    def pytest_sessionfinish(self) -> None:
+        ranked = sorted(self.seconds.items(), key=lambda kv: -kv[1])
+        DURATIONS.write_text(json.dumps({name: round(s, 1) for name, s in ranked}, indent=0) + "\n")
 
 
 @pytest.fixture(autouse=True, scope="module")
