@@ -1,10 +1,10 @@
 """Tabular regression data: the sources (synthetic families, a CSV file, scikit-learn's
 diabetes table), splitting and scaling.
 
-prepare uses everything up to `write_splits`; train reads the splits back (`read_split`) into
-a `tabular.TabularDataset`, the journal's Dataset subclass, and evaluate streams them from
-their files (`prepared_split`, `evaluation.score_split`). Nothing
-here imports torch, which prepare needs for nothing.
+prepare uses everything up to `write_splits`; train reads the splits back a block of rows at
+a time (`prepared_split`, `tabular.TabularDataset.from_parquet`, the journal's Dataset
+subclass), and evaluate streams them from their files (`evaluation.score_split`); `read_split`
+reads one whole, as a DataFrame. Nothing here imports torch, which prepare needs for nothing.
 """
 
 from __future__ import annotations
