@@ -13,6 +13,7 @@ from torchtrack.data import (
     make_synthetic,
     read_split,
     split_indices,
+    split_rows,
     write_splits,
 )
 from torchtrack.errors import DataError
@@ -343,6 +344,36 @@ def test_dataloader_over_dataset_yields_batches_of_right_shape():
     loader = DataLoader(TabularDataset(small_frame(10)), batch_size=4)
     shapes = [(tuple(X.shape), tuple(y.shape)) for X, y in loader]
     assert shapes == [((4, 2), (4, 1)), ((4, 2), (4, 1)), ((2, 2), (2, 1))]
+
+
+def test_split_rows_are_the_rows_iloc_takes_and_leave_the_table_without_columns():
+    frame = pd.DataFrame(
+        {
+            "n": np.arange(30.0),
+            "k": np.arange(30),
+            "text": [f"t{i}" for i in range(30)],
+            "day": pd.date_range("2021-01-01", periods=30),
+            "y": np.linspace(0, 1, 30),
+        }
+    ).iloc[2:]  # labels that are not positions
+    indices = split_indices(len(frame), 0.2, 0.2, seed=1)
+    want = {name: frame.iloc[rows] for name, rows in indices.items()}
+    got = split_rows(frame, indices)
+    for name in indices:
+        pd.testing.assert_frame_equal(got[name], want[name])
+    assert frame.shape[1] == 0
+
+
+def test_scaling_a_column_at_a_time_gives_the_bits_of_the_whole_table():
+    frame = small_frame(1_000)
+    scaler = Scaler.fit(frame, "target")
+    whole = np.array(frame[scaler.features], dtype=np.float64)
+    whole -= scaler.mean
+    whole /= scaler.std
+    out = scaler.transform(frame)
+    assert list(out.columns) == [*scaler.features, "target"]
+    assert out[scaler.features].to_numpy().tobytes() == whole.astype(np.float32).tobytes()
+    assert Scaler.fit_columns(((c, frame[c].to_numpy()) for c in frame.columns), "target") == scaler
 
 
 # write_splits / read_split
