@@ -346,7 +346,8 @@ def test_dataloader_over_dataset_yields_batches_of_right_shape():
     assert shapes == [((4, 2), (4, 1)), ((4, 2), (4, 1)), ((2, 2), (2, 1))]
 
 
-def test_split_rows_are_the_rows_iloc_takes_and_leave_the_table_without_columns():
+@pytest.mark.parametrize("first", [0, 2])  # labels that are the positions, and labels that are not
+def test_split_rows_are_the_rows_iloc_takes_and_leave_the_table_without_columns(first):
     frame = pd.DataFrame(
         {
             "n": np.arange(30.0),
@@ -355,7 +356,7 @@ def test_split_rows_are_the_rows_iloc_takes_and_leave_the_table_without_columns(
             "day": pd.date_range("2021-01-01", periods=30),
             "y": np.linspace(0, 1, 30),
         }
-    ).iloc[2:]  # labels that are not positions
+    ).iloc[first:]
     indices = split_indices(len(frame), 0.2, 0.2, seed=1)
     want = {name: frame.iloc[rows] for name, rows in indices.items()}
     got = split_rows(frame, indices)

@@ -120,11 +120,10 @@ def split_indices(n_rows: int, val_fraction: float, test_fraction: float, seed: 
     if n_rows - n_test - n_val < 1:
         raise DataError(f"{n_rows} rows are too few to split into train, val and test")
     order = np.random.default_rng(seed).permutation(n_rows)
-    return {
-        "test": np.sort(order[:n_test]),
-        "val": np.sort(order[n_test : n_test + n_val]),
-        "train": np.sort(order[n_test + n_val :]),
-    }
+    splits = {"test": order[:n_test], "val": order[n_test : n_test + n_val], "train": order[n_test + n_val :]}
+    for rows in splits.values():
+        rows.sort()  # in place: three views of one array, not copies of it
+    return splits
 
 
 def split_rows(frame: pd.DataFrame, indices: dict[str, np.ndarray]) -> dict[str, pd.DataFrame]:
@@ -133,7 +132,10 @@ def split_rows(frame: pd.DataFrame, indices: dict[str, np.ndarray]) -> dict[str,
     Where `frame` holds its columns apart (`make_synthetic`'s does), each is freed as it goes,
     so memory holds the table about once, not twice."""
     columns = frame.columns
-    labels = {name: frame.index[rows] for name, rows in indices.items()}  # once a split: 8 bytes a row
+    if frame.index.equals(pd.RangeIndex(len(frame))):  # the labels are the positions: share them
+        labels = {name: pd.Index(rows, copy=False) for name, rows in indices.items()}
+    else:  # once a split, not once a column: 8 bytes a row
+        labels = {name: frame.index[rows] for name, rows in indices.items()}
     parts: dict[str, dict] = {name: {} for name in indices}
     for label in columns:
         values = frame.pop(label).array  # its dtype kept (text, dates, ...)

@@ -221,7 +221,8 @@ def _fit_column(series: pd.Series, name: str, config: DataConfig) -> Column:
     if role == "numeric":
         values = _numbers(series, f"column {name!r}")
         gaps = np.isnan(values)
-        return Column(name, role, reason, fill=[float(np.median(values[~gaps]))], indicator=bool(gaps.any()))
+        median = np.median(values[~gaps], overwrite_input=True)  # of a copy: partitioned in place
+        return Column(name, role, reason, fill=[float(median)], indicator=bool(gaps.any()))
     if role == "date":
         parts = _date_parts(series, name)
         gaps = np.isnan(parts[:, 0])
@@ -253,7 +254,7 @@ def _infer_role(series: pd.Series, name: str, config: DataConfig) -> tuple[str, 
     """(role, why) for one train-split column."""
     if name in config.drop:
         return "dropped", "data.drop"
-    values = series.dropna()
+    values = series.dropna() if series.hasnans else series  # not a copy of a column without gaps
     if len(values) == 0:  # nothing to fill its gaps with, whatever params.yaml calls it
         return "dropped", "no values in the train split"
     for key, role in (("categorical", "categorical"), ("numeric", "numeric")):
@@ -264,10 +265,11 @@ def _infer_role(series: pd.Series, name: str, config: DataConfig) -> tuple[str, 
     if pd.api.types.is_bool_dtype(values) or all(isinstance(v, (bool, np.bool_)) for v in values):
         return "categorical", "true/false values"
     if pd.api.types.is_numeric_dtype(values):
-        numbers = values.to_numpy(np.float64)
-        whole = np.isfinite(numbers).all() and (np.mod(numbers, 1) == 0).all()
-        if IDENTIFIER_NAME.search(name) and whole and values.is_unique:
-            return "dropped", "an identifier: a name like an id, one distinct whole number per row"
+        if IDENTIFIER_NAME.search(name):  # the values are read only for a name like an id
+            numbers = values.to_numpy(np.float64)
+            whole = np.isfinite(numbers).all() and (np.mod(numbers, 1) == 0).all()
+            if whole and values.is_unique:
+                return "dropped", "an identifier: a name like an id, one distinct whole number per row"
         return "numeric", "numbers"
     if pd.api.types.is_datetime64_any_dtype(values):
         return _date_role(config, "dates")
