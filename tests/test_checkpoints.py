@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 
 import numpy as np
@@ -118,6 +120,16 @@ def test_fingerprint_changes_with_params_and_file_contents(tmp_path):
     assert fingerprint({"train.lr": 0.2}, [data]) != first
     data.write_bytes(b"other rows")
     assert fingerprint({"train.lr": 0.1}, [data]) != first
+
+
+def test_fingerprint_of_files_larger_than_its_reads_is_the_hash_of_their_bytes(tmp_path):
+    files = [tmp_path / "train.parquet", tmp_path / "val.parquet"]
+    files[0].write_bytes(bytes(range(256)) * 9_000)  # a little over 2 MB: read a MB at a time
+    files[1].write_bytes(b"val rows")
+    whole = hashlib.sha256(json.dumps({"seed": 1}, sort_keys=True).encode())
+    for path in files:
+        whole.update(path.read_bytes())
+    assert fingerprint({"seed": 1}, files) == whole.hexdigest()
 
 
 def test_remove_deletes_the_file(tmp_path):

@@ -13,6 +13,7 @@ from torchtrack.data import (
     make_synthetic,
     read_split,
     split_indices,
+    split_rows,
     write_splits,
 )
 from torchtrack.errors import DataError
@@ -261,10 +262,119 @@ def test_dataset_accepts_parquet_path(tmp_path):
     np.testing.assert_allclose(dataset.X.numpy(), small_frame()[["a", "b"]].to_numpy(np.float32))
 
 
+def parquet_table(path, frame: pd.DataFrame, row_group_rows: int = 10):
+    """`frame` written as prepare writes a split (no index), cut into row groups of this many rows."""
+    frame.to_parquet(path, index=False, row_group_size=row_group_rows)
+    return path
+
+
+def mixed_frame(n_rows: int = 53) -> pd.DataFrame:
+    """Columns of each kind a split may hold: float64 (rounded to float32), float32, integers."""
+    rng = np.random.default_rng(3)
+    return pd.DataFrame(
+        {
+            "wide": rng.normal(0.0, 1e3, n_rows),
+            "narrow": rng.normal(0.0, 1.0, n_rows).astype(np.float32),
+            "count": rng.integers(-(2**40), 2**40, n_rows),
+            "target": rng.normal(0.0, 1.0, n_rows),
+        }
+    )
+
+
+def assert_same_tensor(block_read: torch.Tensor, pandas_read: torch.Tensor) -> None:
+    assert block_read.dtype == pandas_read.dtype == torch.float32
+    assert block_read.shape == pandas_read.shape
+    assert block_read.stride() == pandas_read.stride()  # a matmul's rounding follows the layout
+    assert block_read.is_contiguous() == pandas_read.is_contiguous()
+    assert torch.equal(block_read.view(torch.int32), pandas_read.view(torch.int32))  # every bit
+
+
+@pytest.mark.parametrize("block_rows", [1, 7, 10, 64])
+def test_a_parquet_split_read_a_block_at_a_time_is_the_pandas_read_bit_for_bit(tmp_path, block_rows):
+    path = parquet_table(tmp_path / "rows.parquet", mixed_frame(53))  # 6 row groups, the last of 3 rows
+    streamed, whole = TabularDataset.from_parquet(path, block_rows=block_rows), TabularDataset(path)
+    assert_same_tensor(streamed.X, whole.X)
+    assert_same_tensor(streamed.y, whole.y)
+    assert streamed.features == whole.features == ["wide", "narrow", "count"]
+    assert streamed.target == whole.target == "target" and len(streamed) == 53
+    assert streamed.data is None  # no DataFrame kept
+
+
+def test_a_parquet_split_read_a_block_at_a_time_takes_a_named_target(tmp_path):
+    path = parquet_table(tmp_path / "rows.parquet", mixed_frame(20))
+    streamed = TabularDataset.from_parquet(path, "narrow", block_rows=3)
+    whole = TabularDataset(path, "narrow")
+    assert streamed.features == whole.features == ["wide", "count", "target"]
+    assert_same_tensor(streamed.X, whole.X)
+    assert_same_tensor(streamed.y, whole.y)
+    with pytest.raises(DataError, match="target column 'price' not found"):
+        TabularDataset.from_parquet(path, "price")
+
+
+def test_an_empty_parquet_split_reads_as_no_rows(tmp_path):
+    path = parquet_table(tmp_path / "rows.parquet", mixed_frame(0))
+    streamed, whole = TabularDataset.from_parquet(path), TabularDataset(path)
+    assert streamed.X.shape == whole.X.shape == (0, 3) and streamed.y.shape == whole.y.shape == (0, 1)
+
+
+@pytest.mark.parametrize(
+    "spoil",
+    [
+        lambda f: f.assign(count=f["count"].astype("Int64").mask(f.index == 50)),  # a gap in the last block
+        lambda f: f.assign(wide=f["wide"].where(f.index < 47, np.inf)),  # infinities in a late block
+        lambda f: f.assign(narrow=f["narrow"].where(f.index > 2), target=np.where(f.index == 51, -np.inf, 0)),
+        lambda f: f.assign(wide=f["wide"].where(f.index != 52), count=f["count"] > 0),  # gaps, then booleans
+        lambda f: f.assign(narrow=f["narrow"].astype(str)),  # text
+        lambda f: f.assign(wide=np.where(f.index == 49, 1e300, f["wide"])),  # inf as float32, finite as read
+    ],
+)
+def test_a_bad_value_in_any_block_is_named_as_the_pandas_read_names_it(tmp_path, spoil):
+    path = parquet_table(tmp_path / "rows.parquet", spoil(mixed_frame(53)))
+    try:
+        TabularDataset(path)
+    except DataError as error:
+        with pytest.raises(DataError) as streamed:
+            TabularDataset.from_parquet(path, block_rows=7)
+        assert str(streamed.value) == str(error)
+    else:  # the last: pandas checks float64 values, so float32's overflow passes as it does there
+        assert_same_tensor(TabularDataset.from_parquet(path, block_rows=7).X, TabularDataset(path).X)
+
+
 def test_dataloader_over_dataset_yields_batches_of_right_shape():
     loader = DataLoader(TabularDataset(small_frame(10)), batch_size=4)
     shapes = [(tuple(X.shape), tuple(y.shape)) for X, y in loader]
     assert shapes == [((4, 2), (4, 1)), ((4, 2), (4, 1)), ((2, 2), (2, 1))]
+
+
+@pytest.mark.parametrize("first", [0, 2])  # labels that are the positions, and labels that are not
+def test_split_rows_are_the_rows_iloc_takes_and_leave_the_table_without_columns(first):
+    frame = pd.DataFrame(
+        {
+            "n": np.arange(30.0),
+            "k": np.arange(30),
+            "text": [f"t{i}" for i in range(30)],
+            "day": pd.date_range("2021-01-01", periods=30),
+            "y": np.linspace(0, 1, 30),
+        }
+    ).iloc[first:]
+    indices = split_indices(len(frame), 0.2, 0.2, seed=1)
+    want = {name: frame.iloc[rows] for name, rows in indices.items()}
+    got = split_rows(frame, indices)
+    for name in indices:
+        pd.testing.assert_frame_equal(got[name], want[name])
+    assert frame.shape[1] == 0
+
+
+def test_scaling_a_column_at_a_time_gives_the_bits_of_the_whole_table():
+    frame = small_frame(1_000)
+    scaler = Scaler.fit(frame, "target")
+    whole = np.array(frame[scaler.features], dtype=np.float64)
+    whole -= scaler.mean
+    whole /= scaler.std
+    out = scaler.transform(frame)
+    assert list(out.columns) == [*scaler.features, "target"]
+    assert out[scaler.features].to_numpy().tobytes() == whole.astype(np.float32).tobytes()
+    assert Scaler.fit_columns(((c, frame[c].to_numpy()) for c in frame.columns), "target") == scaler
 
 
 # write_splits / read_split

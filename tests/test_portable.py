@@ -61,6 +61,13 @@ def test_sums_are_exactly_rounded_so_order_cannot_change_them():
     assert portable.mean(shuffled) == portable.mean(shuffled[::-1])
 
 
+def test_a_sum_of_more_values_than_a_piece_is_fsum_of_them_all():
+    values = np.random.default_rng(5).normal(size=portable.PIECE_VALUES + 3)
+    values[1::2] *= 1e16  # cancellations that a sum piece by piece would lose
+    values[-3:] = [1e16 * 1e16, 1.0, -1e32]
+    assert portable.exact_sum(values) == math.fsum(values.tolist())
+
+
 def test_mean_and_std_agree_with_numpy():
     values = np.random.default_rng(3).normal(5.0, 2.0, 9_999)
     assert portable.mean(values) == pytest.approx(values.mean(), rel=1e-14)

@@ -136,6 +136,14 @@ def test_saved_as_json_and_loaded_back_it_transforms_alike(tmp_path):
     pd.testing.assert_frame_equal(loaded.transform(frame), fitted.transform(frame))
 
 
+def test_consuming_its_rows_transforms_alike_and_lets_each_column_read_go():
+    frame = table()
+    fitted = Preprocessor.fit(frame, "y", CSV)
+    consumed = frame.copy()
+    pd.testing.assert_frame_equal(fitted.transform(consumed, consume=True), fitted.transform(frame))
+    assert list(consumed.columns) == [c.name for c in fitted.columns if c.role == "dropped"]  # never read
+
+
 @pytest.mark.parametrize(("source", "scaled"), [("csv", True), ("diabetes", True), ("synthetic", False)])
 def test_auto_standardizes_the_target_but_for_synthetic_data(source, scaled):
     assert scales_target(DataConfig(source=source)) is scaled

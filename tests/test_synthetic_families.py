@@ -94,3 +94,35 @@ def test_unknown_family_names_the_allowed_values():
 def test_defaults_make_one_feature_float_rows():
     frame, _ = make_synthetic()
     assert list(frame.columns) == ["x0", "y"] and len(frame) == 1000
+
+
+def drawn_whole(n_samples, n_features, seed, family):
+    """The rows as one (N, F) draw and whole-table arithmetic make them: what make_synthetic's
+    blocks of rows must give, bit for bit."""
+    _, truth = make_synthetic(n_samples, n_features, 0.3, seed=seed, family=family)
+    rng = np.random.default_rng(seed)
+    if family == "line":
+        X = rng.uniform(0.0, 10.0, (n_samples, 1))
+    else:
+        scales = rng.uniform(0.5, 5.0, n_features)
+        offsets = rng.uniform(-3.0, 3.0, n_features)
+        X = rng.standard_normal((n_samples, n_features))
+        X *= scales
+        X += offsets
+        rng.standard_normal(n_features)  # the direction of the truth's weights
+    return X, truth.clean_target(X) + truth.sample_noise(rng, n_samples)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_rows_drawn_a_block_at_a_time_are_the_rows_of_one_draw(family):
+    rows = 1_100_000 if family == "line" else 5_000  # past one block of 2^20 values either way
+    frame, _ = make_synthetic(rows, 300, 0.3, seed=11, family=family)
+    X, y = drawn_whole(rows, 300, 11, family)
+    assert frame.drop(columns="y").to_numpy().tobytes() == X.tobytes()
+    assert frame["y"].to_numpy().tobytes() == y.tobytes()
+
+
+def test_the_clean_target_of_a_frame_is_that_of_its_rows_at_once():
+    frame, truth = make_synthetic(5_000, 300, 0.3, seed=2)  # several blocks of rows
+    features = frame.drop(columns="y")
+    assert truth.clean_target_of(features).tobytes() == truth.clean_target(features.to_numpy()).tobytes()

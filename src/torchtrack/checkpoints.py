@@ -27,7 +27,9 @@ def fingerprint(params: dict[str, Any], files: Iterable[Path]) -> str:
     """A hash of the params and input files a training run depends on."""
     digest = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode())
     for path in files:
-        digest.update(Path(path).read_bytes())
+        with Path(path).open("rb") as file:  # a MB at a time: a split may be larger than memory
+            while chunk := file.read(1 << 20):
+                digest.update(chunk)
     return digest.hexdigest()
 
 

@@ -1,14 +1,15 @@
 """Tabular regression data: the sources (synthetic families, a CSV file, scikit-learn's
 diabetes table), splitting and scaling.
 
-prepare uses everything up to `write_splits`; train reads the splits back (`read_split`) into
-a `tabular.TabularDataset`, the journal's Dataset subclass, and evaluate streams them from
-their files (`prepared_split`, `evaluation.score_split`). Nothing
-here imports torch, which prepare needs for nothing.
+prepare uses everything up to `write_splits`; train reads the splits back a block of rows at
+a time (`prepared_split`, `tabular.TabularDataset.from_parquet`, the journal's Dataset
+subclass), and evaluate streams them from their files (`evaluation.score_split`); `read_split`
+reads one whole, as a DataFrame. Nothing here imports torch, which prepare needs for nothing.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -41,12 +42,25 @@ class Scaler:
     @classmethod
     def fit(cls, frame: pd.DataFrame, target: str, enabled: bool = True) -> Scaler:
         """Fit mean/std on `frame`'s feature columns (identity when not `enabled`)."""
-        features = [c for c in frame.columns if c != target]
+        columns = ((c, frame[c].to_numpy(np.float64)) for c in frame.columns)
+        return cls.fit_columns(columns, target, enabled)
+
+    @classmethod
+    def fit_columns(
+        cls, columns: Iterable[tuple[str, np.ndarray]], target: str, enabled: bool = True
+    ) -> Scaler:
+        """`fit` on (name, values) pairs, one column in memory at a time (the target's is skipped)."""
+        features, mean, std = [], [], []
+        for name, values in columns:
+            if name == target:
+                continue
+            features.append(name)
+            if enabled:
+                values = np.asarray(values, np.float64)
+                mean.append(portable.mean(values))  # exactly rounded sums: any CPU
+                std.append(portable.std(values) or 1.0)  # a constant column stays constant
         if not enabled:
             return cls(features, target, [0.0] * len(features), [1.0] * len(features))
-        columns = [frame[c].to_numpy(np.float64) for c in features]
-        mean = [portable.mean(column) for column in columns]  # exactly rounded sums: any CPU
-        std = [portable.std(column) or 1.0 for column in columns]  # a constant column stays constant
         return cls(features, target, mean, std)
 
     def transform(self, frame: pd.DataFrame) -> pd.DataFrame:
@@ -54,13 +68,18 @@ class Scaler:
         missing = [c for c in self.features if c not in frame.columns]
         if missing:
             raise DataError(f"missing feature column(s): {', '.join(missing)}")
-        scaled = np.array(frame[self.features], dtype=np.float64)  # a copy: scaled in place
-        scaled -= self.mean
-        scaled /= self.std
-        out = pd.DataFrame(scaled.astype(np.float32), columns=self.features, copy=False)
+        out = {name: self.scale(name, frame[name].to_numpy(np.float64)) for name in self.features}
         if self.target in frame.columns:
             out[self.target] = frame[self.target].to_numpy(np.float32)
-        return out
+        return pd.DataFrame(out, index=pd.RangeIndex(len(frame)), copy=False)
+
+    def scale(self, feature: str, values: np.ndarray) -> np.ndarray:
+        """One feature's values (N,) scaled, as float32: a column at a time, so a table is never
+        copied whole; each value gets the same two float64 operations as in a whole table."""
+        j = self.features.index(feature)
+        scaled = np.asarray(values, np.float64) - self.mean[j]  # a new array, divided in place
+        scaled /= self.std[j]
+        return scaled.astype(np.float32)
 
     def save(self, path: Path) -> None:
         """Write as JSON."""
@@ -101,11 +120,29 @@ def split_indices(n_rows: int, val_fraction: float, test_fraction: float, seed: 
     if n_rows - n_test - n_val < 1:
         raise DataError(f"{n_rows} rows are too few to split into train, val and test")
     order = np.random.default_rng(seed).permutation(n_rows)
-    return {
-        "test": np.sort(order[:n_test]),
-        "val": np.sort(order[n_test : n_test + n_val]),
-        "train": np.sort(order[n_test + n_val :]),
-    }
+    splits = {"test": order[:n_test], "val": order[n_test : n_test + n_val], "train": order[n_test + n_val :]}
+    for rows in splits.values():
+        rows.sort()  # in place: three views of one array, not copies of it
+    return splits
+
+
+def split_rows(frame: pd.DataFrame, indices: dict[str, np.ndarray]) -> dict[str, pd.DataFrame]:
+    """`frame.iloc[rows]` for each split's `rows` (the table's row labels kept), taken a column
+    at a time, each column removed from `frame` once taken: `frame` is left without columns.
+    Where `frame` holds its columns apart (`make_synthetic`'s does), each is freed as it goes,
+    so memory holds the table about once, not twice."""
+    columns = frame.columns
+    if frame.index.equals(pd.RangeIndex(len(frame))):  # the labels are the positions: share them
+        labels = {name: pd.Index(rows, copy=False) for name, rows in indices.items()}
+    else:  # once a split, not once a column: 8 bytes a row
+        labels = {name: frame.index[rows] for name, rows in indices.items()}
+    parts: dict[str, dict] = {name: {} for name in indices}
+    for label in columns:
+        values = frame.pop(label).array  # its dtype kept (text, dates, ...)
+        for name, rows in indices.items():
+            parts[name][label] = values.take(rows)
+        del values
+    return {name: pd.DataFrame(part, labels[name], columns, copy=False) for name, part in parts.items()}
 
 
 def load_diabetes() -> tuple[pd.DataFrame, str]:

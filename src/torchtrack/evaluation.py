@@ -106,9 +106,10 @@ def least_squares_test_mse(
 
 def least_squares_fit(X_train: np.ndarray, y_train: np.ndarray, chunk_rows: int = BLOCK_ROWS) -> list[float]:
     """The exact least-squares linear fit of `y_train` on `X_train` (N, F): F weights, then the
-    intercept (`NormalEquations`, fed `chunk_rows` rows at a time)."""
-    X_train = np.asarray(X_train, np.float64)
-    y_train = np.asarray(y_train, np.float64).reshape(-1)
+    intercept (`NormalEquations`, fed `chunk_rows` rows at a time, each chunk made float64 in
+    turn: a float32 table is not copied whole)."""
+    X_train = np.asarray(X_train)
+    y_train = np.asarray(y_train).reshape(-1)
     equations = NormalEquations(X_train.shape[1])
     for start in range(0, len(X_train), chunk_rows):
         equations.add(X_train[start : start + chunk_rows], y_train[start : start + chunk_rows])

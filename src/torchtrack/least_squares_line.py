@@ -26,6 +26,7 @@ from torchtrack import portable
 from torchtrack.activations import LearnableTanhPlusX
 from torchtrack.config import TrainConfig
 from torchtrack.evaluation import least_squares_fit, predict
+from torchtrack.loader import BLOCK_ROWS
 from torchtrack.models import RegressionModel
 from torchtrack.tabular import TabularDataset
 
@@ -81,7 +82,7 @@ def keep_the_better(model: nn.Module, train_set: TabularDataset, config: TrainCo
     """
     if config.loss != "mse" or not can_be_a_line(model):
         return None
-    X, y = train_set.X, train_set.y.numpy().reshape(-1).astype(np.float64)
+    X, y = train_set.X, train_set.y.numpy().reshape(-1)  # float32: made float64 a block at a time
     trained = {name: value.clone() for name, value in model.state_dict().items()}
     trained_sse = _squared_errors(model, X, y)
     set_to_line(model, least_squares_fit(X.numpy(), y))
@@ -101,11 +102,17 @@ def line_losses(model: nn.Module, train_set: TabularDataset, val_set: TabularDat
     epochs' losses: so that the records end on the weights kept, not on the curve they replaced."""
     losses = {}
     for name, rows in (("train", train_set), ("val", val_set)):
-        y = rows.y.numpy().reshape(-1).astype(np.float64)
-        losses[f"{name}_loss"] = _squared_errors(model, rows.X, y) / len(y)
+        losses[f"{name}_loss"] = _squared_errors(model, rows.X, rows.y.numpy().reshape(-1)) / len(rows)
     return losses
 
 
 def _squared_errors(model: nn.Module, X: torch.Tensor, y: np.ndarray) -> float:
-    errors = predict(model, X) - y  # float64, (N,)
-    return portable.dot(errors, errors)  # not np.dot, whose BLAS kernel the CPU chooses
+    """The sum of squared errors of `model` on rows X (N, F) with targets y (N,), a block of
+    BLOCK_ROWS rows at a time: the batches `predict` cuts, and an exactly rounded sum (not
+    np.dot, whose BLAS kernel the CPU chooses), so the bits of a whole-table computation."""
+    sums = portable.ExactSums(1)
+    for start in range(0, len(X), BLOCK_ROWS):
+        rows = slice(start, start + BLOCK_ROWS)
+        errors = predict(model, X[rows]) - y[rows].astype(np.float64)  # (n,)
+        sums.add(errors * errors)
+    return sums.totals()[0]

@@ -13,6 +13,7 @@ place, which the float32 splits do not see.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -63,14 +64,17 @@ def std(values: np.ndarray, ddof: int = 0) -> float:
     """The standard deviation (numpy's with this `ddof`), its sums exactly rounded."""
     values = np.asarray(values, np.float64).reshape(-1)
     deviation = values - mean(values)
-    return math.sqrt(exact_sum(deviation * deviation) / (len(values) - ddof))
+    deviation *= deviation  # squared in place: one temporary of the column's size, not two
+    return math.sqrt(exact_sum(deviation) / (len(values) - ddof))
 
 
 def exact_sum(values: np.ndarray) -> float:
     """`math.fsum`: the exactly rounded sum, whatever the order. Where it overflows (or meets
     inf and -inf) NumPy's sum gives the inf or nan instead of an exception, the same anywhere."""
-    try:
-        return math.fsum(values.tolist())
+    flat = values.reshape(-1)
+    try:  # the values a piece at a time: a list of Python floats of a whole column is ~30 bytes a row
+        pieces = (flat[start : start + PIECE_VALUES].tolist() for start in range(0, len(flat), PIECE_VALUES))
+        return math.fsum(itertools.chain.from_iterable(pieces))
     except (OverflowError, ValueError):
         return float(np.sum(values))
 

@@ -8,6 +8,7 @@ happens to each kind of column and gap.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -72,6 +73,8 @@ def drop_missing_target(frame: pd.DataFrame, target: str) -> tuple[pd.DataFrame,
     if missing.all():
         raise DataError(f"target column {target!r} has no values")
     frame = frame.assign(**{target: values})
+    if not missing.any():  # no row to leave out: not a copy of the whole table
+        return frame, 0
     return frame[~missing], int(missing.sum())
 
 
@@ -105,8 +108,7 @@ class Preprocessor:
         repeated = sorted({f for f in features if features.count(f) > 1})
         if repeated:
             raise DataError(f"two columns make the same feature name(s): {', '.join(repeated)}; rename one")
-        encoded = _encode(columns, frame)
-        scaler = Scaler.fit(encoded, target, enabled=config.scale)
+        scaler = Scaler.fit_columns(_encoded(columns, frame), target, enabled=config.scale)
         y = frame[target].to_numpy(np.float64)
         if scales_target(config):
             return cls(target, columns, scaler, portable.mean(y), portable.std(y) or 1.0)
@@ -122,19 +124,25 @@ class Preprocessor:
         """The raw columns the model reads (all but the dropped ones)."""
         return [c for c in self.columns if c.role != "dropped"]
 
-    def transform(self, frame: pd.DataFrame) -> pd.DataFrame:
+    def transform(self, frame: pd.DataFrame, consume: bool = False) -> pd.DataFrame:
         """Scaled float32 features of raw rows, with the scaled target last when `frame` has it.
+        A column at a time: the float64 features are never all in memory at once. With
+        `consume`, each raw column read is removed from `frame`, so that (where `frame` holds
+        its columns apart, as `data.split_rows` leaves them) it is freed as its features are made.
 
         DataError names the column, and the row (`frame`'s index + 1), of a value that cannot
         be used."""
         missing = [c.name for c in self.inputs if c.name not in frame.columns]
         if missing:
             raise DataError(f"missing column(s): {', '.join(missing)}")
-        out = self.scaler.transform(_encode(self.inputs, frame))
+        rows = len(frame)
+        features = _encoded(self.inputs, frame, consume)
+        out = {name: self.scaler.scale(name, values) for name, values in features}
         if self.target in frame.columns:
-            y = _numbers(frame[self.target], f"target column {self.target!r}")
+            target = frame.pop(self.target) if consume else frame[self.target]
+            y = _numbers(target, f"target column {self.target!r}")
             out[self.target] = ((y - self.target_mean) / self.target_std).astype(np.float32)
-        return out
+        return pd.DataFrame(out, index=pd.RangeIndex(rows), copy=False)
 
     def unseen_counts(self, frame: pd.DataFrame) -> dict[str, pd.Series]:
         """Per categorical column of `frame`, the rows of each value that is none of the kept
@@ -213,7 +221,8 @@ def _fit_column(series: pd.Series, name: str, config: DataConfig) -> Column:
     if role == "numeric":
         values = _numbers(series, f"column {name!r}")
         gaps = np.isnan(values)
-        return Column(name, role, reason, fill=[float(np.median(values[~gaps]))], indicator=bool(gaps.any()))
+        median = np.median(values[~gaps], overwrite_input=True)  # of a copy: partitioned in place
+        return Column(name, role, reason, fill=[float(median)], indicator=bool(gaps.any()))
     if role == "date":
         parts = _date_parts(series, name)
         gaps = np.isnan(parts[:, 0])
@@ -245,7 +254,7 @@ def _infer_role(series: pd.Series, name: str, config: DataConfig) -> tuple[str, 
     """(role, why) for one train-split column."""
     if name in config.drop:
         return "dropped", "data.drop"
-    values = series.dropna()
+    values = series.dropna() if series.hasnans else series  # not a copy of a column without gaps
     if len(values) == 0:  # nothing to fill its gaps with, whatever params.yaml calls it
         return "dropped", "no values in the train split"
     for key, role in (("categorical", "categorical"), ("numeric", "numeric")):
@@ -256,10 +265,11 @@ def _infer_role(series: pd.Series, name: str, config: DataConfig) -> tuple[str, 
     if pd.api.types.is_bool_dtype(values) or all(isinstance(v, (bool, np.bool_)) for v in values):
         return "categorical", "true/false values"
     if pd.api.types.is_numeric_dtype(values):
-        numbers = values.to_numpy(np.float64)
-        whole = np.isfinite(numbers).all() and (np.mod(numbers, 1) == 0).all()
-        if IDENTIFIER_NAME.search(name) and whole and values.is_unique:
-            return "dropped", "an identifier: a name like an id, one distinct whole number per row"
+        if IDENTIFIER_NAME.search(name):  # the values are read only for a name like an id
+            numbers = values.to_numpy(np.float64)
+            whole = np.isfinite(numbers).all() and (np.mod(numbers, 1) == 0).all()
+            if whole and values.is_unique:
+                return "dropped", "an identifier: a name like an id, one distinct whole number per row"
         return "numeric", "numbers"
     if pd.api.types.is_datetime64_any_dtype(values):
         return _date_role(config, "dates")
@@ -285,34 +295,36 @@ def _date_role(config: DataConfig, why: str) -> tuple[str, str]:
     return "date", why
 
 
-def _encode(columns: list[Column], frame: pd.DataFrame) -> pd.DataFrame:
-    """The float64 features of `columns` for the rows of `frame`, gaps filled, named as `features`."""
-    out: dict[str, np.ndarray] = {}
+def _encoded(
+    columns: list[Column], frame: pd.DataFrame, consume: bool = False
+) -> Iterator[tuple[str, np.ndarray]]:
+    """The float64 features of `columns` for the rows of `frame`, gaps filled, as (name in
+    `features`, values (N,)) pairs, one column's at a time; with `consume`, each raw column is
+    removed from `frame` once read (`Preprocessor.transform`)."""
     for c in columns:
-        series = frame[c.name]
+        if c.role == "dropped":
+            continue
+        series = frame.pop(c.name) if consume else frame[c.name]
         if c.role == "numeric":
             values = _numbers(series, f"column {c.name!r}")
             gaps = np.isnan(values)
-            out[c.name] = np.where(gaps, c.fill[0], values)
+            yield c.name, np.where(gaps, c.fill[0], values) if gaps.any() else values  # read, not changed
         elif c.role == "date":
             parts = _date_parts(series, c.name)
             gaps = np.isnan(parts[:, 0])
             for i, part in enumerate(DATE_PARTS):
-                out[f"{c.name}.{part}"] = np.where(gaps, c.fill[i], parts[:, i])
-        elif c.role == "categorical":
+                yield f"{c.name}.{part}", np.where(gaps, c.fill[i], parts[:, i])
+        else:
             texts = series.map(_category_text)
             gaps = texts.isna().to_numpy()
             texts = texts.where(~gaps, c.categories[0]).to_numpy(object)
             known = np.isin(texts, c.categories)
             for category in c.categories:
-                out[f"{c.name}={category}"] = (texts == category).astype(np.float64)
+                yield f"{c.name}={category}", (texts == category).astype(np.float64)
             if c.other:
-                out[f"{c.name}={OTHER}"] = (~known).astype(np.float64)
-        else:
-            continue
+                yield f"{c.name}={OTHER}", (~known).astype(np.float64)
         if c.indicator:
-            out[f"{c.name}={MISSING}"] = gaps.astype(np.float64)
-    return pd.DataFrame(out, index=frame.index)
+            yield f"{c.name}={MISSING}", gaps.astype(np.float64)
 
 
 def _numbers(series: pd.Series, what: str) -> np.ndarray:

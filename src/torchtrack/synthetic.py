@@ -52,6 +52,16 @@ class SyntheticTruth:
             return self.scaled_tanh_a * portable.tanh(z) + self.scaled_tanh_b * z
         raise unknown("synthetic family", self.family, Family)
 
+    def clean_target_of(self, features: pd.DataFrame) -> np.ndarray:
+        """`clean_target` of a frame of raw feature columns, in their order, a block of rows at
+        a time: the same bits, without a float64 copy of the whole frame."""
+        step = max(1, portable.PIECE_VALUES // max(features.shape[1], 1))
+        blocks = [
+            self.clean_target(features.iloc[start : start + step].to_numpy(np.float64))
+            for start in range(0, len(features), step)
+        ]
+        return np.concatenate(blocks) if blocks else np.empty(0)
+
     @property
     def noise_variance(self) -> float:
         """Variance of the noise: the best test MSE any model can reach on this data."""
@@ -97,20 +107,27 @@ def make_synthetic(
     if family not in names(Family):
         raise unknown("synthetic family", family, Family)
     rng = np.random.default_rng(seed)
+    # Each feature is an array of its own, so that the frame's columns can be let go one at a
+    # time (data.split_rows); the rows are drawn a block at a time: one (N, F) draw cut by rows,
+    # the same numbers, without a second copy of the table or full-size temporaries.
+    step = max(1, portable.PIECE_VALUES // max(n_features, 1))  # rows per block
     if family == "line":
-        X = rng.uniform(0.0, 10.0, (n_samples, 1))
-        weights, bias, columns = np.array([2.0]), 3.0, ["x"]
+        columns = {"x": rng.uniform(0.0, 10.0, n_samples)}
+        weights, bias = np.array([2.0]), 3.0
     else:
         scales = rng.uniform(0.5, 5.0, n_features)
         offsets = rng.uniform(-3.0, 3.0, n_features)
-        X = rng.standard_normal((n_samples, n_features))
-        X *= scales  # in place: no full-size temporaries at a million rows
-        X += offsets
+        columns = {f"x{i}": np.empty(n_samples) for i in range(n_features)}
+        for start in range(0, n_samples, step):
+            block = rng.standard_normal((min(step, n_samples - start), n_features))
+            block *= scales
+            block += offsets
+            for column, values in zip(columns.values(), block.T, strict=True):
+                column[start : start + len(block)] = values
         direction = rng.standard_normal(n_features)
         norm = math.sqrt(portable.dot(direction, direction))  # not np.linalg.norm: BLAS, CPU-dependent
         weights = 1.5 * direction / norm / scales  # z has std 1.5
         bias = 0.3 - portable.dot(offsets, weights)  # centre z near 0.3, where tanh bends
-        columns = [f"x{i}" for i in range(n_features)]
     truth = SyntheticTruth(
         weights.tolist(),
         bias,
@@ -121,7 +138,9 @@ def make_synthetic(
         outlier_fraction=outlier_fraction if family == "outliers" else 0.0,
         outlier_scale=outlier_scale if family == "outliers" else 0.0,
     )
-    y = truth.clean_target(X) + truth.sample_noise(rng, n_samples)
-    frame = pd.DataFrame(X, columns=columns, copy=False)
-    frame[TARGET] = y
-    return frame, truth
+    y = np.empty(n_samples)
+    for start in range(0, n_samples, step):  # the rule is row by row: blocks give the same bits
+        rows = slice(start, start + step)
+        y[rows] = truth.clean_target(np.column_stack([column[rows] for column in columns.values()]))
+    y += truth.sample_noise(rng, n_samples)
+    return pd.DataFrame({**columns, TARGET: y}, copy=False), truth  # copy=False: a block per column

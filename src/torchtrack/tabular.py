@@ -1,5 +1,6 @@
 """`TabularDataset`: the prepared splits as float32 tensors, the journal's Dataset subclass with
-`data`, `X` and `y`, for train and evaluate (data.py, which prepare uses, needs no torch)."""
+`data`, `X` and `y`, for train and evaluate (data.py, which prepare uses, needs no torch).
+`TabularDataset.from_parquet` reads a split a block of rows at a time into those tensors."""
 
 from __future__ import annotations
 
@@ -8,18 +9,22 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import torch
 from torch.utils.data import Dataset
 
 from torchtrack.data import load_csv
 from torchtrack.errors import DataError
+from torchtrack.loader import BLOCK_ROWS
+from torchtrack.profiling import timed
+from torchtrack.tables import parquet_blocks, parquet_columns, parquet_rows
 
 
 class TabularDataset(Dataset):
     """Rows of numeric features and one target, as float32 tensors.
 
-    `data` is the DataFrame, `X` is (N, F) and `y` is (N, 1). Accepts a DataFrame or a path
-    to a CSV or Parquet file; the target defaults to the last column.
+    `data` is the DataFrame (None from `from_parquet`), `X` is (N, F) and `y` is (N, 1).
+    Accepts a DataFrame or a path to a CSV or Parquet file; the target defaults to the last column.
     """
 
     def __init__(self, data: pd.DataFrame | str | Path, target: str | None = None):
@@ -29,7 +34,7 @@ class TabularDataset(Dataset):
         target = data.columns[-1] if target is None else target
         if target not in data.columns:
             raise DataError(f"target column {target!r} not found")
-        self.data = data
+        self.data: pd.DataFrame | None = data
         self.target = str(target)
         features = [c for c in data.columns if c != target]  # original labels: may be ints, not str
         self.features = [str(c) for c in features]
@@ -40,8 +45,52 @@ class TabularDataset(Dataset):
             bad = int((~np.isfinite(values.to_numpy(np.float64))).sum())
             if bad:
                 raise DataError(f"column {column!r} has {bad} missing or infinite value(s)")
+        # pandas hands a frame's columns over column-major, (F, N) transposed: `from_parquet`
+        # builds that layout too, since a matmul's rounding follows it.
         self.X = torch.from_numpy(data[features].to_numpy(np.float32, copy=True))  # (N, F)
         self.y = torch.from_numpy(data[[target]].to_numpy(np.float32, copy=True))  # (N, 1)
+
+    @classmethod
+    @timed("data")
+    def from_parquet(
+        cls, path: str | Path, target: str | None = None, block_rows: int = BLOCK_ROWS
+    ) -> TabularDataset:
+        """The rows of a Parquet file written without its index (as prepare writes the splits),
+        read `block_rows` at a time straight into `X` and `y`: the tensors `TabularDataset(path)`
+        makes, bit for bit and stride for stride, without a DataFrame (`data` is None) or a
+        float64 copy of the table. The same DataError, naming the same column, for a column
+        that is not numbers or holds gaps or infinities."""
+        path = Path(path)
+        columns = parquet_columns(path)
+        target = columns[-1] if target is None else target
+        if target not in columns:
+            raise DataError(f"target column {target!r} not found")
+        features = [c for c in columns if c != target]
+        rows = parquet_rows(path)
+        X = torch.empty(len(features), rows).T  # (N, F), column-major as pandas gives it
+        y = torch.empty(1, rows).T  # (N, 1)
+        into = dict(zip([*features, target], [*X.T.numpy(), *y.T.numpy()], strict=True))  # (N,) views
+        numeric: dict[str, bool] = {}
+        bad = dict.fromkeys(into, 0)
+        start = 0
+        for block in parquet_blocks(path, block_rows, [*features, target]):
+            if not numeric:  # what pandas reads as numbers: integers and floats, not booleans or decimals
+                numeric = {field.name: _is_number(field.type) for field in block.schema}
+            for name, column in into.items():
+                if numeric[name]:
+                    values = block.column(name).to_numpy()  # a gap (null) becomes NaN, as pandas reads it
+                    bad[name] += int((~np.isfinite(values)).sum())  # as read, as pandas checks them
+                    column[start : start + len(values)] = values
+            start += block.num_rows
+        for name in into:  # the first column at fault, in the order the constructor checks them
+            if not numeric[name]:
+                raise DataError(f"column {name!r} is not numeric")
+            if bad[name]:
+                raise DataError(f"column {name!r} has {bad[name]} missing or infinite value(s)")
+        dataset = cls.__new__(cls)
+        dataset.data, dataset.target, dataset.features = None, target, features
+        dataset.X, dataset.y = X, y
+        return dataset
 
     def __len__(self) -> int:
         return len(self.X)
@@ -71,3 +120,7 @@ class TabularDataset(Dataset):
             # goes through PyTorch's general indexing machinery and was slower on this data.
             return self.X.index_select(0, index), self.y.index_select(0, index)
         return self.X[index], self.y[index]
+
+
+def _is_number(kind: pa.DataType) -> bool:
+    return pa.types.is_integer(kind) or pa.types.is_floating(kind)

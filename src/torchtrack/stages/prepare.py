@@ -7,11 +7,9 @@ splits' content hash (tracking/hashes.PREPARED_TAG), which is how train finds it
 
 from __future__ import annotations
 
-import numpy as np
-
 from torchtrack import portable
 from torchtrack.config import Config
-from torchtrack.data import load_source, split_indices, write_splits
+from torchtrack.data import load_source, split_indices, split_rows, write_splits
 from torchtrack.files import write_json
 from torchtrack.paths import COLUMNS_FILE, PREPARE_METRICS, PREPARED_DIR, PREPROCESSING_FILE
 from torchtrack.preprocessing import ROLES, Preprocessor, drop_missing_target
@@ -26,10 +24,16 @@ def run(config: Config) -> dict[str, float]:
     frame, target, truth = load_source(config.data, config.seed)
     frame, dropped_rows = drop_missing_target(frame, target)
     indices = split_indices(len(frame), config.data.val_fraction, config.data.test_fraction, config.seed)
-    raw = {name: frame.iloc[rows] for name, rows in indices.items()}  # the table's row numbers kept
-    del frame  # the splits hold every row now; at a million rows this matters
+    raw = split_rows(frame, indices)  # the table's row numbers kept; `frame` is left without columns
+    del frame, indices  # what is left of them: row labels and numbers, 8 bytes a row each
     preprocessor = Preprocessor.fit(raw["train"], target, config.data)
-    prepared = {name: preprocessor.transform(part) for name, part in raw.items()}
+    rows = {name: len(part) for name, part in raw.items()}
+    # What the summary reads of the raw rows, kept as they go: the targets, and the true rule at
+    # the test rows (a block of rows at a time: no float64 copy of them).
+    train_target, test_target = raw["train"][target].to_numpy(), raw["test"][target].to_numpy()
+    clean_test = truth.clean_target_of(raw["test"].drop(columns=target)) if truth is not None else None
+    # Each split's raw columns go as its features are made: memory holds the table about once.
+    prepared = {name: preprocessor.transform(raw.pop(name), consume=True) for name in list(raw)}
     if dropped_rows:
         note(f"{dropped_rows} row(s) without a value of the target {target!r} left out")
     for column in preprocessor.columns:
@@ -38,15 +42,14 @@ def run(config: Config) -> dict[str, float]:
     with Tracker(config.tracking, "prepare", params=config.flat("seed", "data")) as tracker:
         write_splits(prepared, preprocessor, PREPARED_DIR, truth)
         write_json(PREPARED_DIR / COLUMNS_FILE, preprocessor.roles())
-        summary: dict[str, float] = {f"rows_{name}": len(part) for name, part in raw.items()}
+        summary: dict[str, float] = {f"rows_{name}": n for name, n in rows.items()}
         summary["rows_dropped_missing_target"] = dropped_rows
         summary["features"] = len(preprocessor.features)
         for role in ROLES:
             summary[f"columns_{role}"] = sum(c.role == role for c in preprocessor.columns)
-        summary["target_std_train"] = portable.std(raw["train"][target].to_numpy(), ddof=1)
+        summary["target_std_train"] = portable.std(train_target, ddof=1)
         if truth is not None:
-            test_X = raw["test"].drop(columns=target).to_numpy(np.float64)
-            residual = raw["test"][target].to_numpy() - truth.clean_target(test_X)
+            residual = test_target - clean_test
             summary["noise_variance"] = truth.noise_variance
             summary["oracle_test_mse"] = portable.mean(residual * residual)  # the true rule's test MSE
         write_json(PREPARE_METRICS, summary)

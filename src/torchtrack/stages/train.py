@@ -21,7 +21,7 @@ from torchtrack.activations import learned_activation_values
 from torchtrack.budget import Budget
 from torchtrack.checkpoints import EpochCheckpoint, fingerprint
 from torchtrack.config import Config
-from torchtrack.data import read_split
+from torchtrack.data import prepared_split
 from torchtrack.figures import loss_figure, save_figure
 from torchtrack.files import read_json, write_atomic, write_json
 from torchtrack.least_squares_line import keep_the_better, line_losses
@@ -92,8 +92,8 @@ def run(config: Config) -> dict[str, float]:
 
 
 def _train(config: Config, device: torch.device) -> dict[str, float]:
-    train_set = TabularDataset(read_split(PREPARED_DIR, "train"))
-    val_set = TabularDataset(read_split(PREPARED_DIR, "val"))
+    train_set = TabularDataset.from_parquet(prepared_split(PREPARED_DIR, "train"))
+    val_set = TabularDataset.from_parquet(prepared_split(PREPARED_DIR, "val"))
     preprocessor = Preprocessor.load(PREPARED_DIR / PREPROCESSING_FILE)
     generator = seed_everything(config.seed)
     set_threads(config.train.num_threads)
