@@ -77,6 +77,19 @@ def test_the_readme_s_speed_ratio_is_the_benchmark_s():
     assert "`make bench` measures it" in speed
 
 
+def test_the_readme_s_memory_figures_are_the_ten_million_row_benchmark_s():
+    """The own-data section's peak memory per stage, in GiB, as benchmarks/results-scale.json has it."""
+    text = " ".join(README.read_text().split())
+    scale = json.loads((ROOT / "benchmarks" / "results-scale.json").read_text())["scale"]
+    assert scale["rows"] == 10_000_000 and scale["features"] == 16
+    gib = {stage: peak / 2**30 for stage, peak in scale["peak_rss_bytes"].items()}
+    expected = (
+        f"at ten million rows x 16, prepare peaks at {gib['prepare']:.1f} GiB, "
+        f"train at {gib['train']:.1f} and evaluate at {gib['evaluate']:.2f}"
+    )
+    assert expected in text
+
+
 def test_the_lessons_page_holds_a_table_that_make_sweep_wrote():
     text = (ROOT / "docs" / "lessons.md").read_text()
     table = text.split("<!-- generated from make sweep")[1].split("<!-- end of make sweep -->")[0]
