@@ -5,8 +5,11 @@ folders built once for every pytest-xdist worker."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -155,10 +158,6 @@ BENCH_REPRO_PARTS = ("pipeline", "fixed")
 def smoke_bench(folder: Path, parts: list[str]) -> tuple[dict, str]:
     """`bench.py --smoke --only PARTS` (each part once at its smallest size) run in `folder`: its
     results, and the section `make bench` writes from them into docs/performance.md."""
-    import json
-    import subprocess
-    import sys
-
     output = folder / "results.json"
     result = subprocess.run(
         [sys.executable, BENCH, "--smoke", "--output", str(output), "--only", *parts],

@@ -56,11 +56,11 @@ class SyntheticTruth:
         """`clean_target` of a frame of raw feature columns, in their order, a block of rows at
         a time: the same bits, without a float64 copy of the whole frame."""
         step = max(1, portable.PIECE_VALUES // max(features.shape[1], 1))
-        blocks = [
-            self.clean_target(features.iloc[start : start + step].to_numpy(np.float64))
-            for start in range(0, len(features), step)
-        ]
-        return np.concatenate(blocks) if blocks else np.empty(0)
+        target = np.empty(len(features))
+        for start in range(0, len(features), step):  # the rule is row by row: blocks give the same bits
+            rows = slice(start, start + step)
+            target[rows] = self.clean_target(features.iloc[rows].to_numpy(np.float64))
+        return target
 
     @property
     def noise_variance(self) -> float:
@@ -138,9 +138,6 @@ def make_synthetic(
         outlier_fraction=outlier_fraction if family == "outliers" else 0.0,
         outlier_scale=outlier_scale if family == "outliers" else 0.0,
     )
-    y = np.empty(n_samples)
-    for start in range(0, n_samples, step):  # the rule is row by row: blocks give the same bits
-        rows = slice(start, start + step)
-        y[rows] = truth.clean_target(np.column_stack([column[rows] for column in columns.values()]))
+    y = truth.clean_target_of(pd.DataFrame(columns, copy=False))
     y += truth.sample_noise(rng, n_samples)
     return pd.DataFrame({**columns, TARGET: y}, copy=False), truth  # copy=False: a block per column
