@@ -3,10 +3,15 @@ PNG and logged to both trackers."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
+import pandas as pd
 import pytest
 
-from torchtrack.figures import loss_figure, predictions_figure
+from torchtrack.figures import draw, loss_figure, predictions_figure
 
 pytest_plugins = ["trained_project"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -57,3 +62,48 @@ def test_both_figures_save_as_png_files(tmp_path):
         fig.savefig(tmp_path / f"{name}.png")
         assert (tmp_path / f"{name}.png").read_bytes().startswith(PNG_SIGNATURE)
     assert [line.get_label() for line in figures["loss"].axes[0].get_lines()] == ["train", "val"]
+
+
+def test_a_figure_has_the_same_bytes_rendered_by_the_store_daemon_or_the_stage_whatever_the_matplotlibrc(
+    workdir,
+):
+    """The daemon renders in its own process (started from /), the stage in the project's folder,
+    whose matplotlibrc would restyle the figure: both draw in matplotlib's default style."""
+    (workdir / "matplotlibrc").write_text("lines.linewidth: 6\nfigure.facecolor: red\nfont.size: 20\n")
+    probe = textwrap.dedent(
+        """
+        import sys
+
+        import numpy as np
+        import pandas as pd
+
+        from torchtrack.figures import draw
+        from torchtrack.tracking.client import DaemonClient
+        from torchtrack.tracking.location import tracking_uri
+
+        actual = np.random.default_rng(0).normal(size=500).astype("float32")
+        table = pd.DataFrame({"actual": actual, "predicted": actual * np.float32(0.9)})
+        loss = pd.DataFrame({"epoch": [1, 2, 3], "train_loss": [1.0, 0.5, 0.25], "val_loss": [1.1, 0.6, 0.3]})
+        daemon = DaemonClient(tracking_uri())
+        draw("predictions", table, "daemon.png", daemon)
+        draw("loss", loss, "daemon-loss.png", daemon)
+        print("matplotlib" in sys.modules)
+        draw("predictions", table, "stage.png")
+        draw("loss", loss, "stage-loss.png")
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False"]  # the daemon's figures import nothing of matplotlib's in the stage
+    assert (workdir / "daemon.png").read_bytes() == (workdir / "stage.png").read_bytes()
+    assert (workdir / "daemon-loss.png").read_bytes() == (workdir / "stage-loss.png").read_bytes()
+    (workdir / "matplotlibrc").unlink()
+    draw("predictions", pd.DataFrame({"actual": [0.0, 1.0], "predicted": [0.1, 0.9]}), workdir / "plain.png")
+    assert (workdir / "plain.png").read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_a_table_without_the_figure_s_columns_is_refused_and_writes_nothing(tmp_path):
+    with pytest.raises(ValueError, match=r"no loss figure of the columns \['epoch', 'loss'\]"):
+        draw("loss", pd.DataFrame({"epoch": [1], "loss": [1.0]}), tmp_path / "loss.png")
+    with pytest.raises(ValueError, match="no histogram figure"):
+        draw("histogram", pd.DataFrame({"x": [1.0]}), tmp_path / "histogram.png")
+    assert list(tmp_path.iterdir()) == []

@@ -53,7 +53,9 @@ def test_a_stage_on_the_local_store_logs_through_the_daemon_without_importing_ml
     assert run.data.tags["probe"] == "yes"
 
 
-def test_train_on_the_local_store_logs_its_model_and_system_metrics_without_importing_mlflow(workdir):
+def test_train_on_the_local_store_logs_its_model_system_metrics_and_figure_without_mlflow_or_matplotlib(
+    workdir,
+):
     import mlflow.pyfunc
 
     (workdir / "params.yaml").write_text(yaml.safe_dump(TINY_PARAMS))
@@ -63,12 +65,13 @@ def test_train_on_the_local_store_logs_its_model_and_system_metrics_without_impo
         from torchtrack.cli import main
 
         assert main(["prepare"]) == 0 and main(["train"]) == 0
-        print("mlflow" in sys.modules)
+        print("mlflow" in sys.modules, "matplotlib" in sys.modules)
         """
     )
     env = isolated_env() | {"MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "0.1"}  # MLflow's own override
     out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.split()[-1] == "False"
+    assert out.stdout.split()[-2:] == ["False", "False"]  # the loss figure is rendered by the daemon
+    assert (workdir / "plots" / "loss.png").stat().st_size > 0
     client = MlflowClient(tracking_uri())
     model_run = find_model_run(workdir / "models" / "model.pt", client)
     (train,) = client.search_runs(

@@ -12,10 +12,11 @@ from mlflow import MlflowClient
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from helpers import read_scalars, save_model, wait_until
-from torchtrack.config import Config, DataConfig, TrainConfig
-from torchtrack.models import RegressionModel
+from torchtrack.config import Config, DataConfig, ModelConfig, TrainConfig
+from torchtrack.models import RegressionModel, build_model
 from torchtrack.tracking.backend.model_logging import fluent_tracking_uri
 from torchtrack.tracking.client import DAEMON_ENV
+from torchtrack.tracking.event_writer import traced_graph
 from torchtrack.tracking.location import repo_root, tracking_uri
 from torchtrack.tracking.tracker import SYSTEM_METRICS_EVERY_S, Tracker
 
@@ -89,6 +90,16 @@ def test_tensorboard_gets_scalars_graph_and_hparams(workdir, tracking_config):
     events.Reload()
     assert events.Graph() is not None
     assert "model_summary.txt" in {a.path for a in client().list_artifacts(tracker.run_id)}
+
+
+@pytest.mark.parametrize("model", [{}, {"kind": "mlp", "hidden_sizes": [8, 4], "activation": "relu"}])
+def test_the_graph_is_the_one_torch_s_tensorboard_writer_draws(model):
+    """traced_graph skips torch's trace check (a second of imports), and gives the same graph."""
+    from torch.utils.tensorboard._pytorch_graph import graph
+
+    net, example = build_model(ModelConfig(**model), 5), torch.randn(8, 5)
+    assert traced_graph(net, example) == graph(net, example)
+    assert net.training  # traced in eval mode, and left as it was
 
 
 def test_hparams_show_the_key_params_and_those_not_at_their_default_and_lists_as_params_yaml(

@@ -20,7 +20,7 @@ from torchtrack.baseline import WORSE_TAG, least_squares_warning
 from torchtrack.config import Config
 from torchtrack.data import prepared_split, read_truth
 from torchtrack.evaluation import sample_rows, score_split, split_columns
-from torchtrack.figures import predictions_figure, save_figure
+from torchtrack.figures import draw
 from torchtrack.files import write_atomic, write_json
 from torchtrack.models import load_checkpoint
 from torchtrack.paths import (
@@ -76,7 +76,7 @@ def run(config: Config) -> dict[str, float]:
         table = pd.DataFrame(shown)
         write_atomic(PREDICTIONS_CSV, lambda tmp: table.to_csv(tmp, index=False))
         in_file_order = np.argsort(sample)  # every row as the file holds them, when there are few
-        figure = predictions_figure(scores.actual[in_file_order], scores.predicted[in_file_order])
-        save_figure(figure, PREDICTIONS_FIGURE)
+        plotted = {"actual": scores.actual[in_file_order], "predicted": scores.predicted[in_file_order]}
+        draw("predictions", pd.DataFrame(plotted), PREDICTIONS_FIGURE, tracker.painter)
         tracker.log_figure(PREDICTIONS_FIGURE)
     return metrics

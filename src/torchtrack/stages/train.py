@@ -22,7 +22,7 @@ from torchtrack.budget import Budget
 from torchtrack.checkpoints import EpochCheckpoint, fingerprint
 from torchtrack.config import Config
 from torchtrack.data import prepared_split
-from torchtrack.figures import loss_figure, save_figure
+from torchtrack.figures import COLUMNS, draw
 from torchtrack.files import read_json, write_atomic, write_json
 from torchtrack.least_squares_line import keep_the_better, line_losses
 from torchtrack.models import build_model, save_checkpoint
@@ -170,8 +170,7 @@ def _train(config: Config, device: torch.device) -> dict[str, float]:
 
         curves = pd.DataFrame([asdict(r) for r in history])
         write_atomic(LOSS_CSV, lambda tmp: curves.to_csv(tmp, index=False))
-        figure = loss_figure(curves.epoch.tolist(), curves.train_loss.tolist(), curves.val_loss.tolist())
-        save_figure(figure, LOSS_FIGURE)
+        draw("loss", curves[list(COLUMNS["loss"])], LOSS_FIGURE, tracker.painter)
         tracker.log_figure(LOSS_FIGURE)
         model.cpu()
         save_checkpoint(

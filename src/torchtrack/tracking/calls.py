@@ -1,6 +1,6 @@
 """The calls a stage may make of the store daemon, with their arguments' types: the daemon
-answers these and no others (run_store.RunStore has each method; client.py and
-backend/daemon.py are the two ends).
+answers these and no others (client.py and backend/daemon.py are the two ends). run_store.RunStore
+has each method but render_figure, which a stage makes only of the daemon (figures.draw).
 
 Types are named, not imported, so that the stage side needs neither pandas nor MLflow here.
 """
@@ -43,6 +43,7 @@ CALLS: dict[str, dict[str, tuple[str, ...]]] = {
     "register_model": {"name": TEXT, "model_uri": TEXT, "run_id": TEXT},
     "start_system_metrics": RUN | {"every_s": NUMBER},
     "stop_system_metrics": RUN,
+    "render_figure": {"kind": TEXT, "table": ("DataFrame",), "image_format": TEXT},
 }
 
 

@@ -65,9 +65,7 @@ class EventWriter:
 
     def add_graph(self, model: Any, example: Any) -> None:
         """The traced graph of `model` on `example` for TensorBoard's GRAPHS tab."""
-        from torch.utils.tensorboard._pytorch_graph import graph
-
-        graph_def, step_stats = graph(model, example)
+        graph_def, step_stats = traced_graph(model, example)
         self.add_event(Event(graph_def=graph_def.SerializeToString()))
         metadata = TaggedRunMetadata(tag="step1", run_metadata=step_stats.SerializeToString())
         self.add_event(Event(tagged_run_metadata=metadata))
@@ -96,3 +94,25 @@ class EventWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def traced_graph(model: Any, example: Any) -> tuple[Any, Any]:
+    """(GraphDef, RunMetadata) of `model` traced on `example` in eval mode: what
+    torch.utils.tensorboard's `graph` gives SummaryWriter.add_graph, from the same parser, but
+    without its trace check. The check runs the model again and compares the outputs with
+    torch.testing, which imports torch.distributed.tensor and sympy on first use: 0.8 s of CPU
+    (`python -X importtime -m torchtrack train`) for a graph that is only drawn."""
+    import torch
+    from tensorboard.compat.proto.config_pb2 import RunMetadata
+    from tensorboard.compat.proto.graph_pb2 import GraphDef
+    from tensorboard.compat.proto.step_stats_pb2 import DeviceStepStats, StepStats
+    from tensorboard.compat.proto.versions_pb2 import VersionDef
+    from torch.utils.tensorboard._pytorch_graph import _set_model_to_eval, parse
+
+    with _set_model_to_eval(model):
+        trace = torch.jit.trace(model, example, check_trace=False)
+        graph = trace.graph
+        torch._C._jit_pass_inline(graph)
+    nodes = parse(graph, trace, example)
+    stats = RunMetadata(step_stats=StepStats(dev_stats=[DeviceStepStats(device="/device:CPU:0")]))
+    return GraphDef(node=nodes, versions=VersionDef(producer=22)), stats

@@ -26,7 +26,7 @@ from typing import Any
 from torchtrack.config import KEY_PARAMS, Config, TrackingConfig
 from torchtrack.profiling import timed
 from torchtrack.signals import uninterrupted
-from torchtrack.tracking.client import open_run_store
+from torchtrack.tracking.client import DaemonClient, open_run_store
 from torchtrack.tracking.location import artifact_location, git_commit, repo_root, tracking_uri
 from torchtrack.tracking.processes import ProcessIdentity
 from torchtrack.tracking.tensorboard_layout import run_dir_name, scalar_tag
@@ -220,6 +220,12 @@ class Tracker:
         self.store.log_artifact(self.run_id, str(Path(path).resolve()), "figures")
         if self.model_run_id:
             self.store.log_artifact(self.model_run_id, str(Path(path).resolve()), "figures")
+
+    @property
+    def painter(self) -> DaemonClient | None:
+        """What renders this stage's figures (figures.draw): the store daemon, which has matplotlib
+        imported; None, the stage itself, where the stage opened the store in its own process."""
+        return self.store if isinstance(self.store, DaemonClient) else None
 
     @timed("artifacts")
     @uninterrupted()

@@ -7,11 +7,14 @@ Each connection is a `Session`: its calls, checked against calls.CALLS, and the 
 monitors it started, stopped when it hangs up. A call gets its arguments and nothing else; the
 process's environment and working folder are set once, when it is started, and never changed.
 A stage that opens a model run has the daemon make ready, in the background, what its first
-model logging needs.
+model logging needs. The daemon also renders the stages' figures (figures.py), with matplotlib
+imported and warmed up as it starts, and sends back their bytes for the stage to write.
 """
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
 import signal
@@ -23,6 +26,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from torchtrack import figures
 from torchtrack.errors import PipelineError, TrackingStoreError, UnsafePlaceError
 from torchtrack.tracking.backend.run_store import RunStore
 from torchtrack.tracking.calls import bind
@@ -49,6 +53,7 @@ class Daemon:
         self.store = RunStore(open_store(uri))
         self.opened = identity(self.database)  # the file open_store opened (or created)
         self.fluent = threading.Lock()
+        self.drawing = threading.Lock()  # one figure at a time: matplotlib's font and text caches are shared
         self.counting = threading.Lock()
         self.connected = 0
         self.preparing: threading.Thread | None = None  # RunStore.prepare_model_logging, once
@@ -111,6 +116,20 @@ class Daemon:
             except Exception:
                 traceback.print_exc()
 
+    def warm_up_figures(self) -> None:
+        """Import matplotlib and render a first figure in the background (figures.warm_up): a
+        stage's figure waits for this, under `drawing`, rather than doing it again. A failure
+        only goes to the log; the stage's own figure then says what is wrong."""
+
+        def warm_up() -> None:
+            with self.drawing:
+                try:
+                    figures.warm_up()
+                except Exception:
+                    traceback.print_exc()
+
+        threading.Thread(target=warm_up, daemon=True).start()
+
     def store_is_current(self) -> bool:
         """Whether the store's file is the one this daemon opened: not deleted, nor replaced by a
         new store (whose records would otherwise go to the deleted file)."""
@@ -143,6 +162,7 @@ class Session:
     def __init__(self, daemon: Daemon):
         self.store = daemon.store
         self.fluent = daemon.fluent
+        self.drawing = daemon.drawing
         self.monitored: set[str] = set()
         store = self.store
         # calls.CALLS's methods, each with its handler.
@@ -167,6 +187,7 @@ class Session:
             "register_model": self.register_model,
             "start_system_metrics": self.start_system_metrics,
             "stop_system_metrics": self.stop_system_metrics,
+            "render_figure": self.render_figure,
         }
 
     def call(self, request: Any) -> dict[str, Any]:
@@ -199,6 +220,15 @@ class Session:
         """RunStore.stop_system_metrics."""
         self.monitored.discard(run_id)
         self.store.stop_system_metrics(run_id)
+
+    def render_figure(self, kind: str, table: Any, image_format: str) -> str:
+        """figures.render's bytes of the figure `kind` of `table`, in base64, one figure at a time."""
+        if kind not in figures.COLUMNS or list(table.columns) != list(figures.COLUMNS[kind]):
+            raise ValueError(f"no {kind} figure of the columns {list(table.columns)}")
+        image = io.BytesIO()
+        with self.drawing:
+            figures.render(kind, table, image, image_format)
+        return base64.b64encode(image.getvalue()).decode("ascii")
 
     def end(self) -> None:
         """Stop the monitors this session started and did not stop."""
@@ -244,6 +274,7 @@ def main(uri: str, address: Path, ready_fd: int, lock_fd: int) -> None:
     say(ready_fd, {"ready": True})
     if lock_fd >= 0:
         os.close(lock_fd)
+    daemon.warm_up_figures()
     daemon.serve()
 
 
