@@ -7,8 +7,8 @@ Each connection is a `Session`: its calls, checked against calls.CALLS, and the 
 monitors it started, stopped when it hangs up. A call gets its arguments and nothing else; the
 process's environment and working folder are set once, when it is started, and never changed.
 A stage that opens a model run has the daemon make ready, in the background, what its first
-model logging needs. The daemon also renders the stages' figures (figures.py), with matplotlib
-imported and warmed up as it starts, and sends back their bytes for the stage to write.
+model logging needs, and warms up matplotlib for its figures: the daemon renders the stages'
+figures (figures.py) and sends back their bytes for the stage to write.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ class Daemon:
         self.drawing = threading.Lock()  # one figure at a time: matplotlib's font and text caches are shared
         self.counting = threading.Lock()
         self.connected = 0
-        self.preparing: threading.Thread | None = None  # RunStore.prepare_model_logging, once
+        self.preparing: threading.Thread | None = None  # prepare_model_logging's work, once
         self.last_seen = time.monotonic()
         os.umask(0o077)
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -100,35 +100,26 @@ class Daemon:
                 self.last_seen = time.monotonic()
 
     def prepare_model_logging(self) -> None:
-        """Start RunStore.prepare_model_logging in the background, the first time only, and return:
-        its stage trains meanwhile. The first model logging waits for it rather than doing the
-        same work at once. A failure here only goes to the log."""
+        """Start, the first time only, and return: its stage trains meanwhile. In the background,
+        warm up the figures (figures.warm_up: matplotlib's import, a first render) and then
+        RunStore.prepare_model_logging, each under the lock of the work it readies (`drawing`,
+        `fluent`), so that the stage's figure and first model logging wait for it rather than do
+        the same work at once. Done here, while a model run's stage trains, not as the daemon
+        starts, when the stages before it wait for the daemon's first answers. A failure only
+        goes to the log; the call that needed the work then says what is wrong."""
         with self.counting:
             if self.preparing is not None:
                 return
-            self.preparing = threading.Thread(target=self._prepare_model_logging, daemon=True)
+            self.preparing = threading.Thread(target=self._prepare_model_run, daemon=True)
         self.preparing.start()
 
-    def _prepare_model_logging(self) -> None:
-        with self.fluent:
-            try:
-                self.store.prepare_model_logging()
-            except Exception:
-                traceback.print_exc()
-
-    def warm_up_figures(self) -> None:
-        """Import matplotlib and render a first figure in the background (figures.warm_up): a
-        stage's figure waits for this, under `drawing`, rather than doing it again. A failure
-        only goes to the log; the stage's own figure then says what is wrong."""
-
-        def warm_up() -> None:
-            with self.drawing:
+    def _prepare_model_run(self) -> None:
+        for lock, work in ((self.drawing, figures.warm_up), (self.fluent, self.store.prepare_model_logging)):
+            with lock:
                 try:
-                    figures.warm_up()
+                    work()
                 except Exception:
                     traceback.print_exc()
-
-        threading.Thread(target=warm_up, daemon=True).start()
 
     def store_is_current(self) -> bool:
         """Whether the store's file is the one this daemon opened: not deleted, nor replaced by a
@@ -274,7 +265,6 @@ def main(uri: str, address: Path, ready_fd: int, lock_fd: int) -> None:
     say(ready_fd, {"ready": True})
     if lock_fd >= 0:
         os.close(lock_fd)
-    daemon.warm_up_figures()
     daemon.serve()
 
 
