@@ -6,7 +6,9 @@ Measures, side by side in one run on this machine:
      vs the same `fit` without a tracker (tracking's own cost);
   2. data path: batches/s of the project's loader vs a per-row DataLoader; and, as the reason
      for a design choice, the step time of each optimizer, fused vs PyTorch's default;
-  3. scale: peak resident memory of each stage on 1,000,000 rows x 16 features;
+  3. scale: peak resident memory of each stage on 1,000,000 rows x 16 features; train's
+     samples/s vs a bare loop over the same Parquet splits; prepare on a CSV of the same rows vs
+     a plain pyarrow script (benchmarks/plain_prepare.py), each process start to exit;
   4. start-up: a no-op `dvc repro` and `torchtrack --help`;
   5. the default `dvc repro`, its wall time split into phases (src/torchtrack/profiling.py);
   6. what the pinned CPU kernels (src/torchtrack/cpu_kernels.py) cost: training samples/s
@@ -45,8 +47,9 @@ from torch import nn
 
 from torchtrack.config import Config, TrackingConfig, TrainConfig, load_config
 from torchtrack.cpu_kernels import NATIVE_ENV, PINNED
-from torchtrack.data import Scaler, make_synthetic
+from torchtrack.data import Scaler, load_source, make_synthetic
 from torchtrack.models import build_model
+from torchtrack.paths import PREPARED_DIR, TRAIN_METRICS, split_file
 from torchtrack.profiling import PROFILE_ENV
 from torchtrack.tabular import TabularDataset
 from torchtrack.tracking.client import stop_daemons
@@ -54,6 +57,7 @@ from torchtrack.training import STEP_LOSS, fit, make_optimizer, seed_everything,
 
 ROOT = Path(__file__).resolve().parents[1]
 PLAIN = ROOT / "benchmarks" / "plain_pipeline.py"
+PLAIN_PREPARE = ROOT / "benchmarks" / "plain_prepare.py"
 STAGES = ("prepare", "train", "evaluate")
 BIN = Path(sys.executable).parent
 GIB = 1024**3
@@ -625,25 +629,106 @@ def fixed_cost(folder: Path, repo: Path, rounds: int, cold_rounds: int, sizes: S
 
 
 def scale(repo: Path, rows: int, features: int) -> dict:
-    """Target 3: peak resident memory of each stage on `rows` x `features`."""
+    """Target 3: peak resident memory of each stage on `rows` x `features` synthetic rows; then,
+    side by side, train's samples/s vs a bare loop over the splits it read, and prepare on a CSV
+    of the same rows vs a plain pyarrow script (benchmarks/plain_prepare.py)."""
     update_params(
         repo,
         {"data": {"n_samples": rows, "n_features": features}, "train": {"epochs": 2, "batch_size": 1024}},
     )
     peaks, seconds = {}, {}
-    for stage in ("prepare", "train", "evaluate"):
-        wall, result = timed_run([sys.executable, "-c", RSS_PROBE, stage], repo, stage_env(repo))
-        kib = next(
-            int(line.split()[1]) for line in result.stderr.splitlines() if line.startswith("PEAK_RSS_KIB")
-        )
-        peaks[stage], seconds[stage] = kib * 1024, wall
+    for stage in STAGES:
+        seconds[stage], peaks[stage] = stage_peak(repo, stage)
     return {
         "rows": rows,
         "features": features,
         "peak_rss_bytes": peaks,
         "wall_s": seconds,
-        "split_bytes": sum(p.stat().st_size for p in (repo / "data" / "prepared").glob("*.parquet")),
+        "split_bytes": sum(p.stat().st_size for p in (repo / PREPARED_DIR).glob("*.parquet")),
+        "train_vs_bare": train_vs_bare(repo),
+        "prepare_vs_plain": prepare_vs_plain(repo),
     }
+
+
+def stage_peak(repo: Path, stage: str) -> tuple[float, int]:
+    """Wall seconds of one stage run in its own process, and its peak resident bytes."""
+    wall, result = timed_run([sys.executable, "-c", RSS_PROBE, stage], repo, stage_env(repo))
+    kib = next(int(line.split()[1]) for line in result.stderr.splitlines() if line.startswith("PEAK_RSS_KIB"))
+    return wall, kib * 1024
+
+
+def train_vs_bare(repo: Path) -> dict:
+    """The train stage's samples/s over its epochs (its own `samples_per_second` metric: `fit`'s
+    wall time, no imports or reading), vs a bare loop (`bare_loop`) over the same Parquet splits,
+    read with pyarrow, with the same model, optimizer, batch and epochs, timed over its epochs."""
+    import pyarrow.parquet as pq
+
+    config = load_config(repo / "params.yaml")
+    trained = json.loads((repo / TRAIN_METRICS).read_text())
+    epochs, batch_size = int(trained["epochs"]), int(trained["batch_size"])
+    stage = sum(v for k, v in last_train_metrics(repo).items() if k.startswith("samples_per_second_rank"))
+    train, val = (
+        TabularDataset(pq.read_table(split_file(repo / PREPARED_DIR, name)).to_pandas())
+        for name in ("train", "val")
+    )
+    set_threads(config.train.num_threads)
+    config = replace(config, train=replace(config.train, batch_size=batch_size))
+    bare = len(train) * epochs / bare_loop(train, val, config, epochs, torch.device("cpu"))
+    return {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "stage_samples_per_s": stage,
+        "bare_samples_per_s": bare,
+        "ratio": bare / stage,
+    }
+
+
+def prepare_vs_plain(repo: Path) -> dict:
+    """prepare on a CSV file of the rows it just made (data.source: csv), vs
+    benchmarks/plain_prepare.py on the same file: the wall time of each process, start to exit.
+    The clone's data section is put back as it was."""
+    import pyarrow as pa
+    import pyarrow.csv
+
+    config = load_config(repo / "params.yaml")
+    csv, plain_out = repo.parent / "scale-input.csv", repo.parent / "plain-prepared"
+    frame, _, _ = load_source(config.data, config.seed)  # the rows the synthetic prepare split
+    pyarrow.csv.write_csv(pa.Table.from_pandas(frame, preserve_index=False), csv)
+    del frame
+    update_params(repo, {"data": {"source": "csv", "path": str(csv)}})
+    try:
+        stage, peak = stage_peak(repo, "prepare")
+    finally:
+        update_params(repo, {"data": {"source": config.data.source, "path": config.data.path}})
+    settings = {
+        "seed": config.seed,
+        "val_fraction": config.data.val_fraction,
+        "test_fraction": config.data.test_fraction,
+    }
+    plain, _ = timed_run(
+        [sys.executable, str(PLAIN_PREPARE), str(csv), str(plain_out), json.dumps(settings)],
+        repo,
+        stage_env(repo),
+    )
+    return {
+        "csv_bytes": csv.stat().st_size,
+        "stage_wall_s": stage,
+        "stage_peak_rss_bytes": peak,
+        "plain_wall_s": plain,
+        "ratio": stage / plain,
+    }
+
+
+def last_train_metrics(repo: Path) -> dict[str, float]:
+    """The metrics of the newest train run in the clone's MLflow store."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    experiment_id = client.get_experiment_by_name("torchtrack").experiment_id
+    run = client.search_runs(
+        [experiment_id], "tags.`dvc.stage` = 'train'", order_by=["attributes.start_time DESC"]
+    )[0]
+    return run.data.metrics
 
 
 def distributed_speedup(repo: Path, sizes: Sizes) -> dict:
@@ -652,8 +737,6 @@ def distributed_speedup(repo: Path, sizes: Sizes) -> dict:
     the ranks' `samples_per_second_rank*` metrics, read back from the clone's MLflow store.
     The two alternate for `rounds` rounds and the best of each counts, so that a burst of
     load from elsewhere does not land on one side only."""
-    from mlflow import MlflowClient
-
     rows, width, rounds = sizes.distributed_rows, sizes.distributed_width, sizes.distributed_rounds
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["data"].update(n_samples=rows)
@@ -666,12 +749,7 @@ def distributed_speedup(repo: Path, sizes: Sizes) -> dict:
         params["train"]["processes"] = processes
         (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         timed_run([sys.executable, "-m", "torchtrack", "train"], repo, stage_env(repo))
-        client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
-        experiment_id = client.get_experiment_by_name("torchtrack").experiment_id
-        run = client.search_runs(
-            [experiment_id], "tags.`dvc.stage` = 'train'", order_by=["attributes.start_time DESC"]
-        )[0]
-        rate = sum(v for k, v in run.data.metrics.items() if k.startswith("samples_per_second_rank"))
+        rate = sum(v for k, v in last_train_metrics(repo).items() if k.startswith("samples_per_second_rank"))
         rates[processes] = max(rates[processes], rate)
     return {
         "rows": rows,
@@ -742,6 +820,22 @@ def table(results: dict) -> str:
                 f"{peak / 2**20:,.0f} MiB peak RSS, {s['rows'] / s['wall_s'][stage]:,.0f} rows/s",
                 peak / target,
                 peak <= target,
+            )
+        if t := s.get("train_vs_bare"):  # absent from results made before it was measured
+            add(
+                "train samples/s within 1.2x of a bare loop over the same Parquet",
+                f"{t['ratio']:.2f}x: {t['stage_samples_per_s']:,.0f} vs {t['bare_samples_per_s']:,.0f} "
+                f"samples/s ({t['epochs']} epochs, batch {t['batch_size']})",
+                t["ratio"] / 1.2,
+                t["ratio"] <= 1.2,
+            )
+        if c := s.get("prepare_vs_plain"):
+            add(
+                f"prepare from a CSV ({c['csv_bytes'] / 2**20:,.0f} MiB) <= 2x plain pyarrow script",
+                f"{c['ratio']:.2f}x: {c['stage_wall_s']:.1f} vs {c['plain_wall_s']:.1f} s wall "
+                f"({c['stage_peak_rss_bytes'] / 2**20:,.0f} MiB peak RSS)",
+                c["ratio"] / 2,
+                c["ratio"] <= 2,
             )
     if f := results.get("fixed_cost"):
         add(

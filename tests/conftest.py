@@ -79,6 +79,22 @@ def workdir(tmp_path, monkeypatch):
     return tmp_path
 
 
+@pytest.fixture(scope="module")
+def module_folder(tmp_path_factory):
+    """A folder that a module's tests share, and with it the MLflow store made there and its daemon."""
+    return tmp_path_factory.mktemp("module")
+
+
+@pytest.fixture
+def shared_workdir(module_folder, monkeypatch):
+    """`workdir`, but the module's one folder: its store is made, and its store daemon started,
+    once per module rather than once per test. For tests that read back only the runs they made
+    themselves and need no store or daemon of their own (no count of daemons, no kill, no damage)."""
+    isolate_env(monkeypatch)
+    monkeypatch.chdir(module_folder)
+    return module_folder
+
+
 @pytest.fixture
 def tracking_config() -> TrackingConfig:
     """Tracking settings with a small flush threshold so batching is observable."""

@@ -1,6 +1,8 @@
 """The store daemon: a stage on the local SQLite store logs through it without importing MLflow;
 concurrent stages are all answered; a killed daemon is replaced; MLflow's refusals arrive as
-one-line errors."""
+one-line errors. The tests that need only a working daemon share one store (`shared_workdir`,
+the first of them starting its daemon from a stage); those that start, count, kill, damage or
+inspect a daemon each have their own (`workdir`)."""
 
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ from torchtrack.tracking.wire import receive, send
 from trained_project import TINY_PARAMS
 
 
-def test_a_stage_on_the_local_store_logs_through_the_daemon_without_importing_mlflow_or_torch(workdir):
+def test_a_stage_on_the_local_store_logs_through_the_daemon_without_importing_mlflow_or_torch(shared_workdir):
     probe = textwrap.dedent(
         """
         import sys
@@ -54,11 +56,11 @@ def test_a_stage_on_the_local_store_logs_through_the_daemon_without_importing_ml
 
 
 def test_train_on_the_local_store_logs_its_model_system_metrics_and_figure_without_mlflow_or_matplotlib(
-    workdir,
+    shared_workdir,
 ):
     import mlflow.pyfunc
 
-    (workdir / "params.yaml").write_text(yaml.safe_dump(TINY_PARAMS))
+    (shared_workdir / "params.yaml").write_text(yaml.safe_dump(TINY_PARAMS))
     probe = textwrap.dedent(
         """
         import sys
@@ -71,9 +73,9 @@ def test_train_on_the_local_store_logs_its_model_system_metrics_and_figure_witho
     env = isolated_env() | {"MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "0.1"}  # MLflow's own override
     out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split()[-2:] == ["False", "False"]  # the loss figure is rendered by the daemon
-    assert (workdir / "plots" / "loss.png").stat().st_size > 0
+    assert (shared_workdir / "plots" / "loss.png").stat().st_size > 0
     client = MlflowClient(tracking_uri())
-    model_run = find_model_run(workdir / "models" / "model.pt", client)
+    model_run = find_model_run(shared_workdir / "models" / "model.pt", client)
     (train,) = client.search_runs(
         [model_run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{model_run.info.run_id}'"
     )
@@ -83,10 +85,12 @@ def test_train_on_the_local_store_logs_its_model_system_metrics_and_figure_witho
     with fluent_tracking_uri(tracking_uri()):
         logged = mlflow.pyfunc.load_model(model_run.data.tags[MODEL_URI_TAG])
     served = np.asarray(logged.predict(rows)).reshape(-1)
-    np.testing.assert_allclose(served, Predictor.load(workdir / "models" / "model.pt")(rows), rtol=1e-6)
+    np.testing.assert_allclose(
+        served, Predictor.load(shared_workdir / "models" / "model.pt")(rows), rtol=1e-6
+    )
 
 
-def test_a_stage_that_hangs_up_stops_the_system_metrics_it_started(workdir):
+def test_a_stage_that_hangs_up_stops_the_system_metrics_it_started(shared_workdir):
     client = DaemonClient(tracking_uri())
     run_id = client.create_run(client.experiment_id("monitored"), "train", {})
     client.start_system_metrics(run_id, 0.1)
@@ -100,7 +104,7 @@ def test_a_stage_that_hangs_up_stops_the_system_metrics_it_started(workdir):
     assert len(mlflow.get_metric_history(run_id, "system/cpu_utilization_percentage")) == samples
 
 
-def test_concurrent_stages_each_get_their_own_answers(workdir):
+def test_concurrent_stages_each_get_their_own_answers(shared_workdir):
     experiment = open_run_store().experiment_id("concurrent")
 
     def stage(index: int) -> str:
@@ -132,7 +136,7 @@ def test_a_killed_daemon_is_replaced_by_the_next_stage(workdir):
     assert store_daemon._started[-1].pid != daemon.pid
 
 
-def test_mlflows_refusal_arrives_as_a_one_line_error(workdir):
+def test_mlflows_refusal_arrives_as_a_one_line_error(shared_workdir):
     with pytest.raises(TrackingStoreError, match="the MLflow store refused a call: MlflowException"):
         DaemonClient(tracking_uri()).set_terminated("no-such-run", "FINISHED")
 
@@ -149,7 +153,7 @@ def test_the_daemon_exits_once_its_store_is_deleted(workdir):
     assert daemon.returncode == 0
 
 
-def test_a_remote_store_or_the_switch_keeps_the_store_in_process(workdir, monkeypatch):
+def test_a_remote_store_or_the_switch_keeps_the_store_in_process(shared_workdir, monkeypatch):
     monkeypatch.setenv(DAEMON_ENV, "0")
     assert not isinstance(open_run_store(), DaemonClient)
 
@@ -165,7 +169,7 @@ def test_a_store_deleted_and_made_again_gets_the_records_of_the_next_stage(workd
     assert mlflow.get_experiment_by_name("before") is None
 
 
-def test_the_daemon_answers_an_unknown_call_with_an_error_and_runs_nothing(workdir):
+def test_the_daemon_answers_an_unknown_call_with_an_error_and_runs_nothing(shared_workdir):
     client = DaemonClient(tracking_uri())
     client.experiment_id("known")
     connection = client._connection()

@@ -41,7 +41,7 @@ def test_dvc_root_and_env_override_pick_the_store(workdir, monkeypatch, tmp_path
     assert tracking_uri() == "sqlite:////elsewhere/store.db"
 
 
-def test_train_opens_a_model_run_with_the_stage_nested(workdir, tracking_config):
+def test_train_opens_a_model_run_with_the_stage_nested(shared_workdir, tracking_config):
     params = {"train.lr": 0.01, "model.activation": "tanh_plus_x", "data.path": None}
     with Tracker(tracking_config, "train", params=params, model_run="new") as tracker:
         for step in range(1, 121):
@@ -64,7 +64,7 @@ def test_train_opens_a_model_run_with_the_stage_nested(workdir, tracking_config)
     assert "tensorboard" in {a.path for a in client().list_artifacts(tracker.run_id)}
 
 
-def test_step_metrics_are_buffered_until_the_batch_is_full(workdir, tracking_config):
+def test_step_metrics_are_buffered_until_the_batch_is_full(shared_workdir, tracking_config):
     with Tracker(tracking_config, "train", params={}, model_run="new") as tracker:
         for step in range(tracking_config.flush_every_n_metrics - 1):
             tracker.log_metrics({"loss": float(step)}, step)
@@ -75,14 +75,14 @@ def test_step_metrics_are_buffered_until_the_batch_is_full(workdir, tracking_con
         )
 
 
-def test_tensorboard_gets_scalars_graph_and_hparams(workdir, tracking_config):
+def test_tensorboard_gets_scalars_graph_and_hparams(shared_workdir, tracking_config):
     model = RegressionModel(3)
     with Tracker(tracking_config, "train", params={"train.lr": 0.1}, model_run="new") as tracker:
         tracker.log_graph(model, torch.zeros(4, 3))
         tracker.log_metrics({"train_loss": 2.0, "val_loss": 3.0}, 1)
         tracker.log_metrics({"train_loss": 1.0, "val_loss": 1.5}, 2)
         tracker.log_hyperparams({"train.lr": 0.1, "data.path": None}, {"val_loss": 1.5})
-    assert tracker.log_dir.parent == workdir / "runs" / "train"
+    assert tracker.log_dir.parent == shared_workdir / "runs" / "train"
     scalars = read_scalars(tracker.log_dir)
     assert scalars["loss/train"] == [(1, 2.0), (2, 1.0)]  # one "loss" group, the train and val curves in it
     assert scalars["loss/val"] == [(1, 3.0), (2, 1.5)]
@@ -103,7 +103,7 @@ def test_the_graph_is_the_one_torch_s_tensorboard_writer_draws(model):
 
 
 def test_hparams_show_the_key_params_and_those_not_at_their_default_and_lists_as_params_yaml(
-    workdir, tracking_config, monkeypatch
+    shared_workdir, tracking_config, monkeypatch
 ):
     """TensorBoard's HPARAMS opens on what tells runs apart, and `[]` reads as params.yaml writes it."""
     params = Config(train=TrainConfig(lr=0.1), data=DataConfig(categorical=("island",))).flat()
@@ -124,7 +124,7 @@ def test_hparams_show_the_key_params_and_those_not_at_their_default_and_lists_as
     assert shown["data.target"] == "None"
 
 
-def test_evaluate_nests_under_an_existing_model_run(workdir, tracking_config):
+def test_evaluate_nests_under_an_existing_model_run(shared_workdir, tracking_config):
     with Tracker(tracking_config, "train", params={}, model_run="new") as train:
         pass
     with Tracker(tracking_config, "evaluate", params={}, model_run=train.model_run_id) as evaluate:
@@ -135,7 +135,7 @@ def test_evaluate_nests_under_an_existing_model_run(workdir, tracking_config):
     assert client().get_run(train.model_run_id).info.status == "FINISHED"
 
 
-def test_prepare_runs_live_in_their_own_experiment(workdir, tracking_config):
+def test_prepare_runs_live_in_their_own_experiment(shared_workdir, tracking_config):
     with Tracker(tracking_config, "prepare", params={"seed": 1}) as tracker:
         pass
     run = client().get_run(tracker.run_id)
@@ -146,7 +146,7 @@ def test_prepare_runs_live_in_their_own_experiment(workdir, tracking_config):
 
 
 @pytest.mark.parametrize(("error", "status"), [(ValueError, "FAILED"), (KeyboardInterrupt, "KILLED")])
-def test_a_stage_that_raises_ends_its_runs_with_a_status(workdir, tracking_config, error, status):
+def test_a_stage_that_raises_ends_its_runs_with_a_status(shared_workdir, tracking_config, error, status):
     with pytest.raises(error):
         with Tracker(tracking_config, "train", params={}, model_run="new") as tracker:
             tracker.log_metrics({"loss": 1.0}, 1)
@@ -156,7 +156,7 @@ def test_a_stage_that_raises_ends_its_runs_with_a_status(workdir, tracking_confi
     assert len(client().get_metric_history(tracker.run_id, "loss")) == 1  # buffered metrics kept
 
 
-def test_dvc_experiment_name_names_the_model_run(workdir, tracking_config, monkeypatch):
+def test_dvc_experiment_name_names_the_model_run(shared_workdir, tracking_config, monkeypatch):
     monkeypatch.setenv("DVC_EXP_NAME", "brave-lr")
     with Tracker(tracking_config, "train", params={}, model_run="new") as tracker:
         pass
@@ -167,17 +167,17 @@ def test_dvc_experiment_name_names_the_model_run(workdir, tracking_config, monke
 
 @pytest.mark.parametrize("daemon", ["1", "0"], ids=["store-daemon", "in-process"])
 def test_logged_model_loads_with_pyfunc_and_predicts_like_the_module(
-    workdir, tracking_config, monkeypatch, daemon
+    shared_workdir, tracking_config, monkeypatch, daemon
 ):
     import mlflow
 
     monkeypatch.setenv(DAEMON_ENV, daemon)
     torch.manual_seed(0)
     model = RegressionModel(3)
-    preprocessor = save_model(workdir / "model.pt", model, ["a", "b", "c"])
+    preprocessor = save_model(shared_workdir / f"model-{daemon}.pt", model, ["a", "b", "c"])
     example = np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32)
     with Tracker(tracking_config, "train", params={}, model_run="new") as tracker:
-        uri = tracker.log_model(workdir / "model.pt", preprocessor)
+        uri = tracker.log_model(shared_workdir / f"model-{daemon}.pt", preprocessor)
     with torch.no_grad():
         expected = model(torch.from_numpy(example)).numpy().reshape(-1)
     with fluent_tracking_uri(tracking_uri()):
@@ -197,17 +197,17 @@ def test_environment_sets_variables_for_its_duration_only(monkeypatch):
     assert os.environ["TORCHTRACK_A"] == "before" and "TORCHTRACK_B" not in os.environ
 
 
-def test_a_dvc_experiment_names_its_tensorboard_run_directories(workdir, tracking_config, monkeypatch):
+def test_a_dvc_experiment_names_its_tensorboard_run_directories(shared_workdir, tracking_config, monkeypatch):
     monkeypatch.setenv("DVC_EXP_NAME", "brave-lr")
     with Tracker(tracking_config, "train", params={}, model_run="new") as tracker:
         pass
-    assert tracker.log_dir.parent == workdir / "runs" / "train"
+    assert tracker.log_dir.parent == shared_workdir / "runs" / "train"
     assert tracker.log_dir.name.endswith(f"-brave-lr-{tracker.run_id[:8]}")
 
 
 @pytest.mark.parametrize("daemon", ["1", "0"], ids=["store-daemon", "in-process"])
 def test_system_metrics_sample_cpu_and_memory_into_the_stage_run(
-    workdir, tracking_config, monkeypatch, daemon
+    shared_workdir, tracking_config, monkeypatch, daemon
 ):
     import time
 
