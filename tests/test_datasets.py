@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from mlflow.exceptions import MlflowException
 
+from torchtrack.tracking.backend import datasets
 from torchtrack.tracking.backend.datasets import schema_rows, split_inputs
 from torchtrack.tracking.backend.run_store import RunStore
 
@@ -31,6 +32,7 @@ def frame_with_gaps() -> pd.DataFrame:
     return frame
 
 
+@pytest.mark.parametrize("block_rows", [65_536, 64])  # one block, or gaps in later blocks only
 @pytest.mark.parametrize(
     "frame",
     [
@@ -40,11 +42,17 @@ def frame_with_gaps() -> pd.DataFrame:
     ],
     ids=["gaps", "objects", "empty"],
 )
-def test_split_inputs_log_the_schema_and_profile_mlflow_infers_from_every_row(tmp_path, frame):
-    (logged,) = split_inputs({"train": frame}, tmp_path, "abc.dir", "y")
-    full = mlflow.data.from_pandas(frame, targets="y", name="prepared-train", digest="abc.dir")
-    expected = full._to_mlflow_entity()
+def test_split_inputs_log_the_schema_and_profile_mlflow_infers_from_every_row(
+    tmp_path, monkeypatch, frame, block_rows
+):
+    monkeypatch.setattr(datasets, "BLOCK_ROWS", block_rows)
+    path = tmp_path / "train.parquet"
+    frame.to_parquet(path, index=False)
+    (logged,) = split_inputs({"train": path}, tmp_path, "abc.dir", "y")
+    whole = pd.read_parquet(path)  # what MLflow would infer from
+    expected = mlflow.data.from_pandas(whole, targets="y", digest="abc.dir")._to_mlflow_entity()
     assert (logged.dataset.schema, logged.dataset.profile) == (expected.schema, expected.profile)
+    assert (logged.dataset.name, logged.dataset.digest) == ("prepared-train", "abc.dir")
 
 
 def test_schema_rows_are_the_first_and_each_columns_first_gap():

@@ -3,18 +3,24 @@
 Each split is logged with its context (training / validation / testing), its schema and row
 count, and, as digest, the hash DVC records for `data/prepared` in dvc.lock: runs on the same
 data show the same dataset, runs on other data another. The source names that DVC output
-and its hash, which `dvc checkout` at the run's commit turns back into the rows.
+and its hash, which `dvc checkout` at the run's commit turns back into the rows. A split is read
+a block of rows at a time (its schema from a sample, its row count from the file's footer): the
+store daemon holds no split whole, however large.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from torchtrack.tables import parquet_blocks, parquet_rows
+
 SPLIT_CONTEXTS = {"train": "training", "val": "validation", "test": "testing"}  # MLflow's contexts
 SOURCE_TYPE = "dvc"
+BLOCK_ROWS = 65_536  # rows of a split read at a time
 
 
 def dvc_output_source(path: Path, md5: str) -> Any:
@@ -49,24 +55,46 @@ def dvc_output_source(path: Path, md5: str) -> Any:
     return DvcOutput()
 
 
-def split_inputs(splits: dict[str, pd.DataFrame], prepared_dir: Path, md5: str, target: str) -> list[Any]:
-    """One mlflow DatasetInput per split (name `prepared-<split>`), for `MlflowClient.log_inputs`;
-    `md5` is `prepared_dir`'s hash (recipe.directory_md5)."""
+def split_inputs(split_files: dict[str, Path], prepared_dir: Path, md5: str, target: str) -> list[Any]:
+    """One mlflow DatasetInput per split's Parquet file (name `prepared-<split>`), for
+    `MlflowClient.log_inputs`; `md5` is `prepared_dir`'s hash (recipe.directory_md5). The schema
+    and profile are those MLflow gives the whole split (`mlflow.data.from_pandas`)."""
     import mlflow.data
-    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.entities import Dataset, DatasetInput, InputTag
     from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
     source = dvc_output_source(prepared_dir, md5)
     inputs = []
-    for split, frame in splits.items():
-        dataset = mlflow.data.from_pandas(
-            frame, source=source, targets=target, name=f"prepared-{split}", digest=md5
+    for split, path in split_files.items():
+        rows, sample = schema_sample(path)
+        record = mlflow.data.from_pandas(
+            sample, source=source, targets=target, name=f"prepared-{split}", digest=md5
+        ).to_dict()
+        # PandasDataset.profile, of every row rather than of the sample's
+        profile = json.dumps({"num_rows": rows, "num_elements": rows * len(sample.columns)})
+        dataset = Dataset(
+            name=record["name"],
+            digest=record["digest"],
+            source_type=record["source_type"],
+            source=record["source"],
+            schema=record["schema"],
+            profile=profile,
         )
-        # The schema (a cached property) as MLflow infers it from every row, from a few rows.
-        dataset.__dict__["schema"] = mlflow.data.from_pandas(schema_rows(frame), source=source).schema
         context = InputTag(MLFLOW_DATASET_CONTEXT, SPLIT_CONTEXTS[split])
-        inputs.append(DatasetInput(dataset=dataset._to_mlflow_entity(), tags=[context]))
+        inputs.append(DatasetInput(dataset=dataset, tags=[context]))
     return inputs
+
+
+def schema_sample(path: Path) -> tuple[int, pd.DataFrame]:
+    """(the rows of the Parquet file at `path`, the rows MLflow infers its schema from): each
+    block's `schema_rows`, read a block at a time; every row when a column holds Python objects."""
+    samples = []
+    for block in parquet_blocks(path, BLOCK_ROWS):
+        frame = block.to_pandas()
+        if any(dtype.kind == "O" for dtype in frame.dtypes):  # MLflow looks at each value
+            return parquet_rows(path), pd.read_parquet(path)
+        samples.append(schema_rows(frame))
+    return parquet_rows(path), pd.concat(samples, ignore_index=True)
 
 
 def schema_rows(frame: pd.DataFrame) -> pd.DataFrame:

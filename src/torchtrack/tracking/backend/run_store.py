@@ -120,13 +120,12 @@ class RunStore:
         is refused as a duplicate key, its whole call rolled back. The second try then finds
         the dataset and links the run to it.
         """
-        import pandas as pd
         from mlflow.exceptions import MlflowException
 
         from torchtrack.tracking.backend.datasets import split_inputs
 
-        splits = {split: pd.read_parquet(path) for split, path in split_files.items()}
-        datasets = split_inputs(splits, Path(prepared_dir), md5, target)
+        files = {split: Path(path) for split, path in split_files.items()}
+        datasets = split_inputs(files, Path(prepared_dir), md5, target)
         try:
             self.client.log_inputs(run_id, datasets=datasets)
         except MlflowException as exc:
