@@ -6,6 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from torchtrack import tables
 from torchtrack.errors import DataError
 from torchtrack.tables import read_csv
 
@@ -26,6 +27,18 @@ def test_a_file_not_in_utf8_is_read_and_says_so(tmp_path, capsys):
     read_csv(path)
     err = capsys.readouterr().err
     assert "is not UTF-8; read it as cp1252" in err and "columns separated by ';'" in err
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "cp1252", "utf-16"])
+def test_the_file_is_judged_and_read_whole_a_few_bytes_at_a_time(tmp_path, monkeypatch, encoding):
+    """The encoding is judged on every byte, not the first chunk's (a non-UTF-8 byte on the last
+    line), and a character cut by a chunk's end still reads: the file is never held as text."""
+    monkeypatch.setattr(tables, "READ_CHUNK", 3)
+    rows = pd.concat([ROWS.assign(city="Bern")] * 40 + [ROWS], ignore_index=True)  # Zürich comes last
+    path = tmp_path / "rows.csv"
+    rows.to_csv(path, index=False, encoding=encoding)
+    pd.testing.assert_frame_equal(read_csv(path), rows)
+    assert tables.file_encoding(path, quiet=True) == (encoding if encoding != "utf-8" else "utf-8-sig", True)
 
 
 def test_header_names_are_trimmed_and_question_marks_are_gaps(tmp_path):

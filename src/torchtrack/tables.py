@@ -8,8 +8,8 @@ evaluate and `torchtrack predict` stream Parquet files through `parquet_blocks`.
 
 from __future__ import annotations
 
+import codecs
 import csv
-import io
 import re
 import sys
 from collections.abc import Iterator
@@ -27,6 +27,7 @@ DELIMITERS = ",;\t|"  # tried in this order; the first that splits every sampled
 ENCODINGS = ("utf-8-sig", "cp1252", "latin-1")  # utf-8 (with or without a BOM), then Windows, then any byte
 MISSING_MARKERS = ["?"]  # gaps on top of pandas' own: an empty cell, NA, NaN, null, n/a, ...
 SAMPLE_LINES = 50  # lines the delimiter is judged on
+READ_CHUNK = 1 << 20  # bytes of a CSV file decoded at a time, to judge its encoding
 # parquet_blocks reads a column chunk through a buffer of this many bytes, page by page, rather
 # than pre-buffering whole row groups (pyarrow's default: ~80 MB per 1M-row group of 16 floats,
 # several read ahead, 660 MB peak to stream a 7M-row split against 190 MB so, and slower).
@@ -51,23 +52,44 @@ def note(message: str) -> None:
     print(f"torchtrack: {message}", file=sys.stderr, flush=True)
 
 
-def decode(raw: bytes, path: Path, quiet: bool = False) -> str:
-    """The text of a file's bytes in the first encoding of ENCODINGS (UTF-16 by its BOM) that
-    reads it; a note unless it is UTF-8 or `quiet`."""
-    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return raw.decode("utf-16")
-    kind = next((kind for magic, kind in BINARY_KINDS.items() if raw.startswith(magic)), None)
-    if kind is not None or b"\x00" in raw[:4096]:
-        raise DataError(f"{path}: not a CSV file (it looks like {kind or 'binary data'})")
-    for encoding in ENCODINGS:
+def file_encoding(path: Path, quiet: bool = False) -> tuple[str, bool]:
+    """(the first encoding of ENCODINGS, UTF-16 by its BOM, that reads every byte of the file at
+    `path`, whether the file holds anything but white space); a note unless it is UTF-8 or
+    `quiet`. Read READ_CHUNK bytes at a time: memory does not grow with the file."""
+    with path.open("rb") as file:
+        head = file.read(4096)
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        candidates: tuple[str, ...] = ("utf-16",)
+    else:
+        kind = next((kind for magic, kind in BINARY_KINDS.items() if head.startswith(magic)), None)
+        if kind is not None or b"\x00" in head:
+            raise DataError(f"{path}: not a CSV file (it looks like {kind or 'binary data'})")
+        candidates = ENCODINGS
+    for encoding in candidates:
+        decoder = codecs.getincrementaldecoder(encoding)()
+        blank = True
         try:
-            text = raw.decode(encoding)
+            with path.open("rb") as file:
+                while chunk := file.read(READ_CHUNK):
+                    text = decoder.decode(chunk)  # every chunk: an undecodable byte may come last
+                    blank = blank and not text.strip()
+                blank = blank and not decoder.decode(b"", final=True).strip()
         except UnicodeDecodeError:
             continue
-        if encoding != ENCODINGS[0] and not quiet:
+        if encoding not in ("utf-16", ENCODINGS[0]) and not quiet:
             note(f"{path} is not UTF-8; read it as {encoding}")
-        return text
-    raise AssertionError("latin-1 decodes any bytes")
+        return encoding, not blank
+    raise DataError(f"{path}: not readable as UTF-16, which its first bytes announce")
+
+
+def head_text(path: Path, encoding: str) -> str:
+    """The file's first SAMPLE_LINES lines and more (its whole text when it has fewer)."""
+    decoder = codecs.getincrementaldecoder(encoding)()
+    text = ""
+    with path.open("rb") as file:
+        while len(text.splitlines()) <= SAMPLE_LINES + 1 and (chunk := file.read(READ_CHUNK)):
+            text += decoder.decode(chunk)
+    return text
 
 
 def sniff_delimiter(text: str) -> str:
@@ -94,17 +116,17 @@ def read_csv(path: str | Path, what: str = "CSV file", as_written: bool = False)
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: {what} not found")
-    raw = path.read_bytes()
-    text = decode(raw, path, quiet=as_written)
-    if not text.strip():
+    encoding, has_text = file_encoding(path, quiet=as_written)
+    if not has_text:
         raise DataError(f"{path}: the {what} is empty")
-    delimiter = sniff_delimiter(text)
+    delimiter = sniff_delimiter(head_text(path, encoding))
+    # Parsed from the file, a block at a time (pandas' C parser): memory holds the table, not its text.
+    options = {"sep": delimiter, "encoding": encoding, "skipinitialspace": True}
     try:
-        rows = io.StringIO(text)
         if as_written:
-            frame = pd.read_csv(rows, sep=delimiter, dtype=str, na_filter=False, skipinitialspace=True)
+            frame = pd.read_csv(path, dtype=str, na_filter=False, **options)
         else:
-            frame = pd.read_csv(rows, sep=delimiter, na_values=MISSING_MARKERS, skipinitialspace=True)
+            frame = pd.read_csv(path, na_values=MISSING_MARKERS, **options)
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the {what} is empty") from None
     except (pd.errors.ParserError, ValueError) as exc:
