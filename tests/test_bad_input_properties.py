@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from torchtrack.cli import main
 from torchtrack.config import Config, DataConfig, config_from_dict, load_config
-from torchtrack.data import load_csv
+from torchtrack.data import load_table
 from torchtrack.errors import ConfigError, DataError
 from torchtrack.preprocessing import Preprocessor, drop_missing_target
 
@@ -146,7 +146,7 @@ def test_the_csv_reader_and_preprocessing_make_finite_features_or_name_the_probl
     else:
         path.write_text(content)
     try:
-        frame, chosen = load_csv(path, target)
+        frame, chosen = load_table(path, target)
         frame, _ = drop_missing_target(frame, chosen)
         prepared = Preprocessor.fit(frame, chosen, DataConfig(source="csv")).transform(frame)
     except DataError as error:

@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader
 from torchtrack.data import (
     SYNTHETIC_TARGET,
     Scaler,
-    load_csv,
+    load_table,
     make_synthetic,
     read_split,
     split_indices,
@@ -160,7 +160,7 @@ def test_scaler_save_load_round_trip(tmp_path):
     assert Scaler.load(tmp_path / "scaler.json") == scaler
 
 
-# load_csv
+# load_table
 
 
 def write_csv(tmp_path, text: str):
@@ -169,14 +169,14 @@ def write_csv(tmp_path, text: str):
     return path
 
 
-def test_load_csv_target_defaults_to_last_column(tmp_path):
-    frame, target = load_csv(write_csv(tmp_path, "a,b,c\n1,2,3\n4,5,6\n"))
+def test_load_table_target_defaults_to_last_column(tmp_path):
+    frame, target = load_table(write_csv(tmp_path, "a,b,c\n1,2,3\n4,5,6\n"))
     assert target == "c"
     assert frame.shape == (2, 3)
 
 
-def test_load_csv_named_target(tmp_path):
-    _, target = load_csv(write_csv(tmp_path, "a,b,c\n1,2,3\n4,5,6\n"), target="a")
+def test_load_table_named_target(tmp_path):
+    _, target = load_table(write_csv(tmp_path, "a,b,c\n1,2,3\n4,5,6\n"), target="a")
     assert target == "a"
 
 
@@ -192,18 +192,18 @@ def test_load_csv_named_target(tmp_path):
         pytest.param("a,b\n1,2\n3,4,5,6\n", None, ["not a readable CSV file"], id="ragged"),
     ],
 )
-def test_load_csv_rejects_bad_input_naming_the_problem(tmp_path, text, target, expected_fragments):
+def test_load_table_rejects_bad_input_naming_the_problem(tmp_path, text, target, expected_fragments):
     with pytest.raises(DataError) as excinfo:
-        load_csv(write_csv(tmp_path, text), target)
+        load_table(write_csv(tmp_path, text), target)
     message = str(excinfo.value)
     for fragment in expected_fragments:
         assert fragment in message, f"{fragment!r} not in {message!r}"
 
 
-def test_load_csv_missing_file_names_the_path(tmp_path):
+def test_load_table_missing_file_names_the_path(tmp_path):
     missing = tmp_path / "nowhere.csv"
     with pytest.raises(DataError, match="not found") as excinfo:
-        load_csv(missing)
+        load_table(missing)
     assert str(missing) in str(excinfo.value)
 
 

@@ -3,12 +3,14 @@ trimmed, and a file that is no CSV named as what it looks like, in one line."""
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import pytest
 
 from torchtrack import tables
 from torchtrack.errors import DataError
-from torchtrack.tables import read_csv
+from torchtrack.tables import read_csv, read_table
 
 ROWS = pd.DataFrame({"city": ["Zürich", "Nîmes"], "size": [1.5, 2.0], "y": [3, 4]})
 
@@ -84,3 +86,45 @@ def test_a_file_that_is_not_a_readable_table_gets_one_line_naming_it(tmp_path, c
         read_csv(path)
     assert str(excinfo.value).startswith(f"{path}: ") and message in str(excinfo.value)
     assert "\n" not in str(excinfo.value)
+
+
+def test_a_parquet_file_or_a_folder_of_files_reads_as_one_table_in_name_order(tmp_path):
+    rows = pd.DataFrame({" x ": [1.0, 2.0, 3.0, 4.0, 5.0], "city": list("abcde"), "y": [1, 2, 3, 4, 5]})
+    rows.iloc[:2].to_csv(tmp_path / "01-first.csv", index=False, sep=";")
+    rows.iloc[2:4].to_parquet(tmp_path / "02-second.parquet", index=False)
+    rows.iloc[4:].to_csv(tmp_path / "03-third.csv", index=False)
+    (tmp_path / "notes.txt").write_text("not a table")
+    (tmp_path / ".hidden.csv").write_text("x,city,y\n9,z,9\n")
+    trimmed = rows.rename(columns={" x ": "x"})
+    second = trimmed.iloc[2:4].reset_index(drop=True)
+    pd.testing.assert_frame_equal(read_table(tmp_path / "02-second.parquet"), second)
+    pd.testing.assert_frame_equal(read_table(tmp_path), trimmed)
+
+
+@pytest.mark.parametrize(
+    ("second", "message"),
+    [
+        ("x,y\n3,4\n", "second.csv: its columns are not those of first.csv (missing: 'city')"),
+        ("city,x,y\na,3,4\n", "second.csv: its columns are not those of first.csv (in another order)"),
+        ("x,city,y\nthree,c,3\n", "second.csv: column 'x' holds text, where first.csv holds numbers"),
+    ],
+    ids=["missing-column", "order", "type"],
+)
+def test_a_folder_whose_files_disagree_names_the_file_and_the_column(tmp_path, second, message):
+    (tmp_path / "first.csv").write_text("x,city,y\n1,a,1\n2,b,2\n")
+    (tmp_path / "second.csv").write_text(second)
+    with pytest.raises(DataError, match="^" + re.escape(f"{tmp_path / message}") + "$"):
+        read_table(tmp_path)
+
+
+def test_an_empty_folder_or_a_damaged_parquet_file_gets_one_line(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "cut.parquet").write_bytes(b"PAR1 cut short")
+    for path, message in [
+        (tmp_path / "empty", "a folder with no .csv or .parquet file in it"),
+        (tmp_path / "cut.parquet", "not a readable Parquet file"),
+    ]:
+        with pytest.raises(DataError) as excinfo:
+            read_table(path)
+        assert str(excinfo.value).startswith(f"{path}: ") and message in str(excinfo.value)
+        assert "\n" not in str(excinfo.value)

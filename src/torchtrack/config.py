@@ -58,7 +58,8 @@ class DataConfig:
 
     source: Source = "synthetic"
     family: Family = "tanh_plus_x"  # synthetic target rule
-    path: Text | None = "data/raw/example.csv"  # CSV file, when source is csv (a dependency of prepare)
+    # when source is csv: a CSV or Parquet file, or a folder of them (a dependency of prepare)
+    path: Text | None = "data/raw/example.csv"
     target: Text | None = None  # CSV target column; None means the last column
     n_samples: Int = Field(default=50000, ge=10)  # synthetic rows
     n_features: Int = Field(default=8, ge=1)  # synthetic feature columns (line: always 1)
@@ -294,4 +295,5 @@ def _check_across_keys(config: Config, source: str) -> None:
     if data.target is not None and data.target in named:
         raise ConfigError(f"{source}: the target {data.target!r} cannot be in data.{named[data.target]}")
     if data.source == "csv" and not data.path:
-        raise ConfigError(f"{source}: data.path must name a CSV file when data.source is csv")
+        what = "a CSV or Parquet file, or a folder of them"
+        raise ConfigError(f"{source}: data.path must name {what} when data.source is csv")

@@ -91,19 +91,20 @@ class Scaler:
         return cls(**read_json(path))
 
 
-def load_csv(path: str | Path, target: str | None = None) -> tuple[pd.DataFrame, str]:
-    """Read a CSV (tables.read_csv: any common delimiter and encoding); return it and the
-    target column (default: the last column). Its values are checked as preprocessing reads them."""
-    from torchtrack.tables import read_csv
+def load_table(path: str | Path, target: str | None = None) -> tuple[pd.DataFrame, str]:
+    """Read a CSV file (any common delimiter and encoding), a Parquet file or a folder of them
+    (tables.read_table); return it and the target column (default: the last column). Its values
+    are checked as preprocessing reads them."""
+    from torchtrack.tables import read_table
 
-    frame = read_csv(path)
+    frame = read_table(path)
     if frame.shape[1] < 2:
         raise DataError(
             f"{path}: needs at least one feature column and a target column, found {frame.shape[1]} column(s)"
             " (columns are separated by one of , ; tab |)"
         )
     if len(frame) == 0:
-        raise DataError(f"{path}: the CSV file has a header but no rows")
+        raise DataError(f"{path}: the table has a header but no rows")
     target = frame.columns[-1] if target is None else target.strip()
     if target not in frame.columns:
         raise DataError(
@@ -169,7 +170,7 @@ def load_source(config: DataConfig, seed: int) -> tuple[pd.DataFrame, str, Synth
         )
         return frame, SYNTHETIC_TARGET, truth
     if config.source == "csv":
-        return (*load_csv(config.path, config.target), None)
+        return (*load_table(config.path, config.target), None)
     if config.source == "diabetes":
         return (*load_diabetes(), None)
     raise unknown("data source", config.source, Source)

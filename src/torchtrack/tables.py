@@ -1,9 +1,9 @@
 """Reading tables: a user's CSV file (its encoding and delimiter found, header names trimmed,
-one line naming the problem when it is not a table the pipeline can read), and a Parquet file
-a block of rows at a time.
+one line naming the problem when it is not a table the pipeline can read), a Parquet file, or a
+folder of them as one table; and a Parquet file a block of rows at a time.
 
-prepare reads the training table through `read_csv`, and `torchtrack predict` its input rows;
-evaluate and `torchtrack predict` stream Parquet files through `parquet_blocks`.
+prepare reads the training table through `read_table`, and `torchtrack predict` its input rows
+through `read_csv`; evaluate and `torchtrack predict` stream Parquet files through `parquet_blocks`.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ DELIMITERS = ",;\t|"  # tried in this order; the first that splits every sampled
 ENCODINGS = ("utf-8-sig", "cp1252", "latin-1")  # utf-8 (with or without a BOM), then Windows, then any byte
 MISSING_MARKERS = ["?"]  # gaps on top of pandas' own: an empty cell, NA, NaN, null, n/a, ...
 SAMPLE_LINES = 50  # lines the delimiter is judged on
+TABLE_SUFFIXES = {".csv", ".parquet"}  # the files of a folder read_table reads
 READ_CHUNK = 1 << 20  # bytes of a CSV file decoded at a time, to judge its encoding
 # parquet_blocks reads a column chunk through a buffer of this many bytes, page by page, rather
 # than pre-buffering whole row groups (pyarrow's default: ~80 MB per 1M-row group of 16 floats,
@@ -138,6 +139,60 @@ def read_csv(path: str | Path, what: str = "CSV file", as_written: bool = False)
     if delimiter != "," and not as_written:
         note(f"{path}: columns separated by {delimiter!r}")
         read_decimal_commas(frame, path)
+    return frame
+
+
+def read_table(path: str | Path, what: str = "CSV file") -> pd.DataFrame:
+    """The table at `path`: a CSV file (`read_csv`), a Parquet file (`.parquet`), or a folder of
+    them, read in the order of their names as one table (hidden files and others skipped). Each
+    file of a folder must have the first one's columns, in its order, and in each column numbers
+    where it has numbers; DataError in one line naming the file and the column otherwise."""
+    path = Path(path)
+    if not path.is_dir():
+        return _read_one(path, what)
+    files = sorted(f for f in path.iterdir() if f.suffix in TABLE_SUFFIXES and not f.name.startswith("."))
+    if not files:
+        raise DataError(f"{path}: a folder with no {' or '.join(sorted(TABLE_SUFFIXES))} file in it")
+    frames = [_read_one(files[0], what)]
+    first = frames[0]
+    for file in files[1:]:
+        frame = _read_one(file, what)
+        if list(frame.columns) != list(first.columns):
+            missing = [c for c in first.columns if c not in frame.columns]
+            extra = [c for c in frame.columns if c not in first.columns]
+            difference = "; ".join(
+                f"{label}: {', '.join(map(repr, names))}"
+                for label, names in (("missing", missing), ("extra", extra))
+                if names
+            )
+            raise DataError(
+                f"{file}: its columns are not those of {files[0].name} ({difference or 'in another order'})"
+            )
+        for column in first.columns:
+            if pd.api.types.is_numeric_dtype(frame[column]) != pd.api.types.is_numeric_dtype(first[column]):
+                kinds = {True: "numbers", False: "text"}
+                raise DataError(
+                    f"{file}: column {column!r} holds {kinds[pd.api.types.is_numeric_dtype(frame[column])]}, "
+                    f"where {files[0].name} holds {kinds[pd.api.types.is_numeric_dtype(first[column])]}"
+                )
+        frames.append(frame)
+    if len(frames) > 1:
+        note(f"{path}: {len(frames)} files read as one table")
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else first
+
+
+def _read_one(path: Path, what: str) -> pd.DataFrame:
+    """One CSV (`what` names it in errors) or Parquet file (by its suffix) as a table, header
+    names trimmed."""
+    if path.suffix != ".parquet":
+        return read_csv(path, what)
+    if not path.is_file():
+        raise DataError(f"{path}: Parquet file not found")
+    try:
+        frame = pd.read_parquet(path)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable Parquet file ({' '.join(str(exc).split())})") from None
+    frame.columns = [str(c).strip() for c in frame.columns]
     return frame
 
 

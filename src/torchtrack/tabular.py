@@ -13,7 +13,7 @@ import pyarrow as pa
 import torch
 from torch.utils.data import Dataset
 
-from torchtrack.data import load_csv
+from torchtrack.data import load_table
 from torchtrack.errors import DataError
 from torchtrack.loader import BLOCK_ROWS
 from torchtrack.profiling import timed
@@ -30,7 +30,7 @@ class TabularDataset(Dataset):
     def __init__(self, data: pd.DataFrame | str | Path, target: str | None = None):
         if not isinstance(data, pd.DataFrame):
             path = Path(data)
-            data = pd.read_parquet(path) if path.suffix == ".parquet" else load_csv(path, target)[0]
+            data = pd.read_parquet(path) if path.suffix == ".parquet" else load_table(path, target)[0]
         target = data.columns[-1] if target is None else target
         if target not in data.columns:
             raise DataError(f"target column {target!r} not found")
