@@ -6,10 +6,13 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from torchtrack.config import DataConfig
 from torchtrack.data import (
     SYNTHETIC_TARGET,
     Scaler,
+    StoredRows,
     load_csv,
+    load_source,
     make_synthetic,
     read_split,
     split_indices,
@@ -363,6 +366,24 @@ def test_split_rows_are_the_rows_iloc_takes_and_leave_the_table_without_columns(
     for name in indices:
         pd.testing.assert_frame_equal(got[name], want[name])
     assert frame.shape[1] == 0
+
+
+@pytest.mark.parametrize("family", ["tanh_plus_x", "line", "outliers"])
+def test_synthetic_rows_kept_on_disk_split_as_the_rows_held_in_memory(tmp_path, family):
+    config = DataConfig(family=family, n_samples=3_000, n_features=3)
+    frame, target, truth = load_source(config, seed=4)
+    stored, stored_target, stored_truth = load_source(config, seed=4, folder=tmp_path)
+    assert isinstance(stored, StoredRows) and (stored_target, stored_truth) == (target, truth)
+    names = list(frame.columns)
+    assert stored.columns == names and len(stored) == len(frame)
+    indices = split_indices(len(frame), 0.2, 0.2, seed=1)
+    want, got = split_rows(frame, indices), split_rows(stored, indices)
+    for name in indices:
+        assert got[name].columns == list(want[name].columns) and len(got[name]) == len(want[name])
+        for column in want[name].columns:  # values and row labels, bit for bit
+            pd.testing.assert_series_equal(got[name][column], want[name][column])
+    part = got["test"]
+    assert part.pop("y").name == "y" and part.columns == names[:-1]
 
 
 def test_scaling_a_column_at_a_time_gives_the_bits_of_the_whole_table():

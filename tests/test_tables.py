@@ -1,13 +1,15 @@
 """tables: a user's CSV read whatever its common delimiter and encoding, header names
-trimmed, and a file that is no CSV named as what it looks like, in one line."""
+trimmed, and a file that is no CSV named as what it looks like, in one line; float columns
+kept on disk and read back a column at a time."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from torchtrack.errors import DataError
-from torchtrack.tables import read_csv
+from torchtrack.tables import ColumnFile, read_csv
 
 ROWS = pd.DataFrame({"city": ["Zürich", "Nîmes"], "size": [1.5, 2.0], "y": [3, 4]})
 
@@ -71,3 +73,18 @@ def test_a_file_that_is_not_a_readable_table_gets_one_line_naming_it(tmp_path, c
         read_csv(path)
     assert str(excinfo.value).startswith(f"{path}: ") and message in str(excinfo.value)
     assert "\n" not in str(excinfo.value)
+
+
+def test_columns_written_a_block_of_rows_at_a_time_read_back_whole_or_at_some_rows(tmp_path):
+    X = np.random.default_rng(0).normal(size=(1_000, 3))  # (N, F)
+    table = ColumnFile(tmp_path / "rows.arrow")
+    for start in range(0, len(X), 64):  # blocks that do not divide the rows
+        table.append({name: X[start : start + 64, j] for j, name in enumerate(["a", "b", "c"])})
+    assert (table.names, table.rows) == (["a", "b", "c"], 1_000)
+    assert table.column("b").tobytes() == X[:, 1].tobytes()
+    rows = np.flatnonzero(np.arange(1_000) % 7 == 3)  # ascending, across every block
+    assert table.column("c", rows).tobytes() == X[rows, 2].tobytes()
+    assert table.column("a", np.array([999])).tolist() == [X[999, 0]]
+    assert table.column("a", np.array([], np.int64)).size == 0
+    with pytest.raises(ValueError, match="ascending"):
+        table.column("a", np.array([5, 2]))

@@ -1,9 +1,10 @@
 """Reading tables: a user's CSV file (its encoding and delimiter found, header names trimmed,
-one line naming the problem when it is not a table the pipeline can read), and a Parquet file
-a block of rows at a time.
+one line naming the problem when it is not a table the pipeline can read), a Parquet file
+a block of rows at a time, and a table of float columns kept on disk a column at a time.
 
 prepare reads the training table through `read_csv`, and `torchtrack predict` its input rows;
-evaluate and `torchtrack predict` stream Parquet files through `parquet_blocks`.
+evaluate and `torchtrack predict` stream Parquet files through `parquet_blocks`; prepare keeps
+the synthetic rows it makes in a `ColumnFile`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 
 from torchtrack.errors import DataError
@@ -179,3 +181,59 @@ def parquet_blocks(path: str | Path, rows: int, columns: list[str] | None = None
                 pending, held = table.slice(rows).to_batches(), held - rows
         if held or not yielded:
             yield pa.Table.from_batches(pending, schema)
+
+
+class ColumnFile:
+    """Float64 columns in an Arrow IPC file, written a block of rows at a time and read back a
+    column at a time: memory holds one column of the table, never the table.
+
+        table = ColumnFile(folder / "rows.arrow")
+        for block in blocks:  # name -> values (B,), the same names each time
+            table.append(block)
+        x0 = table.column("x0")  # (N,)
+
+    The file is the caller's to remove (prepare keeps it in a private temporary folder).
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.names: list[str] = []
+        self.rows = 0
+        self._writer: pa.ipc.RecordBatchFileWriter | None = None
+
+    def append(self, block: dict[str, np.ndarray]) -> None:
+        """Add a block of rows, one record batch of the file."""
+        import pyarrow as pa
+
+        batch = pa.record_batch({name: pa.array(values, pa.float64()) for name, values in block.items()})
+        if self._writer is None:
+            self.names = list(block)
+            self._writer = pa.ipc.new_file(str(self.path), batch.schema)
+        self._writer.write_batch(batch)
+        self.rows += batch.num_rows
+
+    def column(self, name: str, rows: np.ndarray | None = None) -> np.ndarray:
+        """One column's values (N,), or its values at `rows` (ascending positions), read from
+        the file a record batch at a time (its writing ends at the first read)."""
+        import pyarrow as pa
+
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if rows is not None and len(rows) > 1 and (rows[1:] < rows[:-1]).any():
+            raise ValueError("ColumnFile.column reads rows in ascending order")
+        values = np.empty(self.rows if rows is None else len(rows))
+        options = pa.ipc.IpcReadOptions(included_fields=[self.names.index(name)])
+        with pa.OSFile(str(self.path)) as file:  # read, not mapped: the pages are not held after
+            reader = pa.ipc.open_file(file, options=options)
+            start = done = 0  # the batch's first row in the file; the values filled
+            for i in range(reader.num_record_batches):
+                part = reader.get_batch(i).column(0).to_numpy()
+                if rows is None:
+                    end = done + len(part)
+                    values[done:end] = part
+                else:  # the rows that fall in this batch
+                    end = done + int(np.searchsorted(rows[done:], start + len(part)))
+                    values[done:end] = part[rows[done:end] - start]
+                start, done = start + len(part), end
+        return values
