@@ -2,6 +2,7 @@
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import torch
 from torch.utils.data import DataLoader
@@ -341,6 +342,17 @@ def test_a_bad_value_in_any_block_is_named_as_the_pandas_read_names_it(tmp_path,
         assert str(streamed.value) == str(error)
     else:  # the last: pandas checks float64 values, so float32's overflow passes as it does there
         assert_same_tensor(TabularDataset.from_parquet(path, block_rows=7).X, TabularDataset(path).X)
+
+
+def test_a_parquet_split_with_a_damaged_page_is_named_by_its_file_and_rows(tmp_path):
+    path = tmp_path / "train.parquet"
+    small_frame(90).to_parquet(path, index=False, row_group_size=30)
+    content = bytearray(path.read_bytes())
+    page = pq.ParquetFile(path).metadata.row_group(2).column(0).data_page_offset
+    content[page : page + 8] = b"\xff" * 8  # a page header no reader can read
+    path.write_bytes(bytes(content))
+    with pytest.raises(DataError, match=r"train\.parquet: rows 61-90 \(row group 3 of 3\) cannot be read \("):
+        TabularDataset.from_parquet(path, block_rows=7)
 
 
 def test_dataloader_over_dataset_yields_batches_of_right_shape():

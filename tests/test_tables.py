@@ -1,15 +1,18 @@
 """tables: a user's CSV read whatever its common delimiter and encoding, header names
-trimmed, and a file that is no CSV named as what it looks like, in one line; float columns
+trimmed, and a file that is no CSV named as what it looks like, in one line;
+a Parquet file damaged or cut short named with the rows that cannot be read; float columns
 kept on disk and read back a column at a time."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from torchtrack.errors import DataError
-from torchtrack.tables import ColumnFile, read_csv
+from torchtrack.tables import ColumnFile, parquet_blocks, parquet_columns, parquet_rows, read_csv
 
 ROWS = pd.DataFrame({"city": ["Zürich", "Nîmes"], "size": [1.5, 2.0], "y": [3, 4]})
 
@@ -73,6 +76,39 @@ def test_a_file_that_is_not_a_readable_table_gets_one_line_naming_it(tmp_path, c
         read_csv(path)
     assert str(excinfo.value).startswith(f"{path}: ") and message in str(excinfo.value)
     assert "\n" not in str(excinfo.value)
+
+
+def parquet_of_four_row_groups(path):
+    """100 rows of a and y in row groups of 25 rows: (path, the file's bytes, its footer)."""
+    frame = pd.DataFrame({"a": np.arange(100.0), "y": np.arange(100.0) * 2})
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path, row_group_size=25)
+    return path.read_bytes(), pq.ParquetFile(path).metadata
+
+
+def test_a_parquet_file_cut_short_is_named_in_one_line(tmp_path):
+    path = tmp_path / "rows.parquet"
+    content, _ = parquet_of_four_row_groups(path)
+    path.write_bytes(content[: len(content) // 2])  # its footer gone
+    for read in (parquet_rows, parquet_columns, lambda p: list(parquet_blocks(p, 10))):
+        with pytest.raises(DataError) as excinfo:
+            read(path)
+        assert str(excinfo.value).startswith(f"{path}: not a readable Parquet file (")
+        assert "\n" not in str(excinfo.value)
+
+
+@pytest.mark.parametrize("rows", [10, 1_000])  # blocks within a row group, and across all of them
+def test_a_damaged_page_of_a_parquet_file_is_named_by_its_rows(tmp_path, rows):
+    path = tmp_path / "rows.parquet"
+    content, footer = parquet_of_four_row_groups(path)
+    damaged = bytearray(content)
+    page = footer.row_group(2).column(1).data_page_offset  # y's first page in the third row group
+    damaged[page : page + 8] = b"\xff" * 8  # a page header no reader can read
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(DataError) as excinfo:
+        list(parquet_blocks(path, rows))
+    assert str(excinfo.value).startswith(f"{path}: rows 51-75 (row group 3 of 4) cannot be read (")
+    assert "\n" not in str(excinfo.value)
+    assert sum(block.num_rows for block in parquet_blocks(path, rows, ["a"])) == 100  # a's pages are whole
 
 
 def test_columns_written_a_block_of_rows_at_a_time_read_back_whole_or_at_some_rows(tmp_path):

@@ -24,6 +24,7 @@ from torchtrack.errors import DataError
 
 if TYPE_CHECKING:
     import pyarrow as pa
+    import pyarrow.parquet as pq
 
 DELIMITERS = ",;\t|"  # tried in this order; the first that splits every sampled line alike wins
 ENCODINGS = ("utf-8-sig", "cp1252", "latin-1")  # utf-8 (with or without a BOM), then Windows, then any byte
@@ -141,16 +142,23 @@ def read_decimal_commas(frame: pd.DataFrame, path: Path) -> None:
 
 def parquet_rows(path: str | Path) -> int:
     """The rows of a Parquet file, from its footer: nothing else is read."""
-    import pyarrow.parquet as pq
-
-    return pq.ParquetFile(path).metadata.num_rows
+    return open_parquet(path).metadata.num_rows
 
 
 def parquet_columns(path: str | Path) -> list[str]:
     """The column names of a Parquet file, in order, from its footer."""
+    return open_parquet(path).schema_arrow.names
+
+
+def open_parquet(path: str | Path, **options: object) -> pq.ParquetFile:
+    """`pyarrow.parquet.ParquetFile(path, **options)`: its footer read; DataError in one line
+    naming the file when it cannot be (cut short, or not a Parquet file)."""
     import pyarrow.parquet as pq
 
-    return pq.ParquetFile(path).schema_arrow.names
+    try:
+        return pq.ParquetFile(path, **options)
+    except (OSError, ValueError) as exc:  # pyarrow's errors: OSError (IOError) or ValueError (ArrowInvalid)
+        raise DataError(f"{path}: not a readable Parquet file ({_one_line(exc)})") from None
 
 
 def parquet_blocks(path: str | Path, rows: int, columns: list[str] | None = None) -> Iterator[pa.Table]:
@@ -159,19 +167,19 @@ def parquet_blocks(path: str | Path, rows: int, columns: list[str] | None = None
 
     Read a record batch at a time, so memory holds about two blocks whatever the file's size.
     The blocks start at the same rows however the file was cut into row groups, so that
-    what is computed a block at a time (a model's batches, say) is too.
+    what is computed a block at a time (a model's batches, say) is too. A file damaged or cut
+    short ends in a DataError naming it and the rows (the row group) that cannot be read.
     """
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    with pq.ParquetFile(path, buffer_size=PARQUET_READ_BUFFER, pre_buffer=False) as file:
+    with open_parquet(path, buffer_size=PARQUET_READ_BUFFER, pre_buffer=False) as file:
         schema = file.schema_arrow
         if columns is not None:
             schema = pa.schema([schema.field(name) for name in columns])
         pending: list[pa.RecordBatch] = []  # read, not yet handed out: fewer than `rows` rows
         held = 0
         yielded = False
-        for batch in file.iter_batches(batch_size=rows, columns=columns):
+        for batch in _batches(file, path, rows, columns):
             pending.append(batch)
             held += batch.num_rows
             while held >= rows:
@@ -181,6 +189,33 @@ def parquet_blocks(path: str | Path, rows: int, columns: list[str] | None = None
                 pending, held = table.slice(rows).to_batches(), held - rows
         if held or not yielded:
             yield pa.Table.from_batches(pending, schema)
+
+
+def _batches(
+    file: pq.ParquetFile, path: str | Path, rows: int, columns: list[str] | None
+) -> Iterator[pa.RecordBatch]:
+    """`file.iter_batches`, a row group at a time: a page that cannot be read is named by its
+    row group and that group's rows."""
+    groups = file.metadata.num_row_groups
+    first = 0  # the group's first row in the file
+    for group in range(groups):
+        size = file.metadata.row_group(group).num_rows
+        batches = file.iter_batches(batch_size=rows, row_groups=[group], columns=columns)
+        while True:
+            try:
+                batch = next(batches, None)
+            except (OSError, ValueError) as exc:
+                where = f"rows {first + 1}-{first + size} (row group {group + 1} of {groups})"
+                raise DataError(f"{path}: {where} cannot be read ({_one_line(exc)})") from None
+            if batch is None:
+                break
+            yield batch
+        first += size
+
+
+def _one_line(exc: Exception) -> str:
+    """An exception's message on one line."""
+    return " ".join(str(exc).split())
 
 
 class ColumnFile:
