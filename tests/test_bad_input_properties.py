@@ -168,8 +168,12 @@ def test_the_csv_reader_and_preprocessing_make_finite_features_or_name_the_probl
         ("a,y\n\x00\x01,2\n", "not a CSV file (it looks like binary data)"),
         ("a,y\n1,\n2,\n3,\n", "target column 'y' has no values"),
         ("a,y\n1,2\n2,x\n3,4\n", "target column 'y', row 2: 'x' is not a number"),
+        ("a,b,y\n1,2,3\n4,5,6\n7,8,9\n1,2", "row 4 has 2 of 3 fields and ends the file without a line break"),
     ],
-    ids=["missing-target", "infinite", "ragged", "too-few", "binary", "all-missing-target", "text-target"],
+    ids=[
+        *["missing-target", "infinite", "ragged", "too-few", "binary", "all-missing-target", "text-target"],
+        "cut-short",
+    ],
 )
 def test_a_prepare_stage_stopped_by_bad_csv_leaves_no_output_and_no_run(workdir, capsys, content, named):
     (workdir / "input.csv").write_text(content)

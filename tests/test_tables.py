@@ -1,5 +1,5 @@
 """tables: a user's CSV read whatever its common delimiter and encoding, header names
-trimmed, and a file that is no CSV named as what it looks like, in one line;
+trimmed, and a file that is no CSV (or is cut short) named as what it looks like, in one line;
 a Parquet file damaged or cut short named with the rows that cannot be read; float columns
 kept on disk and read back a column at a time."""
 
@@ -66,8 +66,14 @@ def test_a_quoted_comma_in_a_comma_file_stays_text(tmp_path):
         (b"a,b\n\x00\x01\x02,3\n", "not a CSV file (it looks like binary data)"),
         (b"a,b\n1,2\n3,4,5\n", "not a readable CSV file"),
         (b"a,a \n1,2\n", "column name(s) used twice: 'a'"),
+        (b"a,b,y\n1,2,3\n4,5", "row 2 has 2 of 3 fields and ends the file without a line break"),
+        (b"a;b;y\r\n1;2;3\r\n4", "row 2 has 1 of 3 fields and ends the file without a line break"),
+        (b'a,b,y\n1,2,3\n"4","5', "EOF inside string starting at row 2"),
     ],
-    ids=["empty", "blank", "parquet", "xlsx", "binary", "ragged", "repeated-header"],
+    ids=[
+        *["empty", "blank", "parquet", "xlsx", "binary", "ragged", "repeated-header"],
+        *["cut-short", "cut-short-crlf", "cut-short-quoted"],
+    ],
 )
 def test_a_file_that_is_not_a_readable_table_gets_one_line_naming_it(tmp_path, content, message):
     path = tmp_path / "rows.csv"
@@ -76,6 +82,12 @@ def test_a_file_that_is_not_a_readable_table_gets_one_line_naming_it(tmp_path, c
         read_csv(path)
     assert str(excinfo.value).startswith(f"{path}: ") and message in str(excinfo.value)
     assert "\n" not in str(excinfo.value)
+
+
+def test_a_short_last_row_with_a_line_break_after_it_is_read_with_gaps(tmp_path):
+    path = tmp_path / "rows.csv"
+    path.write_text("a,b,y\n1,2,3\n4,5\n")  # ended as written: its missing cells are gaps
+    assert read_csv(path)["y"].isna().tolist() == [False, True]
 
 
 def parquet_of_four_row_groups(path):

@@ -79,6 +79,8 @@ def sniff_delimiter(text: str) -> str:
     lines = text.splitlines()[: SAMPLE_LINES + 1]
     if len(lines) > SAMPLE_LINES:
         lines = lines[:-1]  # the sample's last line may continue past it (a quoted newline)
+    elif len(lines) > 1 and not text.endswith(("\n", "\r")):
+        lines = lines[:-1]  # the file's last line may be cut short (`check_last_row` names it)
     best, best_fields = ",", 1
     for delimiter in DELIMITERS:
         widths = {len(row) for row in csv.reader(lines, delimiter=delimiter) if row}
@@ -89,7 +91,7 @@ def sniff_delimiter(text: str) -> str:
 
 def read_csv(path: str | Path, what: str = "CSV file", as_written: bool = False) -> pd.DataFrame:
     """The table in `path`, every header name trimmed of spaces; DataError in one line if it
-    cannot be read (missing, empty, binary, ragged, a header repeated).
+    cannot be read (missing, empty, binary, ragged, cut short, a header repeated).
 
     `as_written`: every cell the text the file holds (`NA`, `50`, `007` and an empty cell kept
     as they are), for columns passed through untouched; the notes a first read printed are
@@ -112,6 +114,7 @@ def read_csv(path: str | Path, what: str = "CSV file", as_written: bool = False)
         raise DataError(f"{path}: the {what} is empty") from None
     except (pd.errors.ParserError, ValueError) as exc:
         raise DataError(f"{path}: not a readable CSV file ({' '.join(str(exc).split())})") from None
+    check_last_row(text, delimiter, frame, path)
     frame.columns = [str(c).strip() for c in frame.columns]
     repeated = sorted({c for c in frame.columns if list(frame.columns).count(c) > 1})
     if repeated:
@@ -120,6 +123,22 @@ def read_csv(path: str | Path, what: str = "CSV file", as_written: bool = False)
         note(f"{path}: columns separated by {delimiter!r}")
         read_decimal_commas(frame, path)
     return frame
+
+
+def check_last_row(text: str, delimiter: str, frame: pd.DataFrame, path: Path) -> None:
+    """DataError naming the file and the row when the file ends inside its last row: a line
+    with fewer fields than the header and no line break after it, what a copy or download cut
+    short leaves (pandas would read the missing cells as gaps). A line with quotes is let be:
+    it may end a quoted value that began lines above."""
+    if not frame.shape[0] or text.endswith(("\n", "\r")):
+        return
+    last = text[max(text.rfind("\n"), text.rfind("\r")) + 1 :]
+    fields = len(last.split(delimiter))
+    if last.strip() and '"' not in last and fields < frame.shape[1]:
+        raise DataError(
+            f"{path}: row {frame.shape[0]} has {fields} of {frame.shape[1]} fields and ends the file"
+            " without a line break: the file looks cut short"
+        )
 
 
 def read_decimal_commas(frame: pd.DataFrame, path: Path) -> None:
