@@ -14,7 +14,13 @@ from torchtrack import portable
 from torchtrack.config import Config
 from torchtrack.data import load_source, split_indices, split_rows, write_splits
 from torchtrack.files import write_json
-from torchtrack.paths import COLUMNS_FILE, PREPARE_METRICS, PREPARED_DIR, PREPROCESSING_FILE
+from torchtrack.paths import (
+    COLUMNS_FILE,
+    PREPARE_METRICS,
+    PREPARE_SCRATCH_PREFIX,
+    PREPARED_DIR,
+    PREPROCESSING_FILE,
+)
 from torchtrack.preprocessing import ROLES, Preprocessor, drop_missing_target
 from torchtrack.tables import note
 from torchtrack.tracking.hashes import PREPARED_TAG, directory_md5
@@ -24,7 +30,7 @@ from torchtrack.tracking.tracker import Tracker
 def run(config: Config) -> dict[str, float]:
     """Make the splits and their summary; return the summary."""
     # Synthetic rows wait in a private folder, removed at the end, their columns read one at a time.
-    with tempfile.TemporaryDirectory(prefix="torchtrack-prepare-") as folder:
+    with tempfile.TemporaryDirectory(prefix=PREPARE_SCRATCH_PREFIX, dir=".") as folder:
         # Bad input fails here, before any run or output exists.
         frame, target, truth = load_source(config.data, config.seed, Path(folder))
         frame, dropped_rows = drop_missing_target(frame, target)
