@@ -8,6 +8,7 @@ import math
 import string
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
@@ -15,8 +16,9 @@ from hypothesis import strategies as st
 
 from torchtrack.cli import main
 from torchtrack.config import Config, DataConfig, config_from_dict, load_config
-from torchtrack.data import load_table
+from torchtrack.data import Scaler, load_table, make_synthetic, write_splits
 from torchtrack.errors import ConfigError, DataError
+from torchtrack.paths import PREPARED_DIR, split_file
 from torchtrack.preprocessing import Preprocessor, drop_missing_target
 
 SETTINGS = settings(
@@ -166,8 +168,12 @@ def test_the_csv_reader_and_preprocessing_make_finite_features_or_name_the_probl
         ("a,y\n\x00\x01,2\n", "not a CSV file (it looks like binary data)"),
         ("a,y\n1,\n2,\n3,\n", "target column 'y' has no values"),
         ("a,y\n1,2\n2,x\n3,4\n", "target column 'y', row 2: 'x' is not a number"),
+        ("a,b,y\n1,2,3\n4,5,6\n7,8,9\n1,2", "row 4 has 2 of 3 fields and ends the file without a line break"),
     ],
-    ids=["missing-target", "infinite", "ragged", "too-few", "binary", "all-missing-target", "text-target"],
+    ids=[
+        *["missing-target", "infinite", "ragged", "too-few", "binary", "all-missing-target", "text-target"],
+        "cut-short",
+    ],
 )
 def test_a_prepare_stage_stopped_by_bad_csv_leaves_no_output_and_no_run(workdir, capsys, content, named):
     (workdir / "input.csv").write_text(content)
@@ -176,3 +182,22 @@ def test_a_prepare_stage_stopped_by_bad_csv_leaves_no_output_and_no_run(workdir,
     stderr = capsys.readouterr().err
     assert len(stderr.splitlines()) == 1 and named in stderr, stderr
     assert sorted(p.name for p in workdir.iterdir()) == ["input.csv", "params.yaml"]  # no outputs, no store
+
+
+def test_a_train_stage_stopped_by_a_damaged_split_names_its_rows_and_writes_nothing(workdir, capsys):
+    frame, truth = make_synthetic(300, 2, seed=0)
+    scaler = Scaler.fit(frame, "y")
+    parts = {"train": frame.iloc[:200], "val": frame.iloc[200:250], "test": frame.iloc[250:]}
+    write_splits({name: scaler.transform(part) for name, part in parts.items()}, scaler, PREPARED_DIR, truth)
+    split = split_file(PREPARED_DIR, "train")
+    damaged = bytearray(split.read_bytes())
+    page = pq.ParquetFile(split).metadata.row_group(0).column(1).data_page_offset
+    damaged[page : page + 8] = b"\xff" * 8  # a page header no reader can read
+    split.write_bytes(bytes(damaged))
+    (workdir / "params.yaml").write_text(yaml.safe_dump({"seed": 0}))
+    before = sorted(p.relative_to(workdir) for p in workdir.rglob("*"))
+    assert main(["train"]) == 2
+    stderr = capsys.readouterr().err
+    assert len(stderr.splitlines()) == 1, stderr
+    assert f"{split}: rows 1-200 (row group 1 of 1) cannot be read (" in stderr
+    assert sorted(p.relative_to(workdir) for p in workdir.rglob("*")) == before  # no outputs, no store

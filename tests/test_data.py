@@ -2,13 +2,17 @@
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from torchtrack.config import DataConfig
 from torchtrack.data import (
     SYNTHETIC_TARGET,
     Scaler,
+    StoredRows,
+    load_source,
     load_table,
     make_synthetic,
     read_split,
@@ -340,6 +344,17 @@ def test_a_bad_value_in_any_block_is_named_as_the_pandas_read_names_it(tmp_path,
         assert_same_tensor(TabularDataset.from_parquet(path, block_rows=7).X, TabularDataset(path).X)
 
 
+def test_a_parquet_split_with_a_damaged_page_is_named_by_its_file_and_rows(tmp_path):
+    path = tmp_path / "train.parquet"
+    small_frame(90).to_parquet(path, index=False, row_group_size=30)
+    content = bytearray(path.read_bytes())
+    page = pq.ParquetFile(path).metadata.row_group(2).column(0).data_page_offset
+    content[page : page + 8] = b"\xff" * 8  # a page header no reader can read
+    path.write_bytes(bytes(content))
+    with pytest.raises(DataError, match=r"train\.parquet: rows 61-90 \(row group 3 of 3\) cannot be read \("):
+        TabularDataset.from_parquet(path, block_rows=7)
+
+
 def test_dataloader_over_dataset_yields_batches_of_right_shape():
     loader = DataLoader(TabularDataset(small_frame(10)), batch_size=4)
     shapes = [(tuple(X.shape), tuple(y.shape)) for X, y in loader]
@@ -363,6 +378,24 @@ def test_split_rows_are_the_rows_iloc_takes_and_leave_the_table_without_columns(
     for name in indices:
         pd.testing.assert_frame_equal(got[name], want[name])
     assert frame.shape[1] == 0
+
+
+@pytest.mark.parametrize("family", ["tanh_plus_x", "line", "outliers"])
+def test_synthetic_rows_kept_on_disk_split_as_the_rows_held_in_memory(tmp_path, family):
+    config = DataConfig(family=family, n_samples=3_000, n_features=3)
+    frame, target, truth = load_source(config, seed=4)
+    stored, stored_target, stored_truth = load_source(config, seed=4, folder=tmp_path)
+    assert isinstance(stored, StoredRows) and (stored_target, stored_truth) == (target, truth)
+    names = list(frame.columns)
+    assert stored.columns == names and len(stored) == len(frame)
+    indices = split_indices(len(frame), 0.2, 0.2, seed=1)
+    want, got = split_rows(frame, indices), split_rows(stored, indices)
+    for name in indices:
+        assert got[name].columns == list(want[name].columns) and len(got[name]) == len(want[name])
+        for column in want[name].columns:  # values and row labels, bit for bit
+            pd.testing.assert_series_equal(got[name][column], want[name][column])
+    part = got["test"]
+    assert part.pop("y").name == "y" and part.columns == names[:-1]
 
 
 def test_scaling_a_column_at_a_time_gives_the_bits_of_the_whole_table():

@@ -237,6 +237,23 @@ def test_cli_reads_and_writes_parquet(trained_project, tmp_path):
     assert len(pd.read_parquet(tmp_path / "out.parquet")) == 10
 
 
+def test_cli_a_damaged_parquet_input_exits_2_naming_its_rows_and_leaves_the_output(
+    trained_project, tmp_path, capsys
+):
+    trained_project.raw_rows(100).to_parquet(tmp_path / "new.parquet", row_group_size=40)
+    content = bytearray((tmp_path / "new.parquet").read_bytes())
+    page = pq.ParquetFile(tmp_path / "new.parquet").metadata.row_group(1).column(0).data_page_offset
+    content[page : page + 8] = b"\xff" * 8  # a page header no reader can read
+    (tmp_path / "new.parquet").write_bytes(bytes(content))
+    (tmp_path / "out.csv").write_text("the previous predictions\n")
+    argv = ["predict", "--input", str(tmp_path / "new.parquet"), "--output", str(tmp_path / "out.csv")]
+    assert main([*argv, "--model", str(trained_project.model_path)]) == 2
+    stderr = capsys.readouterr().err
+    assert len(stderr.splitlines()) == 1, stderr
+    assert f"{tmp_path / 'new.parquet'}: rows 41-80 (row group 2 of 3) cannot be read (" in stderr
+    assert (tmp_path / "out.csv").read_text() == "the previous predictions\n"
+
+
 def test_cli_bad_columns_exit_2_name_them_and_write_nothing(trained_project, tmp_path):
     trained_project.raw_rows(5).rename(columns={"x1": "x9"}).to_csv(tmp_path / "new.csv", index=False)
     command = [

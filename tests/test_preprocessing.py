@@ -11,8 +11,10 @@ import pandas as pd
 import pytest
 
 from torchtrack.config import DataConfig, config_from_dict
+from torchtrack.data import StoredRows, split_indices, split_rows
 from torchtrack.errors import ConfigError, DataError
 from torchtrack.preprocessing import MISSING, OTHER, Preprocessor, drop_missing_target, scales_target
+from torchtrack.tables import ColumnFile
 
 CSV = DataConfig(source="csv")
 
@@ -142,6 +144,27 @@ def test_consuming_its_rows_transforms_alike_and_lets_each_column_read_go():
     consumed = frame.copy()
     pd.testing.assert_frame_equal(fitted.transform(consumed, consume=True), fitted.transform(frame))
     assert list(consumed.columns) == [c.name for c in fitted.columns if c.role == "dropped"]  # never read
+
+
+def test_rows_kept_on_disk_are_fitted_and_transformed_as_the_same_rows_in_memory(tmp_path):
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame({"a": rng.normal(5, 2, 500), "b": rng.normal(0, 1, 500), "y": rng.normal(0, 1, 500)})
+    frame.loc[[3, 77, 200], "y"] = np.nan  # rows without a target: left out alike
+    features = ColumnFile(tmp_path / "rows.arrow")
+    for start in range(0, 500, 64):
+        features.append({name: frame[name].to_numpy()[start : start + 64] for name in ("a", "b")})
+    stored = StoredRows(features, frame[["y"]].copy())
+    kept, dropped = drop_missing_target(frame, "y")
+    stored_kept, stored_dropped = drop_missing_target(stored, "y")
+    assert dropped == stored_dropped == 3
+    indices = split_indices(len(kept), 0.2, 0.2, seed=0)
+    want, got = split_rows(kept, indices), split_rows(stored_kept, indices)
+    fitted = Preprocessor.fit(want["train"], "y", CSV)
+    assert Preprocessor.fit(got["train"], "y", CSV) == fitted
+    for name in indices:
+        expected = fitted.transform(want[name], consume=True)
+        pd.testing.assert_frame_equal(fitted.transform(got[name], consume=True), expected, check_exact=True)
+        assert got[name].columns == []
 
 
 @pytest.mark.parametrize(("source", "scaled"), [("csv", True), ("diabetes", True), ("synthetic", False)])

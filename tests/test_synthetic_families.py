@@ -122,7 +122,9 @@ def test_rows_drawn_a_block_at_a_time_are_the_rows_of_one_draw(family):
     assert frame["y"].to_numpy().tobytes() == y.tobytes()
 
 
-def test_the_clean_target_of_a_frame_is_that_of_its_rows_at_once():
-    frame, truth = make_synthetic(5_000, 300, 0.3, seed=2)  # several blocks of rows
+def test_the_clean_target_of_its_columns_one_at_a_time_is_that_of_its_rows_at_once():
+    frame, truth = make_synthetic(1_100_000, 3, 0.3, seed=2)  # past one block of 2^20 rows
     features = frame.drop(columns="y")
-    assert truth.clean_target_of(features).tobytes() == truth.clean_target(features.to_numpy()).tobytes()
+    columns = (features[name].to_numpy() for name in features.columns)
+    whole = truth.clean_target(features.to_numpy())
+    assert truth.clean_target_of(columns, len(features)).tobytes() == whole.tobytes()

@@ -1,16 +1,21 @@
 """tables: a user's CSV read whatever its common delimiter and encoding, header names
-trimmed, and a file that is no CSV named as what it looks like, in one line."""
+trimmed, and a file that is no CSV (or is cut short) named as what it looks like, in one line;
+a Parquet file damaged or cut short named with the rows that cannot be read; float columns
+kept on disk and read back a column at a time."""
 
 from __future__ import annotations
 
 import re
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from torchtrack import tables
 from torchtrack.errors import DataError
-from torchtrack.tables import read_csv, read_table
+from torchtrack.tables import ColumnFile, parquet_blocks, parquet_columns, parquet_rows, read_csv, read_table
 
 ROWS = pd.DataFrame({"city": ["Zürich", "Nîmes"], "size": [1.5, 2.0], "y": [3, 4]})
 
@@ -76,8 +81,14 @@ def test_a_quoted_comma_in_a_comma_file_stays_text(tmp_path):
         (b"a,b\n\x00\x01\x02,3\n", "not a CSV file (it looks like binary data)"),
         (b"a,b\n1,2\n3,4,5\n", "not a readable CSV file"),
         (b"a,a \n1,2\n", "column name(s) used twice: 'a'"),
+        (b"a,b,y\n1,2,3\n4,5", "row 2 has 2 of 3 fields and ends the file without a line break"),
+        (b"a;b;y\r\n1;2;3\r\n4", "row 2 has 1 of 3 fields and ends the file without a line break"),
+        (b'a,b,y\n1,2,3\n"4","5', "EOF inside string starting at row 2"),
     ],
-    ids=["empty", "blank", "parquet", "xlsx", "binary", "ragged", "repeated-header"],
+    ids=[
+        *["empty", "blank", "parquet", "xlsx", "binary", "ragged", "repeated-header"],
+        *["cut-short", "cut-short-crlf", "cut-short-quoted"],
+    ],
 )
 def test_a_file_that_is_not_a_readable_table_gets_one_line_naming_it(tmp_path, content, message):
     path = tmp_path / "rows.csv"
@@ -128,3 +139,57 @@ def test_an_empty_folder_or_a_damaged_parquet_file_gets_one_line(tmp_path):
             read_table(path)
         assert str(excinfo.value).startswith(f"{path}: ") and message in str(excinfo.value)
         assert "\n" not in str(excinfo.value)
+
+
+def test_a_short_last_row_with_a_line_break_after_it_is_read_with_gaps(tmp_path):
+    path = tmp_path / "rows.csv"
+    path.write_text("a,b,y\n1,2,3\n4,5\n")  # ended as written: its missing cells are gaps
+    assert read_csv(path)["y"].isna().tolist() == [False, True]
+
+
+def parquet_of_four_row_groups(path):
+    """100 rows of a and y in row groups of 25 rows: (path, the file's bytes, its footer)."""
+    frame = pd.DataFrame({"a": np.arange(100.0), "y": np.arange(100.0) * 2})
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path, row_group_size=25)
+    return path.read_bytes(), pq.ParquetFile(path).metadata
+
+
+def test_a_parquet_file_cut_short_is_named_in_one_line(tmp_path):
+    path = tmp_path / "rows.parquet"
+    content, _ = parquet_of_four_row_groups(path)
+    path.write_bytes(content[: len(content) // 2])  # its footer gone
+    for read in (parquet_rows, parquet_columns, lambda p: list(parquet_blocks(p, 10))):
+        with pytest.raises(DataError) as excinfo:
+            read(path)
+        assert str(excinfo.value).startswith(f"{path}: not a readable Parquet file (")
+        assert "\n" not in str(excinfo.value)
+
+
+@pytest.mark.parametrize("rows", [10, 1_000])  # blocks within a row group, and across all of them
+def test_a_damaged_page_of_a_parquet_file_is_named_by_its_rows(tmp_path, rows):
+    path = tmp_path / "rows.parquet"
+    content, footer = parquet_of_four_row_groups(path)
+    damaged = bytearray(content)
+    page = footer.row_group(2).column(1).data_page_offset  # y's first page in the third row group
+    damaged[page : page + 8] = b"\xff" * 8  # a page header no reader can read
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(DataError) as excinfo:
+        list(parquet_blocks(path, rows))
+    assert str(excinfo.value).startswith(f"{path}: rows 51-75 (row group 3 of 4) cannot be read (")
+    assert "\n" not in str(excinfo.value)
+    assert sum(block.num_rows for block in parquet_blocks(path, rows, ["a"])) == 100  # a's pages are whole
+
+
+def test_columns_written_a_block_of_rows_at_a_time_read_back_whole_or_at_some_rows(tmp_path):
+    X = np.random.default_rng(0).normal(size=(1_000, 3))  # (N, F)
+    table = ColumnFile(tmp_path / "rows.arrow")
+    for start in range(0, len(X), 64):  # blocks that do not divide the rows
+        table.append({name: X[start : start + 64, j] for j, name in enumerate(["a", "b", "c"])})
+    assert (table.names, table.rows) == (["a", "b", "c"], 1_000)
+    assert table.column("b").tobytes() == X[:, 1].tobytes()
+    rows = np.flatnonzero(np.arange(1_000) % 7 == 3)  # ascending, across every block
+    assert table.column("c", rows).tobytes() == X[rows, 2].tobytes()
+    assert table.column("a", np.array([999])).tolist() == [X[999, 0]]
+    assert table.column("a", np.array([], np.int64)).size == 0
+    with pytest.raises(ValueError, match="ascending"):
+        table.column("a", np.array([5, 2]))

@@ -1,10 +1,12 @@
 """Tabular regression data: the sources (synthetic families, a CSV file, scikit-learn's
 diabetes table), splitting and scaling.
 
-prepare uses everything up to `write_splits`; train reads the splits back a block of rows at
-a time (`prepared_split`, `tabular.TabularDataset.from_parquet`, the journal's Dataset
-subclass), and evaluate streams them from their files (`evaluation.score_split`); `read_split`
-reads one whole, as a DataFrame. Nothing here imports torch, which prepare needs for nothing.
+prepare uses everything up to `write_splits`, keeping synthetic rows in a file as they are
+made (`StoredRows`): memory never holds their float64 table whole. train reads the splits back
+a block of rows at a time (`prepared_split`, `tabular.TabularDataset.from_parquet`, the
+journal's Dataset subclass), and evaluate streams them from their files
+(`evaluation.score_split`); `read_split` reads one whole, as a DataFrame. Nothing here imports
+torch, which prepare needs for nothing.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -25,9 +27,11 @@ from torchtrack.files import read_json, write_atomic, write_json
 from torchtrack.paths import PREPROCESSING_FILE, TRUTH_FILE, split_file
 from torchtrack.profiling import timed
 from torchtrack.synthetic import TARGET as SYNTHETIC_TARGET
-from torchtrack.synthetic import SyntheticTruth, make_synthetic
+from torchtrack.synthetic import SyntheticTruth, make_synthetic, write_synthetic
+from torchtrack.tables import ColumnFile, read_table
 
 SPLITS = ("train", "val", "test")
+SYNTHETIC_FILE = "synthetic.arrow"  # in `load_source`'s folder: the synthetic features, until prepare ends
 
 
 @dataclass(frozen=True)
@@ -57,8 +61,9 @@ class Scaler:
             features.append(name)
             if enabled:
                 values = np.asarray(values, np.float64)
-                mean.append(portable.mean(values))  # exactly rounded sums: any CPU
-                std.append(portable.std(values) or 1.0)  # a constant column stays constant
+                centre, spread = portable.mean_std(values)  # exactly rounded sums: any CPU
+                mean.append(centre)
+                std.append(spread or 1.0)  # a constant column stays constant
         if not enabled:
             return cls(features, target, [0.0] * len(features), [1.0] * len(features))
         return cls(features, target, mean, std)
@@ -91,12 +96,49 @@ class Scaler:
         return cls(**read_json(path))
 
 
+class StoredRows:
+    """Rows of a table kept partly on disk: the columns of `frame` in memory, the others in
+    `features` (a `tables.ColumnFile`), read from it at `frame`'s row labels (the rows' places
+    in the file) each time one is asked for, and not kept.
+
+    What prepare reads of a DataFrame: `columns`, `len`, `[name]` (a Series labelled as `frame`)
+    and `pop(name)`; `drop_missing_target` and `split_rows` act on `frame`."""
+
+    def __init__(self, features: ColumnFile, frame: pd.DataFrame):
+        self.features, self.frame = features, frame
+        self.columns = [*features.names, *frame.columns]
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def __getitem__(self, name: str) -> pd.Series:
+        if name in self.frame.columns:
+            return self.frame[name]
+        if name not in self.features.names:
+            raise KeyError(name)
+        rows = self.frame.index
+        return pd.Series(self.features.column(name, rows.to_numpy()), rows, name=name, copy=False)
+
+    def pop(self, name: str) -> pd.Series:
+        """`self[name]`, no longer among the columns."""
+        values = self[name]
+        self.columns.remove(name)
+        if name in self.frame.columns:
+            del self.frame[name]
+        return values
+
+    def with_frame(self, frame: pd.DataFrame) -> StoredRows:
+        """These features at the rows (and with the columns) of `frame`."""
+        return StoredRows(self.features, frame)
+
+
+Rows: TypeAlias = pd.DataFrame | StoredRows  # a table's raw rows, as prepare reads them
+
+
 def load_table(path: str | Path, target: str | None = None) -> tuple[pd.DataFrame, str]:
     """Read a CSV file (any common delimiter and encoding), a Parquet file or a folder of them
     (tables.read_table); return it and the target column (default: the last column). Its values
     are checked as preprocessing reads them."""
-    from torchtrack.tables import read_table
-
     frame = read_table(path)
     if frame.shape[1] < 2:
         raise DataError(
@@ -127,11 +169,14 @@ def split_indices(n_rows: int, val_fraction: float, test_fraction: float, seed: 
     return splits
 
 
-def split_rows(frame: pd.DataFrame, indices: dict[str, np.ndarray]) -> dict[str, pd.DataFrame]:
+def split_rows(frame: Rows, indices: dict[str, np.ndarray]) -> dict[str, Rows]:
     """`frame.iloc[rows]` for each split's `rows` (the table's row labels kept), taken a column
     at a time, each column removed from `frame` once taken: `frame` is left without columns.
     Where `frame` holds its columns apart (`make_synthetic`'s does), each is freed as it goes,
-    so memory holds the table about once, not twice."""
+    so memory holds the table about once, not twice. Of `StoredRows`, the columns in memory
+    are taken so, and those on disk are read when a split's are asked for."""
+    if isinstance(frame, StoredRows):
+        return {name: frame.with_frame(part) for name, part in split_rows(frame.frame, indices).items()}
     columns = frame.columns
     if frame.index.equals(pd.RangeIndex(len(frame))):  # the labels are the positions: share them
         labels = {name: pd.Index(rows, copy=False) for name, rows in indices.items()}
@@ -154,21 +199,30 @@ def load_diabetes() -> tuple[pd.DataFrame, str]:
     return frame, "target"
 
 
-def load_source(config: DataConfig, seed: int) -> tuple[pd.DataFrame, str, SyntheticTruth | None]:
-    """The raw rows named by `config`: (frame, target column, synthetic truth or None)."""
+def load_source(
+    config: DataConfig, seed: int, folder: Path | None = None
+) -> tuple[Rows, str, SyntheticTruth | None]:
+    """The raw rows named by `config`: (rows, target column, synthetic truth or None). With a
+    `folder`, synthetic features go to a file there as they are made (`StoredRows`, the target
+    in memory); otherwise every table is a DataFrame."""
     if config.source == "synthetic":
-        frame, truth = make_synthetic(
-            config.n_samples,
-            config.n_features,
-            config.noise_std,
-            seed,
-            config.family,
-            scaled_tanh_a=config.scaled_tanh_a,
-            scaled_tanh_b=config.scaled_tanh_b,
-            outlier_fraction=config.outlier_fraction,
-            outlier_scale=config.outlier_scale,
-        )
-        return frame, SYNTHETIC_TARGET, truth
+        synthetic = {
+            "n_samples": config.n_samples,
+            "n_features": config.n_features,
+            "noise_std": config.noise_std,
+            "seed": seed,
+            "family": config.family,
+            "scaled_tanh_a": config.scaled_tanh_a,
+            "scaled_tanh_b": config.scaled_tanh_b,
+            "outlier_fraction": config.outlier_fraction,
+            "outlier_scale": config.outlier_scale,
+        }
+        if folder is None:
+            frame, truth = make_synthetic(**synthetic)
+            return frame, SYNTHETIC_TARGET, truth
+        features = ColumnFile(Path(folder) / SYNTHETIC_FILE)
+        y, truth = write_synthetic(features, **synthetic)
+        return StoredRows(features, pd.DataFrame({SYNTHETIC_TARGET: y}, copy=False)), SYNTHETIC_TARGET, truth
     if config.source == "csv":
         return (*load_table(config.path, config.target), None)
     if config.source == "diabetes":

@@ -13,6 +13,10 @@ PARAMS_FILE = Path("params.yaml")  # read by every stage, through config.load_co
 # prepare
 PREPARED_DIR = Path("data/prepared")  # the splits, the preprocessing fitted on train, the synthetic truth
 PREPARE_METRICS = Path("metrics/prepare.json")  # rows per split, rows dropped, noise variance, oracle MSE
+# prepare's private folder for the synthetic rows it makes, in the repository root while it runs
+# and removed when it ends: beside the data, not in /tmp (memory on many systems), since it holds
+# the raw table. Not a DVC output.
+PREPARE_SCRATCH_PREFIX = ".prepare-"
 
 # Inside PREPARED_DIR (written by data.write_splits, read by train and evaluate).
 SPLIT_FILE = "{split}.parquet"  # one per split: train, val, test

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -43,9 +44,15 @@ PIECE_VALUES = 1 << 20  # values split at a time: bounds the temporaries at a fe
 def matvec(X: np.ndarray, w: np.ndarray | list[float]) -> np.ndarray:
     """X (N, F) @ w (F,) as a sum over the columns in order, instead of a BLAS kernel."""
     X = np.asarray(X, np.float64)
-    out = np.zeros(len(X))
-    for j, weight in enumerate(np.asarray(w, np.float64)):
-        out += X[:, j] * weight
+    return matvec_columns(X.T, w, len(X))
+
+
+def matvec_columns(columns: Iterable[np.ndarray], w: np.ndarray | list[float], rows: int) -> np.ndarray:
+    """`matvec` of the F columns of X, (N,) each, given one at a time in order: the same sums,
+    without X whole in memory."""
+    out = np.zeros(rows)
+    for values, weight in zip(columns, np.asarray(w, np.float64), strict=True):
+        out += np.asarray(values, np.float64) * weight
     return out  # (N,)
 
 
@@ -62,10 +69,16 @@ def mean(values: np.ndarray) -> float:
 
 def std(values: np.ndarray, ddof: int = 0) -> float:
     """The standard deviation (numpy's with this `ddof`), its sums exactly rounded."""
+    return mean_std(values, ddof)[1]
+
+
+def mean_std(values: np.ndarray, ddof: int = 0) -> tuple[float, float]:
+    """`mean` and `std` of `values`, the mean summed once for both."""
     values = np.asarray(values, np.float64).reshape(-1)
-    deviation = values - mean(values)
+    centre = mean(values)
+    deviation = values - centre
     deviation *= deviation  # squared in place: one temporary of the column's size, not two
-    return math.sqrt(exact_sum(deviation) / (len(values) - ddof))
+    return centre, math.sqrt(exact_sum(deviation) / (len(values) - ddof))
 
 
 def exact_sum(values: np.ndarray) -> float:

@@ -59,6 +59,8 @@ def row_blocks(path: str | Path, rows: int = BLOCK_ROWS) -> Iterator[tuple[pd.Da
             trimmed = {c: str(c).strip() for c in frame.columns}
             yield frame.rename(columns=trimmed), written.rename(columns=trimmed)
             start += table.num_rows
+    except DataError:  # a file damaged or cut short, named with the rows that cannot be read
+        raise
     except (OSError, ValueError) as exc:
         raise InputError(f"{path}: not a readable parquet file ({' '.join(str(exc).split())})") from None
 

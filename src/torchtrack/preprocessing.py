@@ -17,7 +17,7 @@ import pandas as pd
 
 from torchtrack import portable
 from torchtrack.config import DataConfig
-from torchtrack.data import Scaler
+from torchtrack.data import Rows, Scaler, StoredRows
 from torchtrack.errors import DataError
 from torchtrack.files import read_json, write_json
 
@@ -65,9 +65,12 @@ def scales_target(config: DataConfig) -> bool:
     return config.scale_target == "standardize"
 
 
-def drop_missing_target(frame: pd.DataFrame, target: str) -> tuple[pd.DataFrame, int]:
+def drop_missing_target(frame: Rows, target: str) -> tuple[Rows, int]:
     """`frame` without the rows whose target is missing, the target as numbers; and how many
     rows went. DataError when the target is all missing, or holds a value that is not a number."""
+    if isinstance(frame, StoredRows):  # its target is in memory, its features follow its rows
+        kept, dropped = drop_missing_target(frame.frame, target)
+        return frame.with_frame(kept), dropped
     values = _numbers(frame[target], f"target column {target!r}")
     missing = np.isnan(values)
     if missing.all():
@@ -89,7 +92,7 @@ class Preprocessor:
     target_std: float = 1.0
 
     @classmethod
-    def fit(cls, frame: pd.DataFrame, target: str, config: DataConfig) -> Preprocessor:
+    def fit(cls, frame: Rows, target: str, config: DataConfig) -> Preprocessor:
         """Infer each column's role from the train split `frame` (unless params.yaml names it),
         and fit the gap fillers, categories, feature scaling and target scaling on it."""
         raw = [c for c in frame.columns if c != target]
@@ -111,7 +114,8 @@ class Preprocessor:
         scaler = Scaler.fit_columns(_encoded(columns, frame), target, enabled=config.scale)
         y = frame[target].to_numpy(np.float64)
         if scales_target(config):
-            return cls(target, columns, scaler, portable.mean(y), portable.std(y) or 1.0)
+            centre, spread = portable.mean_std(y)
+            return cls(target, columns, scaler, centre, spread or 1.0)
         return cls(target, columns, scaler)
 
     @property
@@ -124,7 +128,7 @@ class Preprocessor:
         """The raw columns the model reads (all but the dropped ones)."""
         return [c for c in self.columns if c.role != "dropped"]
 
-    def transform(self, frame: pd.DataFrame, consume: bool = False) -> pd.DataFrame:
+    def transform(self, frame: Rows, consume: bool = False) -> pd.DataFrame:
         """Scaled float32 features of raw rows, with the scaled target last when `frame` has it.
         A column at a time: the float64 features are never all in memory at once. With
         `consume`, each raw column read is removed from `frame`, so that (where `frame` holds
@@ -295,9 +299,7 @@ def _date_role(config: DataConfig, why: str) -> tuple[str, str]:
     return "date", why
 
 
-def _encoded(
-    columns: list[Column], frame: pd.DataFrame, consume: bool = False
-) -> Iterator[tuple[str, np.ndarray]]:
+def _encoded(columns: list[Column], frame: Rows, consume: bool = False) -> Iterator[tuple[str, np.ndarray]]:
     """The float64 features of `columns` for the rows of `frame`, gaps filled, as (name in
     `features`, values (N,)) pairs, one column's at a time; with `consume`, each raw column is
     removed from `frame` once read (`Preprocessor.transform`)."""

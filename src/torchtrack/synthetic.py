@@ -9,8 +9,10 @@ rule, so the best possible test MSE (`truth.noise_variance`) is known.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -41,7 +43,20 @@ class SyntheticTruth:
 
     def clean_target(self, X: np.ndarray) -> np.ndarray:
         """The noiseless target for raw features X, the same bits on every CPU (`portable`)."""
-        z = portable.matvec(X, self.weights) + self.bias
+        return self.curve(portable.matvec(X, self.weights) + self.bias)
+
+    def clean_target_of(self, columns: Iterable[np.ndarray], rows: int) -> np.ndarray:
+        """`clean_target` of the raw feature columns, (N,) each, given one at a time in order:
+        the same bits, with z and one column in memory instead of X whole."""
+        z = portable.matvec_columns(columns, self.weights, rows)
+        target = np.empty(rows)
+        for start in range(0, rows, portable.PIECE_VALUES):  # the curve's temporaries a block at a time
+            piece = slice(start, start + portable.PIECE_VALUES)
+            target[piece] = self.curve(z[piece] + self.bias)
+        return target
+
+    def curve(self, z: np.ndarray) -> np.ndarray:
+        """f(z) of the family: the noiseless target of the rows whose z = X @ weights + bias."""
         if self.family in ("tanh_plus_x", "outliers"):
             return portable.tanh(z) + z
         if self.family in ("line", "linear"):
@@ -51,16 +66,6 @@ class SyntheticTruth:
         if self.family == "scaled_tanh":
             return self.scaled_tanh_a * portable.tanh(z) + self.scaled_tanh_b * z
         raise unknown("synthetic family", self.family, Family)
-
-    def clean_target_of(self, features: pd.DataFrame) -> np.ndarray:
-        """`clean_target` of a frame of raw feature columns, in their order, a block of rows at
-        a time: the same bits, without a float64 copy of the whole frame."""
-        step = max(1, portable.PIECE_VALUES // max(features.shape[1], 1))
-        target = np.empty(len(features))
-        for start in range(0, len(features), step):  # the rule is row by row: blocks give the same bits
-            rows = slice(start, start + step)
-            target[rows] = self.clean_target(features.iloc[rows].to_numpy(np.float64))
-        return target
 
     @property
     def noise_variance(self) -> float:
@@ -87,6 +92,40 @@ class SyntheticTruth:
         return cls(**read_json(path))
 
 
+class FeatureColumns(Protocol):
+    """Where `write_synthetic` puts the feature columns it draws: a block of rows at a time in,
+    a whole column at a time out (`tables.ColumnFile` keeps them in a file)."""
+
+    def append(self, block: dict[str, np.ndarray]) -> None:
+        """Add rows: name -> values (B,), the same names each time."""
+
+    def column(self, name: str) -> np.ndarray:
+        """One column's values (N,), all the rows appended."""
+
+
+class ColumnArrays:
+    """`FeatureColumns` in memory: one array per column, filled a block of rows at a time."""
+
+    def __init__(self, rows: int):
+        self.rows = rows
+        self.arrays: dict[str, np.ndarray] = {}
+        self._filled = 0
+
+    def append(self, block: dict[str, np.ndarray]) -> None:
+        """Copy a block of rows into place."""
+        size = 0
+        for name, values in block.items():
+            if name not in self.arrays:
+                self.arrays[name] = np.empty(self.rows)
+            self.arrays[name][self._filled : self._filled + len(values)] = values
+            size = len(values)
+        self._filled += size
+
+    def column(self, name: str) -> np.ndarray:
+        """One column (N,): the array itself, not a copy."""
+        return self.arrays[name]
+
+
 def make_synthetic(
     n_samples: int = 1000,
     n_features: int = 1,
@@ -99,7 +138,40 @@ def make_synthetic(
     outlier_fraction: float = 0.1,
     outlier_scale: float = 10.0,
 ) -> tuple[pd.DataFrame, SyntheticTruth]:
-    """Seeded rows of `family` (one of choices.Family): features x0.. and target y, plus the truth.
+    """Seeded rows of `family` (one of choices.Family): features x0.. and target y, plus the truth
+    (`write_synthetic`'s rows, as one DataFrame)."""
+    features = ColumnArrays(n_samples)
+    y, truth = write_synthetic(
+        features,
+        n_samples,
+        n_features,
+        noise_std,
+        seed,
+        family,
+        scaled_tanh_a=scaled_tanh_a,
+        scaled_tanh_b=scaled_tanh_b,
+        outlier_fraction=outlier_fraction,
+        outlier_scale=outlier_scale,
+    )
+    # copy=False: a block per column, so that the frame's columns can be let go one at a time
+    return pd.DataFrame({**features.arrays, TARGET: y}, copy=False), truth
+
+
+def write_synthetic(
+    features: FeatureColumns,
+    n_samples: int,
+    n_features: int,
+    noise_std: float,
+    seed: int,
+    family: Family,
+    *,
+    scaled_tanh_a: float,
+    scaled_tanh_b: float,
+    outlier_fraction: float,
+    outlier_scale: float,
+) -> tuple[np.ndarray, SyntheticTruth]:
+    """Seeded rows of `family`: the features x0.. appended to `features` a block of rows at a
+    time, then read back a column at a time for the target; return the target y (N,) and the truth.
 
     Features have different scales and offsets so that scaling matters, and z has mean 0.3
     and std 1.5, where tanh bends. `line` ignores `n_features`: it has one column, x.
@@ -107,23 +179,22 @@ def make_synthetic(
     if family not in names(Family):
         raise unknown("synthetic family", family, Family)
     rng = np.random.default_rng(seed)
-    # Each feature is an array of its own, so that the frame's columns can be let go one at a
-    # time (data.split_rows); the rows are drawn a block at a time: one (N, F) draw cut by rows,
-    # the same numbers, without a second copy of the table or full-size temporaries.
+    # The rows are drawn a block at a time: one (N, F) draw cut by rows, the same numbers,
+    # without the table whole in memory or full-size temporaries.
     step = max(1, portable.PIECE_VALUES // max(n_features, 1))  # rows per block
     if family == "line":
-        columns = {"x": rng.uniform(0.0, 10.0, n_samples)}
+        columns = ["x"]
+        features.append({"x": rng.uniform(0.0, 10.0, n_samples)})
         weights, bias = np.array([2.0]), 3.0
     else:
+        columns = [f"x{i}" for i in range(n_features)]
         scales = rng.uniform(0.5, 5.0, n_features)
         offsets = rng.uniform(-3.0, 3.0, n_features)
-        columns = {f"x{i}": np.empty(n_samples) for i in range(n_features)}
         for start in range(0, n_samples, step):
             block = rng.standard_normal((min(step, n_samples - start), n_features))
             block *= scales
             block += offsets
-            for column, values in zip(columns.values(), block.T, strict=True):
-                column[start : start + len(block)] = values
+            features.append(dict(zip(columns, block.T, strict=True)))
         direction = rng.standard_normal(n_features)
         norm = math.sqrt(portable.dot(direction, direction))  # not np.linalg.norm: BLAS, CPU-dependent
         weights = 1.5 * direction / norm / scales  # z has std 1.5
@@ -138,6 +209,6 @@ def make_synthetic(
         outlier_fraction=outlier_fraction if family == "outliers" else 0.0,
         outlier_scale=outlier_scale if family == "outliers" else 0.0,
     )
-    y = truth.clean_target_of(pd.DataFrame(columns, copy=False))
+    y = truth.clean_target_of((features.column(name) for name in columns), n_samples)
     y += truth.sample_noise(rng, n_samples)
-    return pd.DataFrame({**columns, TARGET: y}, copy=False), truth  # copy=False: a block per column
+    return y, truth

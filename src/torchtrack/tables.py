@@ -1,9 +1,11 @@
 """Reading tables: a user's CSV file (its encoding and delimiter found, header names trimmed,
 one line naming the problem when it is not a table the pipeline can read), a Parquet file, or a
-folder of them as one table; and a Parquet file a block of rows at a time.
+folder of them as one table; a Parquet file a block of rows at a time; and a table of float
+columns kept on disk a column at a time.
 
 prepare reads the training table through `read_table`, and `torchtrack predict` its input rows
-through `read_csv`; evaluate and `torchtrack predict` stream Parquet files through `parquet_blocks`.
+through `read_csv`; evaluate and `torchtrack predict` stream Parquet files through `parquet_blocks`;
+prepare keeps the synthetic rows it makes in a `ColumnFile`.
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 
 from torchtrack.errors import DataError
 
 if TYPE_CHECKING:
     import pyarrow as pa
+    import pyarrow.parquet as pq
 
 DELIMITERS = ",;\t|"  # tried in this order; the first that splits every sampled line alike wins
 ENCODINGS = ("utf-8-sig", "cp1252", "latin-1")  # utf-8 (with or without a BOM), then Windows, then any byte
@@ -93,12 +97,26 @@ def head_text(path: Path, encoding: str) -> str:
     return text
 
 
+def tail_text(path: Path, encoding: str) -> str:
+    """The end of the file's text: its last READ_CHUNK bytes (or fewer), whose first line may be
+    cut; enough for its last line, unless that line alone is longer."""
+    start = max(0, path.stat().st_size - READ_CHUNK)
+    with path.open("rb") as file:
+        if encoding == "utf-16" and start:  # from a whole code unit, in the order the BOM says
+            encoding = "utf-16-le" if file.read(2) == b"\xff\xfe" else "utf-16-be"
+            start += start % 2
+        file.seek(start)
+        return file.read().decode(encoding, errors="replace")
+
+
 def sniff_delimiter(text: str) -> str:
     """The delimiter of DELIMITERS that cuts every sampled line into the same number (> 1) of
     fields, the most fields winning; a comma when none does (a one-column file)."""
     lines = text.splitlines()[: SAMPLE_LINES + 1]
     if len(lines) > SAMPLE_LINES:
         lines = lines[:-1]  # the sample's last line may continue past it (a quoted newline)
+    elif len(lines) > 1 and not text.endswith(("\n", "\r")):
+        lines = lines[:-1]  # the file's last line may be cut short (`check_last_row` names it)
     best, best_fields = ",", 1
     for delimiter in DELIMITERS:
         widths = {len(row) for row in csv.reader(lines, delimiter=delimiter) if row}
@@ -109,7 +127,7 @@ def sniff_delimiter(text: str) -> str:
 
 def read_csv(path: str | Path, what: str = "CSV file", as_written: bool = False) -> pd.DataFrame:
     """The table in `path`, every header name trimmed of spaces; DataError in one line if it
-    cannot be read (missing, empty, binary, ragged, a header repeated).
+    cannot be read (missing, empty, binary, ragged, cut short, a header repeated).
 
     `as_written`: every cell the text the file holds (`NA`, `50`, `007` and an empty cell kept
     as they are), for columns passed through untouched; the notes a first read printed are
@@ -132,6 +150,7 @@ def read_csv(path: str | Path, what: str = "CSV file", as_written: bool = False)
         raise DataError(f"{path}: the {what} is empty") from None
     except (pd.errors.ParserError, ValueError) as exc:
         raise DataError(f"{path}: not a readable CSV file ({' '.join(str(exc).split())})") from None
+    check_last_row(tail_text(path, encoding), delimiter, frame, path)
     frame.columns = [str(c).strip() for c in frame.columns]
     repeated = sorted({c for c in frame.columns if list(frame.columns).count(c) > 1})
     if repeated:
@@ -196,6 +215,22 @@ def _read_one(path: Path, what: str) -> pd.DataFrame:
     return frame
 
 
+def check_last_row(text: str, delimiter: str, frame: pd.DataFrame, path: Path) -> None:
+    """DataError naming the file and the row when the file ends inside its last row: a line
+    with fewer fields than the header and no line break after it, what a copy or download cut
+    short leaves (pandas would read the missing cells as gaps). A line with quotes is let be:
+    it may end a quoted value that began lines above. `text`: the file's end (`tail_text`)."""
+    if not frame.shape[0] or text.endswith(("\n", "\r")):
+        return
+    last = text[max(text.rfind("\n"), text.rfind("\r")) + 1 :]
+    fields = len(last.split(delimiter))
+    if last.strip() and '"' not in last and fields < frame.shape[1]:
+        raise DataError(
+            f"{path}: row {frame.shape[0]} has {fields} of {frame.shape[1]} fields and ends the file"
+            " without a line break: the file looks cut short"
+        )
+
+
 def read_decimal_commas(frame: pd.DataFrame, path: Path) -> None:
     """Turn, in place, each text column whose values all read as DECIMAL_COMMA numbers (1,5)
     into numbers, with a line naming them. Not in a comma-separated file, where a quoted
@@ -216,16 +251,23 @@ def read_decimal_commas(frame: pd.DataFrame, path: Path) -> None:
 
 def parquet_rows(path: str | Path) -> int:
     """The rows of a Parquet file, from its footer: nothing else is read."""
-    import pyarrow.parquet as pq
-
-    return pq.ParquetFile(path).metadata.num_rows
+    return open_parquet(path).metadata.num_rows
 
 
 def parquet_columns(path: str | Path) -> list[str]:
     """The column names of a Parquet file, in order, from its footer."""
+    return open_parquet(path).schema_arrow.names
+
+
+def open_parquet(path: str | Path, **options: object) -> pq.ParquetFile:
+    """`pyarrow.parquet.ParquetFile(path, **options)`: its footer read; DataError in one line
+    naming the file when it cannot be (cut short, or not a Parquet file)."""
     import pyarrow.parquet as pq
 
-    return pq.ParquetFile(path).schema_arrow.names
+    try:
+        return pq.ParquetFile(path, **options)
+    except (OSError, ValueError) as exc:  # pyarrow's errors: OSError (IOError) or ValueError (ArrowInvalid)
+        raise DataError(f"{path}: not a readable Parquet file ({_one_line(exc)})") from None
 
 
 def parquet_blocks(path: str | Path, rows: int, columns: list[str] | None = None) -> Iterator[pa.Table]:
@@ -234,19 +276,19 @@ def parquet_blocks(path: str | Path, rows: int, columns: list[str] | None = None
 
     Read a record batch at a time, so memory holds about two blocks whatever the file's size.
     The blocks start at the same rows however the file was cut into row groups, so that
-    what is computed a block at a time (a model's batches, say) is too.
+    what is computed a block at a time (a model's batches, say) is too. A file damaged or cut
+    short ends in a DataError naming it and the rows (the row group) that cannot be read.
     """
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    with pq.ParquetFile(path, buffer_size=PARQUET_READ_BUFFER, pre_buffer=False) as file:
+    with open_parquet(path, buffer_size=PARQUET_READ_BUFFER, pre_buffer=False) as file:
         schema = file.schema_arrow
         if columns is not None:
             schema = pa.schema([schema.field(name) for name in columns])
         pending: list[pa.RecordBatch] = []  # read, not yet handed out: fewer than `rows` rows
         held = 0
         yielded = False
-        for batch in file.iter_batches(batch_size=rows, columns=columns):
+        for batch in _batches(file, path, rows, columns):
             pending.append(batch)
             held += batch.num_rows
             while held >= rows:
@@ -256,3 +298,86 @@ def parquet_blocks(path: str | Path, rows: int, columns: list[str] | None = None
                 pending, held = table.slice(rows).to_batches(), held - rows
         if held or not yielded:
             yield pa.Table.from_batches(pending, schema)
+
+
+def _batches(
+    file: pq.ParquetFile, path: str | Path, rows: int, columns: list[str] | None
+) -> Iterator[pa.RecordBatch]:
+    """`file.iter_batches`, a row group at a time: a page that cannot be read is named by its
+    row group and that group's rows."""
+    groups = file.metadata.num_row_groups
+    first = 0  # the group's first row in the file
+    for group in range(groups):
+        size = file.metadata.row_group(group).num_rows
+        batches = file.iter_batches(batch_size=rows, row_groups=[group], columns=columns)
+        while True:
+            try:
+                batch = next(batches, None)
+            except (OSError, ValueError) as exc:
+                where = f"rows {first + 1}-{first + size} (row group {group + 1} of {groups})"
+                raise DataError(f"{path}: {where} cannot be read ({_one_line(exc)})") from None
+            if batch is None:
+                break
+            yield batch
+        first += size
+
+
+def _one_line(exc: Exception) -> str:
+    """An exception's message on one line."""
+    return " ".join(str(exc).split())
+
+
+class ColumnFile:
+    """Float64 columns in an Arrow IPC file, written a block of rows at a time and read back a
+    column at a time: memory holds one column of the table, never the table.
+
+        table = ColumnFile(folder / "rows.arrow")
+        for block in blocks:  # name -> values (B,), the same names each time
+            table.append(block)
+        x0 = table.column("x0")  # (N,)
+
+    The file is the caller's to remove (prepare keeps it in a private temporary folder).
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.names: list[str] = []
+        self.rows = 0
+        self._writer: pa.ipc.RecordBatchFileWriter | None = None
+
+    def append(self, block: dict[str, np.ndarray]) -> None:
+        """Add a block of rows, one record batch of the file."""
+        import pyarrow as pa
+
+        batch = pa.record_batch({name: pa.array(values, pa.float64()) for name, values in block.items()})
+        if self._writer is None:
+            self.names = list(block)
+            self._writer = pa.ipc.new_file(str(self.path), batch.schema)
+        self._writer.write_batch(batch)
+        self.rows += batch.num_rows
+
+    def column(self, name: str, rows: np.ndarray | None = None) -> np.ndarray:
+        """One column's values (N,), or its values at `rows` (ascending positions), read from
+        the file a record batch at a time (its writing ends at the first read)."""
+        import pyarrow as pa
+
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if rows is not None and len(rows) > 1 and (rows[1:] < rows[:-1]).any():
+            raise ValueError("ColumnFile.column reads rows in ascending order")
+        values = np.empty(self.rows if rows is None else len(rows))
+        options = pa.ipc.IpcReadOptions(included_fields=[self.names.index(name)])
+        with pa.OSFile(str(self.path)) as file:  # read, not mapped: the pages are not held after
+            reader = pa.ipc.open_file(file, options=options)
+            start = done = 0  # the batch's first row in the file; the values filled
+            for i in range(reader.num_record_batches):
+                part = reader.get_batch(i).column(0).to_numpy()
+                if rows is None:
+                    end = done + len(part)
+                    values[done:end] = part
+                else:  # the rows that fall in this batch
+                    end = done + int(np.searchsorted(rows[done:], start + len(part)))
+                    values[done:end] = part[rows[done:end] - start]
+                start, done = start + len(part), end
+        return values

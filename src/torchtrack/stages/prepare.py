@@ -7,11 +7,20 @@ splits' content hash (tracking/hashes.PREPARED_TAG), which is how train finds it
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 from torchtrack import portable
 from torchtrack.config import Config
 from torchtrack.data import load_source, split_indices, split_rows, write_splits
 from torchtrack.files import write_json
-from torchtrack.paths import COLUMNS_FILE, PREPARE_METRICS, PREPARED_DIR, PREPROCESSING_FILE
+from torchtrack.paths import (
+    COLUMNS_FILE,
+    PREPARE_METRICS,
+    PREPARE_SCRATCH_PREFIX,
+    PREPARED_DIR,
+    PREPROCESSING_FILE,
+)
 from torchtrack.preprocessing import ROLES, Preprocessor, drop_missing_target
 from torchtrack.tables import note
 from torchtrack.tracking.hashes import PREPARED_TAG, directory_md5
@@ -20,20 +29,26 @@ from torchtrack.tracking.tracker import Tracker
 
 def run(config: Config) -> dict[str, float]:
     """Make the splits and their summary; return the summary."""
-    # Bad input fails here, before any run or output exists.
-    frame, target, truth = load_source(config.data, config.seed)
-    frame, dropped_rows = drop_missing_target(frame, target)
-    indices = split_indices(len(frame), config.data.val_fraction, config.data.test_fraction, config.seed)
-    raw = split_rows(frame, indices)  # the table's row numbers kept; `frame` is left without columns
-    del frame, indices  # what is left of them: row labels and numbers, 8 bytes a row each
-    preprocessor = Preprocessor.fit(raw["train"], target, config.data)
-    rows = {name: len(part) for name, part in raw.items()}
-    # What the summary reads of the raw rows, kept as they go: the targets, and the true rule at
-    # the test rows (a block of rows at a time: no float64 copy of them).
-    train_target, test_target = raw["train"][target].to_numpy(), raw["test"][target].to_numpy()
-    clean_test = truth.clean_target_of(raw["test"].drop(columns=target)) if truth is not None else None
-    # Each split's raw columns go as its features are made: memory holds the table about once.
-    prepared = {name: preprocessor.transform(raw.pop(name), consume=True) for name in list(raw)}
+    # Synthetic rows wait in a private folder, removed at the end, their columns read one at a time.
+    with tempfile.TemporaryDirectory(prefix=PREPARE_SCRATCH_PREFIX, dir=".") as folder:
+        # Bad input fails here, before any run or output exists.
+        frame, target, truth = load_source(config.data, config.seed, Path(folder))
+        frame, dropped_rows = drop_missing_target(frame, target)
+        indices = split_indices(len(frame), config.data.val_fraction, config.data.test_fraction, config.seed)
+        raw = split_rows(frame, indices)  # the table's row numbers kept; `frame` is left without columns
+        del frame, indices  # what is left of them: row labels and numbers, 8 bytes a row each
+        preprocessor = Preprocessor.fit(raw["train"], target, config.data)
+        rows = {name: len(part) for name, part in raw.items()}
+        # What the summary reads of the raw rows, kept as they go: the targets, and the true rule
+        # at the test rows (a column at a time: no float64 copy of them).
+        train_target, test_target = raw["train"][target].to_numpy(), raw["test"][target].to_numpy()
+        test = raw["test"]
+        features = (test[name] for name in test.columns if name != target)
+        clean_test = truth.clean_target_of(features, len(test)) if truth is not None else None
+        del test, features
+        # Each split's raw columns go as its features are made: memory holds the raw table at
+        # most once (a CSV's), and synthetic columns one at a time.
+        prepared = {name: preprocessor.transform(raw.pop(name), consume=True) for name in list(raw)}
     if dropped_rows:
         note(f"{dropped_rows} row(s) without a value of the target {target!r} left out")
     for column in preprocessor.columns:
