@@ -98,6 +98,20 @@ def test_exact_sums_are_fsum_of_every_value_however_the_rows_are_chunked(scale):
         assert sums.totals() == want
 
 
+def test_exact_sums_of_zeros_subnormals_and_far_exponents_mixed_are_fsum_in_any_pieces(monkeypatch):
+    """Each piece is summed over the exponents it spans (zeros at its top one): pieces of a few
+    rows each span other exponents, and the totals are still fsum's."""
+    monkeypatch.setattr(portable, "SUM_PIECE_VALUES", 12)
+    rng = np.random.default_rng(7)
+    values = rng.normal(size=(500, 4)) * 10.0 ** rng.integers(-300, 300, size=(500, 4))
+    values[rng.random((500, 4)) < 0.3] = 0.0
+    values[rng.random((500, 4)) < 0.05] *= 1e-310  # subnormal, or zero
+    sums = portable.ExactSums(4)
+    for chunk in np.array_split(values, 9):
+        sums.add(chunk)
+    assert sums.totals() == [math.fsum(values[:, j].tolist()) for j in range(4)]
+
+
 def test_exact_sums_of_one_column_take_flat_chunks_and_start_at_zero():
     sums = portable.ExactSums()
     assert sums.totals() == [0.0]
