@@ -113,6 +113,18 @@ def test_starting_at_the_mean_draws_nothing_from_the_random_stream():
     assert torch.equal(torch.get_rng_state(), state)
 
 
+def test_a_model_gives_evenly_spread_rows_of_a_column_major_table_the_bits_of_their_copy():
+    """Why `start_at_the_target_mean` may copy its rows[::k] once: that view has no unit
+    stride, so every forward pass copies it to the same contiguous layout anyway."""
+    X = table(3 * BLOCK_ROWS + 5).X  # (N, 3), column-major
+    spread = X[::3]
+    assert 1 not in spread.stride()
+    with torch.no_grad():
+        for model in (RegressionModel(3, "learnable_tanh_plus_x"), MLP(3, (8,))):
+            model.eval()
+            assert torch.equal(model(spread).view(torch.int32), model(spread.contiguous()).view(torch.int32))
+
+
 def test_early_stopping_counts_epochs_within_the_budget_and_keeps_the_best_weights():
     train = table(274)
     val = TabularDataset(train.data.assign(y=-train.data.y))  # val_loss rises as training fits train

@@ -39,6 +39,23 @@ def test_fast_path_matches_per_row_getitem_and_default_collate():
         assert torch.equal(X, X_slow) and torch.equal(y, y_slow)
 
 
+@pytest.mark.parametrize("layout", ["column-major", "row-major"])
+def test_a_block_is_the_row_gather_of_its_table_bit_for_bit_and_stride_for_stride(layout):
+    """Whatever the table's layout (pandas and `from_parquet` give column-major X), a block is
+    what `index_select` along the rows gives: the same bits, laid out row by row, so that the
+    model's matmuls round every batch alike."""
+    frame = pd.DataFrame(np.random.default_rng(2).standard_normal((300, 6)), columns=list("abcdef"))
+    dataset = TabularDataset(frame)
+    assert dataset.X.T.is_contiguous()  # column-major, as pandas hands it over
+    if layout == "row-major":
+        dataset.X = dataset.X.contiguous()
+    index = torch.randperm(300, generator=torch.Generator().manual_seed(3))[:100]
+    for got, table in zip(dataset[index], (dataset.X, dataset.y), strict=True):
+        expected = table.index_select(0, index)
+        assert got.stride() == expected.stride() == (table.shape[1], 1)
+        assert torch.equal(got.view(torch.int32), expected.view(torch.int32))
+
+
 def test_unshuffled_batches_keep_file_order():
     batches = list(BatchIndexSampler(7, 3, shuffle=False))
     assert [b.tolist() for b in batches] == [[0, 1, 2], [3, 4, 5], [6]]

@@ -128,6 +128,11 @@ def start_at_the_target_mean(model: nn.Module, rows: Dataset, rounds: int = 60) 
     bias for every activation here that can reach the target.
     """
     X, y = rows[:: max(len(rows) // BLOCK_ROWS, 1)]  # (N, F), (N, 1)
+    if 1 not in X.stride():
+        # rows[::k] (k > 1) of a column-major X: no unit stride, so a matmul cannot read it in
+        # place and each forward pass below would copy it to a contiguous one (most of their
+        # time at a million rows); the same copy, once, gives the same bits.
+        X = X.contiguous()
     model.eval()  # no dropout, and no draw from the random stream
     last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
     start, target, spread = last.bias.clone(), y.mean().item(), y.std(correction=0).item()
