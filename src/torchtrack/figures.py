@@ -40,13 +40,18 @@ def draw(kind: str, table: pd.DataFrame, path: Path, painter: Painter | None = N
     """The figure `kind` of `table` (COLUMNS[kind] named) written to `path` atomically, in the
     format its suffix names; rendered by `painter` when given (the store daemon), else here."""
     path, image_format = Path(path), Path(path).suffix.lstrip(".")
-    if kind not in COLUMNS or list(table.columns) != list(COLUMNS[kind]):
-        raise ValueError(f"no {kind} figure of the columns {list(table.columns)}: the figures are {COLUMNS}")
+    check_table(kind, table)
     if painter is not None:
         data = base64.b64decode(painter.render_figure(kind, table, image_format), validate=True)
         write_atomic(path, lambda tmp: tmp.write_bytes(data))
     else:
         write_atomic(path, lambda tmp: render(kind, table, tmp, image_format))
+
+
+def check_table(kind: str, table: pd.DataFrame) -> None:
+    """ValueError unless `kind` is a figure and `table` has its COLUMNS, in order."""
+    if kind not in COLUMNS or list(table.columns) != list(COLUMNS[kind]):
+        raise ValueError(f"no {kind} figure of the columns {list(table.columns)}: the figures are {COLUMNS}")
 
 
 def render(kind: str, table: pd.DataFrame, out: Any, image_format: str) -> None:

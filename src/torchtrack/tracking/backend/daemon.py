@@ -214,8 +214,7 @@ class Session:
 
     def render_figure(self, kind: str, table: Any, image_format: str) -> str:
         """figures.render's bytes of the figure `kind` of `table`, in base64, one figure at a time."""
-        if kind not in figures.COLUMNS or list(table.columns) != list(figures.COLUMNS[kind]):
-            raise ValueError(f"no {kind} figure of the columns {list(table.columns)}")
+        figures.check_table(kind, table)
         image = io.BytesIO()
         with self.drawing:
             figures.render(kind, table, image, image_format)
