@@ -149,7 +149,7 @@ def read_csv(path: str | Path, what: str = "CSV file", as_written: bool = False)
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the {what} is empty") from None
     except (pd.errors.ParserError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable CSV file ({' '.join(str(exc).split())})") from None
+        raise DataError(f"{path}: not a readable CSV file ({_one_line(exc)})") from None
     check_last_row(tail_text(path, encoding), delimiter, frame, path)
     frame.columns = [str(c).strip() for c in frame.columns]
     repeated = sorted({c for c in frame.columns if list(frame.columns).count(c) > 1})
@@ -207,10 +207,10 @@ def _read_one(path: Path, what: str) -> pd.DataFrame:
         return read_csv(path, what)
     if not path.is_file():
         raise DataError(f"{path}: Parquet file not found")
-    try:
-        frame = pd.read_parquet(path)
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable Parquet file ({' '.join(str(exc).split())})") from None
+    import pyarrow as pa
+
+    # Read as `parquet_blocks` reads it: a damaged file is named with the rows it cannot read.
+    frame = pa.concat_tables(parquet_blocks(path, 1 << 20)).to_pandas()
     frame.columns = [str(c).strip() for c in frame.columns]
     return frame
 

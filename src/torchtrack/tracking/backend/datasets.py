@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from torchtrack.tables import parquet_blocks, parquet_rows
+from torchtrack.tables import parquet_blocks
 
 SPLIT_CONTEXTS = {"train": "training", "val": "validation", "test": "testing"}  # MLflow's contexts
 SOURCE_TYPE = "dvc"
@@ -88,13 +88,15 @@ def split_inputs(split_files: dict[str, Path], prepared_dir: Path, md5: str, tar
 def schema_sample(path: Path) -> tuple[int, pd.DataFrame]:
     """(the rows of the Parquet file at `path`, the rows MLflow infers its schema from): each
     block's `schema_rows`, read a block at a time; every row when a column holds Python objects."""
-    samples = []
+    samples, rows = [], 0
     for block in parquet_blocks(path, BLOCK_ROWS):
         frame = block.to_pandas()
         if any(dtype.kind == "O" for dtype in frame.dtypes):  # MLflow looks at each value
-            return parquet_rows(path), pd.read_parquet(path)
+            whole = pd.read_parquet(path)
+            return len(whole), whole
         samples.append(schema_rows(frame))
-    return parquet_rows(path), pd.concat(samples, ignore_index=True)
+        rows += len(frame)
+    return rows, pd.concat(samples, ignore_index=True)
 
 
 def schema_rows(frame: pd.DataFrame) -> pd.DataFrame:
