@@ -628,10 +628,10 @@ def fixed_cost(folder: Path, repo: Path, rounds: int, cold_rounds: int, sizes: S
     }
 
 
-def scale(repo: Path, rows: int, features: int) -> dict:
+def scale(repo: Path, rows: int, features: int, csv: bool = True) -> dict:
     """Target 3: peak resident memory of each stage on `rows` x `features` synthetic rows; then,
-    side by side, train's samples/s vs a bare loop over the splits it read, and prepare on a CSV
-    of the same rows vs a plain pyarrow script (benchmarks/plain_prepare.py)."""
+    side by side, train's samples/s vs a bare loop over the splits it read, and (unless not
+    `csv`) prepare on a CSV of the same rows vs a plain pyarrow script (benchmarks/plain_prepare.py)."""
     update_params(
         repo,
         {"data": {"n_samples": rows, "n_features": features}, "train": {"epochs": 2, "batch_size": 1024}},
@@ -646,7 +646,7 @@ def scale(repo: Path, rows: int, features: int) -> dict:
         "wall_s": seconds,
         "split_bytes": sum(p.stat().st_size for p in (repo / PREPARED_DIR).glob("*.parquet")),
         "train_vs_bare": train_vs_bare(repo),
-        "prepare_vs_plain": prepare_vs_plain(repo),
+        **({"prepare_vs_plain": prepare_vs_plain(repo)} if csv else {}),
     }
 
 
@@ -915,6 +915,7 @@ class Bench:
     repro_rounds: int
     cold_rounds: int
     rows: int
+    csv: bool = True
     shared_repo: Path | None = None
 
     def repo(self, part: str, params: dict | None = None) -> Path:
@@ -952,7 +953,7 @@ PARTS = {
             b.folder / "fixed", b.repo("fixed", b.sizes.repo_params), b.repro_rounds, b.cold_rounds, b.sizes
         ),
     ),
-    "scale": ("scale", lambda b: scale(b.repo("scale"), b.rows, 16)),
+    "scale": ("scale", lambda b: scale(b.repo("scale"), b.rows, 16, b.csv)),
     "kernels": ("pinned_kernels", lambda b: pinned_kernels(max(1, b.rounds // 3), b.sizes)),
     "distributed": ("distributed", lambda b: distributed_speedup(b.repo("distributed"), b.sizes)),
 }
@@ -972,6 +973,13 @@ def main() -> None:
     )
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows for the scale target")
     parser.add_argument(
+        "--no-csv",
+        dest="csv",
+        action="store_false",
+        help="leave out the scale part's prepare from a CSV: prepare reads a CSV whole into memory "
+        "(5.7 GiB at ten million rows), and a hundred million rows are a 32 GB file",
+    )
+    parser.add_argument(
         "--device",
         default="cpu",
         help="where the overhead and optimizer parts train: cpu (the targets' machine) or cuda",
@@ -989,7 +997,9 @@ def main() -> None:
     if args.smoke:
         sizes, args.rounds, args.repro_rounds, args.cold_rounds, args.rows = SMOKE, 1, 1, 1, SMOKE.rows
     with tempfile.TemporaryDirectory() as tmp:
-        bench = Bench(Path(tmp), device, sizes, args.rounds, args.repro_rounds, args.cold_rounds, args.rows)
+        bench = Bench(
+            Path(tmp), device, sizes, args.rounds, args.repro_rounds, args.cold_rounds, args.rows, args.csv
+        )
         head = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
         )
