@@ -222,7 +222,7 @@ def test_a_split_with_a_gap_names_its_file_and_column(tmp_path, split_model):
     frame = prepared_frame(20, seed=6)
     frame.loc[5, "x1"] = np.nan
     write_split(tmp_path / "test.parquet", frame, None)
-    with pytest.raises(DataError, match=r"test\.parquet: column 'x1' has missing or infinite values"):
+    with pytest.raises(DataError, match=r"test\.parquet: column 'x1' has 1 missing or infinite value\(s\)"):
         score_split(
             split_model, to_target_units, tmp_path / "test.parquet", tmp_path / "test.parquet", np.arange(3)
         )

@@ -185,6 +185,31 @@ def test_a_parquet_input_of_many_row_groups_streams_to_the_output_a_whole_read_g
             pd.testing.assert_frame_equal(out, want)
 
 
+def test_a_csv_input_streams_to_the_output_a_whole_read_gives(trained_project, predictor, tmp_path):
+    rows = trained_project.raw_rows(250).round(4).astype(str)
+    rows.insert(0, "id", [f"{i:03d}" for i in range(250)])  # text the output keeps as written: 007
+    rows["note"] = ["" if i % 7 == 0 else "NA" if i % 11 == 0 else f"row {i}" for i in range(250)]
+    rows.to_csv(tmp_path / "new.csv", index=False)
+    predictions = predictor(read_csv(tmp_path / "new.csv"))  # what predict wrote reading it whole
+    text = pd.read_csv(tmp_path / "new.csv", dtype=str, keep_default_na=False)
+    text.assign(**{PREDICTION_COLUMN: predictions}).to_csv(tmp_path / "whole.csv", index=False)
+    for block_rows in (7, 100, 1000):
+        assert (
+            predict_file(trained_project.model_path, tmp_path / "new.csv", tmp_path / "out.csv", block_rows)
+            == 250
+        )
+        assert (tmp_path / "out.csv").read_bytes() == (tmp_path / "whole.csv").read_bytes()
+
+
+def test_a_csv_cut_short_names_its_last_row_counted_over_every_block(trained_project, tmp_path):
+    rows = trained_project.raw_rows(30)
+    text = rows.to_csv(index=False)
+    (tmp_path / "new.csv").write_text(text[: text.rstrip("\n").rfind(",")])  # the last row cut short
+    with pytest.raises(InputError, match=rf"row 30 has {rows.shape[1] - 1} of {rows.shape[1]} fields"):
+        predict_file(trained_project.model_path, tmp_path / "new.csv", tmp_path / "out.csv", 8)
+    assert not (tmp_path / "out.csv").exists()
+
+
 def test_a_bad_value_in_a_later_block_names_its_row_in_the_file(trained_project, tmp_path):
     rows = trained_project.raw_rows(30).assign(x1=[1.0] * 25 + [np.inf] + [1.0] * 4)
     rows.to_parquet(tmp_path / "new.parquet")

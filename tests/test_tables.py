@@ -15,7 +15,15 @@ import pytest
 
 from torchtrack import tables
 from torchtrack.errors import DataError
-from torchtrack.tables import ColumnFile, parquet_blocks, parquet_columns, parquet_rows, read_csv, read_table
+from torchtrack.tables import (
+    ColumnFile,
+    csv_blocks,
+    parquet_blocks,
+    parquet_columns,
+    parquet_rows,
+    read_csv,
+    read_table,
+)
 
 ROWS = pd.DataFrame({"city": ["Zürich", "Nîmes"], "size": [1.5, 2.0], "y": [3, 4]})
 
@@ -45,7 +53,7 @@ def test_the_file_is_judged_and_read_whole_a_few_bytes_at_a_time(tmp_path, monke
     path = tmp_path / "rows.csv"
     rows.to_csv(path, index=False, encoding=encoding)
     pd.testing.assert_frame_equal(read_csv(path), rows)
-    assert tables.file_encoding(path, quiet=True) == (encoding if encoding != "utf-8" else "utf-8-sig", True)
+    assert tables.file_encoding(path) == (encoding if encoding != "utf-8" else "utf-8-sig", True)
 
 
 def test_header_names_are_trimmed_and_question_marks_are_gaps(tmp_path):
@@ -90,13 +98,42 @@ def test_a_quoted_comma_in_a_comma_file_stays_text(tmp_path):
         *["cut-short", "cut-short-crlf", "cut-short-quoted"],
     ],
 )
-def test_a_file_that_is_not_a_readable_table_gets_one_line_naming_it(tmp_path, content, message):
+@pytest.mark.parametrize(
+    "read", [read_csv, lambda path: list(csv_blocks(path, 1))], ids=["whole", "a-row-at-a-time"]
+)
+def test_a_file_that_is_not_a_readable_table_gets_one_line_naming_it(tmp_path, content, message, read):
     path = tmp_path / "rows.csv"
     path.write_bytes(content)
     with pytest.raises(DataError) as excinfo:
-        read_csv(path)
+        read(path)
     assert str(excinfo.value).startswith(f"{path}: ") and message in str(excinfo.value)
     assert "\n" not in str(excinfo.value)
+
+
+def test_csv_blocks_are_the_whole_read_cut_into_rows_each_with_its_text_as_written(tmp_path, capsys):
+    """Values as `read_csv` reads them (notes said once), and every cell's text, block by block."""
+    path = tmp_path / "rows.csv"
+    path.write_text("id ; price;note\n007;1,5;NA\n008;2;\n009;3,25;n/a\n010;4;x\n011;?;y\n")
+    whole = read_csv(path)
+    capsys.readouterr()
+    blocks = list(csv_blocks(path, 2))
+    assert [len(values) for values, _ in blocks] == [2, 2, 1]
+    # The same values; each block's types are pandas' guess at its own rows (a block with only
+    # gaps in `note` reads it as numbers), which preprocessing reads alike.
+    pd.testing.assert_frame_equal(pd.concat([values for values, _ in blocks]), whole, check_dtype=False)
+    text = pd.concat([written for _, written in blocks])
+    assert list(text.columns) == ["id", "price", "note"]
+    assert text.to_numpy().tolist() == [
+        ["007", "1,5", "NA"],
+        ["008", "2", ""],
+        ["009", "3,25", "n/a"],
+        ["010", "4", "x"],
+        ["011", "?", "y"],
+    ]
+    assert capsys.readouterr().err.count("columns separated by ';'") == 1
+    path.write_text("a,b\n")  # a header and no rows: one empty block
+    ((values, written),) = csv_blocks(path, 2)
+    assert list(values.columns) == list(written.columns) == ["a", "b"] and len(values) == 0
 
 
 def test_a_parquet_file_or_a_folder_of_files_reads_as_one_table_in_name_order(tmp_path):

@@ -13,14 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import torch
 from torch import nn
 
 from torchtrack import portable
-from torchtrack.errors import DataError
 from torchtrack.loader import BLOCK_ROWS
-from torchtrack.tables import parquet_blocks, parquet_columns
+from torchtrack.tables import numeric_blocks, parquet_columns
 
 
 @torch.no_grad()
@@ -233,24 +231,13 @@ def _split_blocks(
     path: str | Path, features: list[str], target: str, block_rows: int
 ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """A prepared split's blocks as (first row, X (N, F) float32, y (N,) float32), as
-    `TabularDataset` holds them; DataError naming a column that is not finite numbers."""
-    start = 0
-    for table in parquet_blocks(path, block_rows, [*features, target]):
-        columns = []
-        for name in [*features, target]:
-            column = table.column(name)
-            if not (pa.types.is_floating(column.type) or pa.types.is_integer(column.type)):
-                raise DataError(f"{path}: column {name!r} is not numeric")
-            columns.append(column.to_numpy().astype(np.float32, copy=False))
-        block = np.stack(columns)  # (F + 1, N)
-        bad = ~np.isfinite(block).all(axis=1)
-        if bad.any():
-            name = [*features, target][int(np.argmax(bad))]
-            raise DataError(f"{path}: column {name!r} has missing or infinite values")
+    `TabularDataset` holds them; DataError naming a column that is not finite numbers, once the
+    split is read (tables.numeric_blocks): nothing is written before."""
+    for start, values in numeric_blocks(path, [*features, target], block_rows):
+        block = np.stack([column.astype(np.float32, copy=False) for column in values])  # (F + 1, N)
         # X column-major, as pandas hands it to TabularDataset: a matmul's rounding follows the
         # memory layout, and this one gives the predictions their in-memory bits.
         yield start, block[:-1].T, block[-1]
-        start += table.num_rows
 
 
 def _solve_normal_equations(gram: list[list[float]], moment: list[float]) -> list[float]:

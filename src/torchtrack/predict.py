@@ -30,7 +30,7 @@ from torchtrack.files import write_atomic
 from torchtrack.loader import BLOCK_ROWS
 from torchtrack.models import load_checkpoint
 from torchtrack.preprocessing import OTHER, Preprocessor
-from torchtrack.tables import note, parquet_blocks, read_csv
+from torchtrack.tables import csv_blocks, note, parquet_blocks
 
 PREDICTION_COLUMN = "prediction"
 MODEL_URI_SCHEMES = ("models:/", "runs:/")  # --model values that name a model in MLflow
@@ -39,16 +39,15 @@ UNSEEN_SHOWN = 3  # unseen categories named per column; the rest are counted
 
 def row_blocks(path: str | Path, rows: int = BLOCK_ROWS) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
     """A CSV or Parquet (by suffix) file of rows to predict, header names trimmed of spaces, in
-    blocks, each twice: as values for the model (gaps, numbers), and as written, for the output:
-    a CSV's cells as their text, a Parquet file's columns in their own types (a whole number
-    with gaps stays whole). A Parquet file comes `rows` rows at a time, each block indexed by
-    its rows' place in the file (errors name them so); a CSV file whole. InputError if it
-    cannot be read."""
+    blocks of `rows` rows, each twice: as values for the model (gaps, numbers), and as written,
+    for the output: a CSV's cells as their text (tables.csv_blocks), a Parquet file's columns in
+    their own types (a whole number with gaps stays whole). Each block is indexed by its rows'
+    place in the file (errors name them so). InputError if it cannot be read."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: input file not found")
     if path.suffix != ".parquet":
-        yield read_csv(path, what="input file"), read_csv(path, what="input file", as_written=True)
+        yield from csv_blocks(path, rows, what="input file")
         return
     start = 0
     try:

@@ -4,7 +4,7 @@ folder of them as one table; a Parquet file a block of rows at a time; and a tab
 columns kept on disk a column at a time.
 
 prepare reads the training table through `read_table`, and `torchtrack predict` its input rows
-through `read_csv`; evaluate and `torchtrack predict` stream Parquet files through `parquet_blocks`;
+through `csv_blocks`; evaluate and `torchtrack predict` stream Parquet files through `parquet_blocks`;
 prepare keeps the synthetic rows it makes in a `ColumnFile`.
 """
 
@@ -15,6 +15,8 @@ import csv
 import re
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -57,10 +59,10 @@ def note(message: str) -> None:
     print(f"torchtrack: {message}", file=sys.stderr, flush=True)
 
 
-def file_encoding(path: Path, quiet: bool = False) -> tuple[str, bool]:
+def file_encoding(path: Path) -> tuple[str, bool]:
     """(the first encoding of ENCODINGS, UTF-16 by its BOM, that reads every byte of the file at
-    `path`, whether the file holds anything but white space); a note unless it is UTF-8 or
-    `quiet`. Read READ_CHUNK bytes at a time: memory does not grow with the file."""
+    `path`, whether the file holds anything but white space); a note unless it is UTF-8. Read
+    READ_CHUNK bytes at a time: memory does not grow with the file."""
     with path.open("rb") as file:
         head = file.read(4096)
     if head.startswith((b"\xff\xfe", b"\xfe\xff")):
@@ -81,7 +83,7 @@ def file_encoding(path: Path, quiet: bool = False) -> tuple[str, bool]:
                 blank = blank and not decoder.decode(b"", final=True).strip()
         except UnicodeDecodeError:
             continue
-        if encoding not in ("utf-16", ENCODINGS[0]) and not quiet:
+        if encoding not in ("utf-16", ENCODINGS[0]):
             note(f"{path} is not UTF-8; read it as {encoding}")
         return encoding, not blank
     raise DataError(f"{path}: not readable as UTF-16, which its first bytes announce")
@@ -125,40 +127,95 @@ def sniff_delimiter(text: str) -> str:
     return best
 
 
-def read_csv(path: str | Path, what: str = "CSV file", as_written: bool = False) -> pd.DataFrame:
+def read_csv(path: str | Path, what: str = "CSV file") -> pd.DataFrame:
     """The table in `path`, every header name trimmed of spaces; DataError in one line if it
-    cannot be read (missing, empty, binary, ragged, cut short, a header repeated).
-
-    `as_written`: every cell the text the file holds (`NA`, `50`, `007` and an empty cell kept
-    as they are), for columns passed through untouched; the notes a first read printed are
-    not repeated."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: {what} not found")
-    encoding, has_text = file_encoding(path, quiet=as_written)
-    if not has_text:
-        raise DataError(f"{path}: the {what} is empty")
-    delimiter = sniff_delimiter(head_text(path, encoding))
+    cannot be read (missing, empty, binary, ragged, cut short, a header repeated)."""
+    source = CsvSource.open(path, what)
     # Parsed from the file, a block at a time (pandas' C parser): memory holds the table, not its text.
-    options = {"sep": delimiter, "encoding": encoding, "skipinitialspace": True}
-    try:
-        if as_written:
-            frame = pd.read_csv(path, dtype=str, na_filter=False, **options)
-        else:
-            frame = pd.read_csv(path, na_values=MISSING_MARKERS, **options)
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{path}: the {what} is empty") from None
-    except (pd.errors.ParserError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable CSV file ({_one_line(exc)})") from None
-    check_last_row(tail_text(path, encoding), delimiter, frame, path)
-    frame.columns = [str(c).strip() for c in frame.columns]
-    repeated = sorted({c for c in frame.columns if list(frame.columns).count(c) > 1})
-    if repeated:
-        raise DataError(f"{path}: column name(s) used twice: {', '.join(map(repr, repeated))}")
-    if delimiter != "," and not as_written:
-        note(f"{path}: columns separated by {delimiter!r}")
-        read_decimal_commas(frame, path)
-    return frame
+    with source.parse_errors():
+        frame = pd.read_csv(source.path, na_values=MISSING_MARKERS, **source.options)
+    source.check_end(len(frame), frame.shape[1])
+    return source.values(frame, first=True)
+
+
+def csv_blocks(
+    path: str | Path, rows: int, what: str = "CSV file"
+) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
+    """The table in `path` (`read_csv`'s, with its checks and notes) `rows` rows at a time, each
+    block twice: as values, and as written, every cell the text the file holds (`NA`, `50`, `007`
+    and an empty cell kept as they are), for columns passed through untouched. Each block is
+    indexed by its rows' place in the file; a header-only file gives one empty block. Memory
+    holds a block, not the table: the file is parsed twice side by side, row for row."""
+    source = CsvSource.open(path, what)
+    options = source.options | {"chunksize": rows}
+    with source.parse_errors():
+        values = pd.read_csv(source.path, na_values=MISSING_MARKERS, **options)
+        written = pd.read_csv(source.path, dtype=str, na_filter=False, **options)
+    total = columns = blocks = 0
+    with values, written:
+        pairs = zip(values, written, strict=True)
+        while True:
+            with source.parse_errors():  # pandas' errors only: a row it cannot parse
+                frame, text = next(pairs, (None, None))
+            if frame is None:
+                break
+            total, columns, blocks = total + len(frame), frame.shape[1], blocks + 1
+            text.columns = [str(c).strip() for c in text.columns]
+            yield source.values(frame, first=blocks == 1), text
+    source.check_end(total, columns)
+
+
+@dataclass(frozen=True)
+class CsvSource:
+    """A CSV file with its encoding and delimiter found, as `read_csv` and `csv_blocks` parse it."""
+
+    path: Path
+    what: str
+    encoding: str
+    delimiter: str
+
+    @classmethod
+    def open(cls, path: str | Path, what: str) -> CsvSource:
+        """DataError in one line when `path` is missing, empty or not a text file."""
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(f"{path}: {what} not found")
+        encoding, has_text = file_encoding(path)
+        if not has_text:
+            raise DataError(f"{path}: the {what} is empty")
+        return cls(path, what, encoding, sniff_delimiter(head_text(path, encoding)))
+
+    @property
+    def options(self) -> dict[str, object]:
+        return {"sep": self.delimiter, "encoding": self.encoding, "skipinitialspace": True}
+
+    @contextmanager
+    def parse_errors(self) -> Iterator[None]:
+        """pandas' errors as DataError in one line naming the file."""
+        try:
+            yield
+        except pd.errors.EmptyDataError:
+            raise DataError(f"{self.path}: the {self.what} is empty") from None
+        except (pd.errors.ParserError, ValueError) as exc:
+            raise DataError(f"{self.path}: not a readable CSV file ({_one_line(exc)})") from None
+
+    def values(self, frame: pd.DataFrame, first: bool) -> pd.DataFrame:
+        """`frame` (parsed for its values) with its header names trimmed, numbers written with a
+        decimal comma read; DataError for a name used twice. The notes are said of the `first`
+        block only."""
+        frame.columns = [str(c).strip() for c in frame.columns]
+        repeated = sorted({c for c in frame.columns if list(frame.columns).count(c) > 1})
+        if repeated:
+            raise DataError(f"{self.path}: column name(s) used twice: {', '.join(map(repr, repeated))}")
+        if self.delimiter != ",":
+            if first:
+                note(f"{self.path}: columns separated by {self.delimiter!r}")
+            read_decimal_commas(frame, self.path, quiet=not first)
+        return frame
+
+    def check_end(self, rows: int, columns: int) -> None:
+        """`check_last_row` of the file's end, for a table of `rows` rows and `columns` columns."""
+        check_last_row(tail_text(self.path, self.encoding), self.delimiter, rows, columns, self.path)
 
 
 def read_table(path: str | Path, what: str = "CSV file") -> pd.DataFrame:
@@ -215,26 +272,27 @@ def _read_one(path: Path, what: str) -> pd.DataFrame:
     return frame
 
 
-def check_last_row(text: str, delimiter: str, frame: pd.DataFrame, path: Path) -> None:
+def check_last_row(text: str, delimiter: str, rows: int, columns: int, path: Path) -> None:
     """DataError naming the file and the row when the file ends inside its last row: a line
     with fewer fields than the header and no line break after it, what a copy or download cut
     short leaves (pandas would read the missing cells as gaps). A line with quotes is let be:
-    it may end a quoted value that began lines above. `text`: the file's end (`tail_text`)."""
-    if not frame.shape[0] or text.endswith(("\n", "\r")):
+    it may end a quoted value that began lines above. `text`: the file's end (`tail_text`), of a
+    table of `rows` rows and `columns` columns."""
+    if not rows or text.endswith(("\n", "\r")):
         return
     last = text[max(text.rfind("\n"), text.rfind("\r")) + 1 :]
     fields = len(last.split(delimiter))
-    if last.strip() and '"' not in last and fields < frame.shape[1]:
+    if last.strip() and '"' not in last and fields < columns:
         raise DataError(
-            f"{path}: row {frame.shape[0]} has {fields} of {frame.shape[1]} fields and ends the file"
+            f"{path}: row {rows} has {fields} of {columns} fields and ends the file"
             " without a line break: the file looks cut short"
         )
 
 
-def read_decimal_commas(frame: pd.DataFrame, path: Path) -> None:
+def read_decimal_commas(frame: pd.DataFrame, path: Path, quiet: bool = False) -> None:
     """Turn, in place, each text column whose values all read as DECIMAL_COMMA numbers (1,5)
     into numbers, with a line naming them. Not in a comma-separated file, where a quoted
-    "1,234" is more likely a thousand and thirty-four."""
+    "1,234" is more likely a thousand and thirty-four. `quiet`: no line."""
     converted = []
     for name in frame.columns:
         if not pd.api.types.is_string_dtype(frame[name]):  # text (object or str dtype) only
@@ -245,7 +303,7 @@ def read_decimal_commas(frame: pd.DataFrame, path: Path) -> None:
         numbers = values.str.replace(".", "", regex=False).str.replace(",", ".", regex=False)
         frame[name] = pd.to_numeric(numbers).reindex(frame.index)
         converted.append(name)
-    if converted:
+    if converted and not quiet:
         note(f"{path}: read {', '.join(map(repr, converted))} with a decimal comma (1,5 = 1.5)")
 
 
@@ -298,6 +356,38 @@ def parquet_blocks(path: str | Path, rows: int, columns: list[str] | None = None
                 pending, held = table.slice(rows).to_batches(), held - rows
         if held or not yielded:
             yield pa.Table.from_batches(pending, schema)
+
+
+def numeric_blocks(path: str | Path, columns: list[str], rows: int) -> Iterator[tuple[int, list[np.ndarray]]]:
+    """The `columns` of a Parquet file as numbers, `rows` rows at a time (`parquet_blocks`): the
+    block's first row, and each column's values as read (float64, or the file's integers; a gap
+    NaN). Once every block is read, DataError naming the first column, in the order of
+    `columns`, that is not numbers (integers or floats, as pandas reads them: not booleans or
+    decimals) or holds gaps or infinities, with how many: what `TabularDataset` says of a
+    DataFrame, so that the rows may be used as they come and the file still be refused whole.
+    Where a column is not numbers, no block is given."""
+    import pyarrow as pa
+
+    schema = open_parquet(path).schema_arrow
+    numeric = [
+        pa.types.is_integer(schema.field(name).type) or pa.types.is_floating(schema.field(name).type)
+        for name in columns
+    ]
+    read = columns if all(numeric) else columns[: numeric.index(False)]  # what decides the error
+    bad = dict.fromkeys(read, 0)
+    start = 0
+    for table in parquet_blocks(path, rows, read):
+        values = [table.column(name).to_numpy() for name in read]
+        for name, column in zip(read, values, strict=True):
+            bad[name] += int((~np.isfinite(column)).sum())
+        if len(read) == len(columns):
+            yield start, values
+        start += table.num_rows
+    for name, is_number in zip(columns, numeric, strict=True):  # the first at fault, in order
+        if not is_number:
+            raise DataError(f"{path}: column {name!r} is not numeric")
+        if bad[name]:
+            raise DataError(f"{path}: column {name!r} has {bad[name]} missing or infinite value(s)")
 
 
 def _batches(

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import torch
 from torch.utils.data import Dataset
 
@@ -17,7 +16,7 @@ from torchtrack.data import load_table
 from torchtrack.errors import DataError
 from torchtrack.loader import BLOCK_ROWS
 from torchtrack.profiling import timed
-from torchtrack.tables import parquet_blocks, parquet_columns, parquet_rows
+from torchtrack.tables import numeric_blocks, parquet_columns, parquet_rows
 
 
 class TabularDataset(Dataset):
@@ -28,8 +27,9 @@ class TabularDataset(Dataset):
     """
 
     def __init__(self, data: pd.DataFrame | str | Path, target: str | None = None):
+        where = ""  # what a column's error names first: the file, where there is one
         if not isinstance(data, pd.DataFrame):
-            path = Path(data)
+            path, where = Path(data), f"{data}: "
             data = pd.read_parquet(path) if path.suffix == ".parquet" else load_table(path, target)[0]
         target = data.columns[-1] if target is None else target
         if target not in data.columns:
@@ -41,10 +41,10 @@ class TabularDataset(Dataset):
         for column in [*features, target]:  # raw rows go through torchtrack.preprocessing first
             values = data[column]
             if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
-                raise DataError(f"column {column!r} is not numeric")
+                raise DataError(f"{where}column {column!r} is not numeric")
             bad = int((~np.isfinite(values.to_numpy(np.float64))).sum())
             if bad:
-                raise DataError(f"column {column!r} has {bad} missing or infinite value(s)")
+                raise DataError(f"{where}column {column!r} has {bad} missing or infinite value(s)")
         # pandas hands a frame's columns over column-major, (F, N) transposed: `from_parquet`
         # builds that layout too, since a matmul's rounding follows it.
         self.X = torch.from_numpy(data[features].to_numpy(np.float32, copy=True))  # (N, F)
@@ -58,8 +58,8 @@ class TabularDataset(Dataset):
         """The rows of a Parquet file written without its index (as prepare writes the splits),
         read `block_rows` at a time straight into `X` and `y`: the tensors `TabularDataset(path)`
         makes, bit for bit and stride for stride, without a DataFrame (`data` is None) or a
-        float64 copy of the table. The same DataError, naming the same column, for a column
-        that is not numbers or holds gaps or infinities."""
+        float64 copy of the table. The same DataError, naming the same column and the file, for
+        a column that is not numbers or holds gaps or infinities (tables.numeric_blocks)."""
         path = Path(path)
         columns = parquet_columns(path)
         target = columns[-1] if target is None else target
@@ -69,24 +69,10 @@ class TabularDataset(Dataset):
         rows = parquet_rows(path)
         X = torch.empty(len(features), rows).T  # (N, F), column-major as pandas gives it
         y = torch.empty(1, rows).T  # (N, 1)
-        into = dict(zip([*features, target], [*X.T.numpy(), *y.T.numpy()], strict=True))  # (N,) views
-        numeric: dict[str, bool] = {}
-        bad = dict.fromkeys(into, 0)
-        start = 0
-        for block in parquet_blocks(path, block_rows, [*features, target]):
-            if not numeric:  # what pandas reads as numbers: integers and floats, not booleans or decimals
-                numeric = {field.name: _is_number(field.type) for field in block.schema}
-            for name, column in into.items():
-                if numeric[name]:
-                    values = block.column(name).to_numpy()  # a gap (null) becomes NaN, as pandas reads it
-                    bad[name] += int((~np.isfinite(values)).sum())  # as read, as pandas checks them
-                    column[start : start + len(values)] = values
-            start += block.num_rows
-        for name in into:  # the first column at fault, in the order the constructor checks them
-            if not numeric[name]:
-                raise DataError(f"column {name!r} is not numeric")
-            if bad[name]:
-                raise DataError(f"column {name!r} has {bad[name]} missing or infinite value(s)")
+        into = [*X.T.numpy(), *y.T.numpy()]  # (N,) views, in the order of [*features, target]
+        for start, values in numeric_blocks(path, [*features, target], block_rows):
+            for column, block in zip(into, values, strict=True):
+                column[start : start + len(block)] = block
         dataset = cls.__new__(cls)
         dataset.data, dataset.target, dataset.features = None, target, features
         dataset.X, dataset.y = X, y
@@ -133,7 +119,3 @@ def _gather_rows(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     if table.T.is_contiguous() and not table.is_contiguous():  # column-major
         return table.T.index_select(1, index).T.contiguous()  # (C, n) gathered, then (n, C)
     return table.index_select(0, index)
-
-
-def _is_number(kind: pa.DataType) -> bool:
-    return pa.types.is_integer(kind) or pa.types.is_floating(kind)
