@@ -69,6 +69,7 @@ def rss_target(rows: int) -> float:
     return GIB if rows <= 1_000_000 else 1.5 * GIB if rows <= 10_000_000 else 2 * GIB
 
 
+SCALE_CSV = "scale-input.csv"  # the scale part's rows as a CSV, beside its clone
 RSS_PROBE = (
     "import resource, sys\n"
     "from torchtrack.cli import main\n"
@@ -631,7 +632,8 @@ def fixed_cost(folder: Path, repo: Path, rounds: int, cold_rounds: int, sizes: S
 def scale(repo: Path, rows: int, features: int, csv: bool = True) -> dict:
     """Target 3: peak resident memory of each stage on `rows` x `features` synthetic rows; then,
     side by side, train's samples/s vs a bare loop over the splits it read, and (unless not
-    `csv`) prepare on a CSV of the same rows vs a plain pyarrow script (benchmarks/plain_prepare.py)."""
+    `csv`) prepare on a CSV of the same rows vs a plain pyarrow script (benchmarks/plain_prepare.py),
+    and `torchtrack predict` of that CSV with the model train made."""
     update_params(
         repo,
         {"data": {"n_samples": rows, "n_features": features}, "train": {"epochs": 2, "batch_size": 1024}},
@@ -646,13 +648,14 @@ def scale(repo: Path, rows: int, features: int, csv: bool = True) -> dict:
         "wall_s": seconds,
         "split_bytes": sum(p.stat().st_size for p in (repo / PREPARED_DIR).glob("*.parquet")),
         "train_vs_bare": train_vs_bare(repo),
-        **({"prepare_vs_plain": prepare_vs_plain(repo)} if csv else {}),
+        **({"prepare_vs_plain": prepare_vs_plain(repo), "predict": predict_peak(repo)} if csv else {}),
     }
 
 
-def stage_peak(repo: Path, stage: str) -> tuple[float, int]:
-    """Wall seconds of one stage run in its own process, and its peak resident bytes."""
-    wall, result = timed_run([sys.executable, "-c", RSS_PROBE, stage], repo, stage_env(repo))
+def stage_peak(repo: Path, *command: str) -> tuple[float, int]:
+    """Wall seconds of one stage (or another torchtrack `command`) run in its own process, and its
+    peak resident bytes."""
+    wall, result = timed_run([sys.executable, "-c", RSS_PROBE, *command], repo, stage_env(repo))
     kib = next(int(line.split()[1]) for line in result.stderr.splitlines() if line.startswith("PEAK_RSS_KIB"))
     return wall, kib * 1024
 
@@ -691,7 +694,7 @@ def prepare_vs_plain(repo: Path) -> dict:
     import pyarrow.csv
 
     config = load_config(repo / "params.yaml")
-    csv, plain_out = repo.parent / "scale-input.csv", repo.parent / "plain-prepared"
+    csv, plain_out = repo.parent / SCALE_CSV, repo.parent / "plain-prepared"
     frame, _, _ = load_source(config.data, config.seed)  # the rows the synthetic prepare split
     pyarrow.csv.write_csv(pa.Table.from_pandas(frame, preserve_index=False), csv)
     del frame
@@ -717,6 +720,16 @@ def prepare_vs_plain(repo: Path) -> dict:
         "plain_wall_s": plain,
         "ratio": stage / plain,
     }
+
+
+def predict_peak(repo: Path) -> dict:
+    """`torchtrack predict` of prepare_vs_plain's CSV (raw rows, the target among them) with the
+    clone's trained model, to a CSV: wall seconds, start to exit, and peak resident bytes."""
+    csv, out = repo.parent / SCALE_CSV, repo.parent / "predictions.csv"
+    wall, peak = stage_peak(repo, "predict", "--input", str(csv), "--output", str(out))
+    rows = sum(1 for _ in out.open("rb")) - 1
+    out.unlink()
+    return {"rows": rows, "input_bytes": csv.stat().st_size, "wall_s": wall, "peak_rss_bytes": peak}
 
 
 def last_train_metrics(repo: Path) -> dict[str, float]:
@@ -836,6 +849,13 @@ def table(results: dict) -> str:
                 f"({c['stage_peak_rss_bytes'] / 2**20:,.0f} MiB peak RSS)",
                 c["ratio"] / 2,
                 c["ratio"] <= 2,
+            )
+        if p := s.get("predict"):
+            add(
+                f"predict: {p['rows']:,} rows of a CSV at most {rss_target(p['rows']) / GIB:g} GiB",
+                f"{p['peak_rss_bytes'] / 2**20:,.0f} MiB peak RSS, {p['rows'] / p['wall_s']:,.0f} rows/s",
+                p["peak_rss_bytes"] / rss_target(p["rows"]),
+                p["peak_rss_bytes"] <= rss_target(p["rows"]),
             )
     if f := results.get("fixed_cost"):
         add(
