@@ -18,9 +18,11 @@ from torchtrack.data import (
     read_split,
     split_indices,
     split_rows,
+    write_split,
     write_splits,
 )
 from torchtrack.errors import DataError
+from torchtrack.preprocessing import Preprocessor
 from torchtrack.tabular import TabularDataset
 
 
@@ -426,6 +428,43 @@ def test_write_splits_read_split_round_trip(tmp_path):
         "train.parquet",
         "val.parquet",
     ]
+
+
+def test_a_split_written_a_row_group_at_a_time_is_the_file_of_the_whole(tmp_path):
+    """write_split transforms and writes a row group at a time, from a DataFrame or from rows kept
+    on disk (StoredRows): at the default group size the bytes `to_parquet` writes of the whole,
+    at another the same table in groups of that many rows; then moved into place by write_splits."""
+    config = DataConfig(n_samples=400, n_features=3)
+    frame, target, _ = load_source(config, seed=5)
+    preprocessor = Preprocessor.fit(frame, target, config)
+    (tmp_path / "whole").mkdir()
+    preprocessor.transform(frame).to_parquet(tmp_path / "whole" / "train.parquet", index=False)
+    stored, _, _ = load_source(config, seed=5, folder=tmp_path)
+    for rows in (frame, stored):
+        write_split(tmp_path / "train.parquet", rows, preprocessor)
+        assert (tmp_path / "train.parquet").read_bytes() == (
+            tmp_path / "whole" / "train.parquet"
+        ).read_bytes()
+        write_split(tmp_path / "train.parquet", rows, preprocessor, group_rows=64)
+        written = pq.ParquetFile(tmp_path / "train.parquet")
+        assert [written.metadata.row_group(i).num_rows for i in range(written.num_row_groups)] == [64] * 6 + [
+            16
+        ]
+        assert written.read().equals(pq.read_table(tmp_path / "whole" / "train.parquet"))
+    write_splits({"train": tmp_path / "train.parquet"}, preprocessor, tmp_path / "prepared")
+    assert not (tmp_path / "train.parquet").exists()
+    assert read_split(tmp_path / "prepared", "train").equals(
+        pd.read_parquet(tmp_path / "whole" / "train.parquet")
+    )
+
+
+def test_a_value_that_cannot_be_used_in_a_later_row_group_leaves_no_file(tmp_path):
+    frame = small_frame(30).assign(a=lambda f: f["a"].astype(object))
+    preprocessor = Preprocessor.fit(frame, "target", DataConfig(source="csv"))
+    frame.loc[25, "a"] = "ten"
+    with pytest.raises(DataError, match=r"column 'a', row 26: 'ten' is not a number"):
+        write_split(tmp_path / "val.parquet", frame, preprocessor, group_rows=8)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_read_split_missing_says_to_run_prepare(tmp_path):

@@ -11,6 +11,7 @@ torch, which prepare needs for nothing.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,6 +32,9 @@ from torchtrack.synthetic import SyntheticTruth, make_synthetic, write_synthetic
 from torchtrack.tables import ColumnFile, read_table
 
 SPLITS = ("train", "val", "test")
+# Rows per row group of a prepared split: what pyarrow's writer cuts a whole table into (1024 *
+# 1024), so a split written a row group at a time is the file `to_parquet` wrote of it whole.
+SPLIT_ROW_GROUP = 1 << 20
 SYNTHETIC_FILE = "synthetic.arrow"  # in `load_source`'s folder: the synthetic features, until prepare ends
 
 
@@ -131,6 +135,19 @@ class StoredRows:
         """These features at the rows (and with the columns) of `frame`."""
         return StoredRows(self.features, frame)
 
+    @property
+    def iloc(self) -> _RowSlicer:
+        """`rows.iloc[start:stop]`: these rows from `start` to `stop`, as a DataFrame's."""
+        return _RowSlicer(self)
+
+
+@dataclass(frozen=True)
+class _RowSlicer:
+    rows: StoredRows
+
+    def __getitem__(self, where: slice) -> StoredRows:
+        return self.rows.with_frame(self.rows.frame.iloc[where])
+
 
 Rows: TypeAlias = pd.DataFrame | StoredRows  # a table's raw rows, as prepare reads them
 
@@ -230,13 +247,48 @@ def load_source(
     raise unknown("data source", config.source, Source)
 
 
+def write_split(path: Path, rows: Rows, preprocessor: Any, group_rows: int = SPLIT_ROW_GROUP) -> None:
+    """`preprocessor.transform(rows)` (a `preprocessing.Preprocessor`) as the Parquet file `path`,
+    made and written a row group of `group_rows` rows at a time: memory holds a row group of the
+    split, not the split. The file is the one `to_parquet` writes of the whole split, byte for
+    byte (each row's features depend on that row alone). DataError, and no file, where a row's
+    value cannot be used."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    writer = None
+    try:
+        for start in range(0, max(len(rows), 1), group_rows):  # an empty split: its columns
+            part = preprocessor.transform(rows.iloc[start : start + group_rows])
+            table = pa.Table.from_pandas(part, preserve_index=False)
+            if writer is None:
+                writer = pq.ParquetWriter(path, table.schema, compression="snappy")
+            writer.write_table(table)
+    except BaseException:
+        if writer is not None:
+            writer.close()
+        Path(path).unlink(missing_ok=True)
+        raise
+    if writer is not None:
+        writer.close()
+
+
 def write_splits(
-    splits: dict[str, pd.DataFrame], preprocessor: Any, out_dir: Path, truth: SyntheticTruth | None = None
+    splits: dict[str, pd.DataFrame | Path],
+    preprocessor: Any,
+    out_dir: Path,
+    truth: SyntheticTruth | None = None,
 ) -> None:
-    """Write each split as Parquet, the preprocessing (a `preprocessing.Preprocessor`, or a bare
-    Scaler) as JSON and the synthetic truth if any, each atomically."""
-    for name, frame in splits.items():
-        write_atomic(split_file(out_dir, name), lambda tmp, f=frame: f.to_parquet(tmp, index=False))
+    """Put each split in place as Parquet: a DataFrame written, or a file `write_split` made
+    elsewhere on the same file system moved; then the preprocessing (a `preprocessing.
+    Preprocessor`, or a bare Scaler) as JSON and the synthetic truth if any; each atomically."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, split in splits.items():
+        if isinstance(split, pd.DataFrame):
+            write_atomic(split_file(out_dir, name), lambda tmp, f=split: f.to_parquet(tmp, index=False))
+        else:
+            os.replace(split, split_file(out_dir, name))
     preprocessor.save(out_dir / PREPROCESSING_FILE)
     if truth is not None:
         truth.save(out_dir / TRUTH_FILE)

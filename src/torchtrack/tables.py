@@ -10,6 +10,7 @@ prepare keeps the synthetic rows it makes in a `ColumnFile`.
 
 from __future__ import annotations
 
+import bisect
 import codecs
 import csv
 import re
@@ -433,6 +434,7 @@ class ColumnFile:
         self.path = Path(path)
         self.names: list[str] = []
         self.rows = 0
+        self._starts: list[int] = []  # each record batch's first row
         self._writer: pa.ipc.RecordBatchFileWriter | None = None
 
     def append(self, block: dict[str, np.ndarray]) -> None:
@@ -444,11 +446,13 @@ class ColumnFile:
             self.names = list(block)
             self._writer = pa.ipc.new_file(str(self.path), batch.schema)
         self._writer.write_batch(batch)
+        self._starts.append(self.rows)
         self.rows += batch.num_rows
 
     def column(self, name: str, rows: np.ndarray | None = None) -> np.ndarray:
         """One column's values (N,), or its values at `rows` (ascending positions), read from
-        the file a record batch at a time (its writing ends at the first read)."""
+        the file a record batch at a time, those that hold `rows` only (its writing ends at the
+        first read)."""
         import pyarrow as pa
 
         if self._writer is not None:
@@ -460,8 +464,15 @@ class ColumnFile:
         options = pa.ipc.IpcReadOptions(included_fields=[self.names.index(name)])
         with pa.OSFile(str(self.path)) as file:  # read, not mapped: the pages are not held after
             reader = pa.ipc.open_file(file, options=options)
-            start = done = 0  # the batch's first row in the file; the values filled
-            for i in range(reader.num_record_batches):
+            batches = range(reader.num_record_batches)
+            if rows is not None and len(rows):  # from the batch of the first row to that of the last
+                first, last = (bisect.bisect_right(self._starts, int(row)) - 1 for row in (rows[0], rows[-1]))
+                batches = range(first, last + 1)
+            elif rows is not None:
+                batches = range(0)
+            done = 0  # the values filled
+            for i in batches:
+                start = self._starts[i]  # the batch's first row in the file
                 part = reader.get_batch(i).column(0).to_numpy()
                 if rows is None:
                     end = done + len(part)
@@ -469,5 +480,5 @@ class ColumnFile:
                 else:  # the rows that fall in this batch
                     end = done + int(np.searchsorted(rows[done:], start + len(part)))
                     values[done:end] = part[rows[done:end] - start]
-                start, done = start + len(part), end
+                done = end
         return values

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from torchtrack import portable
 from torchtrack.config import Config
-from torchtrack.data import load_source, split_indices, split_rows, write_splits
+from torchtrack.data import load_source, split_indices, split_rows, write_split, write_splits
 from torchtrack.files import write_json
 from torchtrack.paths import (
     COLUMNS_FILE,
@@ -20,6 +20,7 @@ from torchtrack.paths import (
     PREPARE_SCRATCH_PREFIX,
     PREPARED_DIR,
     PREPROCESSING_FILE,
+    split_file,
 )
 from torchtrack.preprocessing import ROLES, Preprocessor, drop_missing_target
 from torchtrack.tables import note
@@ -29,7 +30,8 @@ from torchtrack.tracking.tracker import Tracker
 
 def run(config: Config) -> dict[str, float]:
     """Make the splits and their summary; return the summary."""
-    # Synthetic rows wait in a private folder, removed at the end, their columns read one at a time.
+    # Synthetic rows and the splits wait in a private folder, removed at the end: the rows' columns
+    # are read one at a time, and each split is made and written a row group at a time.
     with tempfile.TemporaryDirectory(prefix=PREPARE_SCRATCH_PREFIX, dir=".") as folder:
         # Bad input fails here, before any run or output exists.
         frame, target, truth = load_source(config.data, config.seed, Path(folder))
@@ -46,30 +48,32 @@ def run(config: Config) -> dict[str, float]:
         features = (test[name] for name in test.columns if name != target)
         clean_test = truth.clean_target_of(features, len(test)) if truth is not None else None
         del test, features
-        # Each split's raw columns go as its features are made: memory holds the raw table at
-        # most once (a CSV's), and synthetic columns one at a time.
-        prepared = {name: preprocessor.transform(raw.pop(name), consume=True) for name in list(raw)}
-    if dropped_rows:
-        note(f"{dropped_rows} row(s) without a value of the target {target!r} left out")
-    for column in preprocessor.columns:
-        if column.role == "dropped":
-            note(f"column {column.name!r} not used: {column.reason}")
-    with Tracker(config.tracking, "prepare", params=config.flat("seed", "data")) as tracker:
-        write_splits(prepared, preprocessor, PREPARED_DIR, truth)
-        write_json(PREPARED_DIR / COLUMNS_FILE, preprocessor.roles())
-        summary: dict[str, float] = {f"rows_{name}": n for name, n in rows.items()}
-        summary["rows_dropped_missing_target"] = dropped_rows
-        summary["features"] = len(preprocessor.features)
-        for role in ROLES:
-            summary[f"columns_{role}"] = sum(c.role == role for c in preprocessor.columns)
-        summary["target_std_train"] = portable.std(train_target, ddof=1)
-        if truth is not None:
-            residual = test_target - clean_test
-            summary["noise_variance"] = truth.noise_variance
-            summary["oracle_test_mse"] = portable.mean(residual * residual)  # the true rule's test MSE
-        write_json(PREPARE_METRICS, summary)
-        tracker.log_metrics(summary)
-        tracker.log_artifact(PREPARED_DIR / PREPROCESSING_FILE)
-        tracker.log_artifact(PREPARED_DIR / COLUMNS_FILE)
-        tracker.set_tags({PREPARED_TAG: directory_md5(PREPARED_DIR)})
+        # Each split's Parquet file, made here: memory holds a row group of it, and the raw rows at
+        # most once (a CSV's), and moved into place once the run is open.
+        staged = {name: Path(folder) / split_file(".", name).name for name in raw}
+        for name in list(raw):
+            write_split(staged[name], raw.pop(name), preprocessor)
+        if dropped_rows:
+            note(f"{dropped_rows} row(s) without a value of the target {target!r} left out")
+        for column in preprocessor.columns:
+            if column.role == "dropped":
+                note(f"column {column.name!r} not used: {column.reason}")
+        with Tracker(config.tracking, "prepare", params=config.flat("seed", "data")) as tracker:
+            write_splits(staged, preprocessor, PREPARED_DIR, truth)
+            write_json(PREPARED_DIR / COLUMNS_FILE, preprocessor.roles())
+            summary: dict[str, float] = {f"rows_{name}": n for name, n in rows.items()}
+            summary["rows_dropped_missing_target"] = dropped_rows
+            summary["features"] = len(preprocessor.features)
+            for role in ROLES:
+                summary[f"columns_{role}"] = sum(c.role == role for c in preprocessor.columns)
+            summary["target_std_train"] = portable.std(train_target, ddof=1)
+            if truth is not None:
+                residual = test_target - clean_test
+                summary["noise_variance"] = truth.noise_variance
+                summary["oracle_test_mse"] = portable.mean(residual * residual)  # the true rule's test MSE
+            write_json(PREPARE_METRICS, summary)
+            tracker.log_metrics(summary)
+            tracker.log_artifact(PREPARED_DIR / PREPROCESSING_FILE)
+            tracker.log_artifact(PREPARED_DIR / COLUMNS_FILE)
+            tracker.set_tags({PREPARED_TAG: directory_md5(PREPARED_DIR)})
     return summary
