@@ -21,8 +21,8 @@ from torchtrack.files import write_atomic
 ROOT = Path(__file__).resolve().parents[1]
 PERFORMANCE = ROOT / "docs" / "performance.md"
 LESSONS = ROOT / "docs" / "lessons.md"
-# Under benchmarks/: make bench, the ten-million-row scale run, and the CUDA run.
-RESULTS = ("results.json", "results-scale.json", "results-cuda.json")
+# Under benchmarks/: make bench, the ten- and hundred-million-row scale runs, and the CUDA run.
+RESULTS = ("results.json", "results-scale.json", "results-scale-100m.json", "results-cuda.json")
 
 
 def begin(name: str) -> str:

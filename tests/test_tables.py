@@ -227,6 +227,8 @@ def test_columns_written_a_block_of_rows_at_a_time_read_back_whole_or_at_some_ro
     rows = np.flatnonzero(np.arange(1_000) % 7 == 3)  # ascending, across every block
     assert table.column("c", rows).tobytes() == X[rows, 2].tobytes()
     assert table.column("a", np.array([999])).tolist() == [X[999, 0]]
+    middle = np.arange(130, 200)  # rows of the third and fourth blocks only
+    assert table.column("b", middle).tobytes() == X[middle, 1].tobytes()
     assert table.column("a", np.array([], np.int64)).size == 0
     with pytest.raises(ValueError, match="ascending"):
         table.column("a", np.array([5, 2]))
