@@ -10,7 +10,7 @@ import pytest
 from helpers import BENCH, BENCH_REPRO_PARTS, smoke_bench
 
 sys.path.insert(0, str(BENCH.parent))
-from bench import PARTS  # noqa: E402
+from bench import PARTS, RSS_PROBE  # noqa: E402
 
 
 def test_help_prints_the_usage_and_measures_nothing(tmp_path):
@@ -26,6 +26,22 @@ def test_an_unknown_part_is_refused_before_measuring(tmp_path):
     )
     assert result.returncode == 2 and "invalid choice" in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_command_s_peak_memory_is_its_own_not_the_benchmark_s(tmp_path):
+    """The probe a stage's memory row comes from: a child started while the benchmark holds a
+    large table (as the scale part does when it measures prepare on a CSV, then predict) is not
+    given the benchmark's peak (getrusage's ru_maxrss is, through vfork and exec)."""
+    held = bytearray(1 << 30)  # 1 GiB in this process, every page touched
+    held[:: 1 << 12] = b"\x01" * len(range(0, len(held), 1 << 12))
+    (tmp_path / "params.yaml").write_text("{}\n")
+    result = subprocess.run(
+        [sys.executable, "-c", RSS_PROBE, "validate"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("PEAK_RSS_KIB")]
+    assert int(line.split()[1]) < 256 * 1024  # validate imports no torch: tens of MiB
+    del held
 
 
 @pytest.mark.slow
