@@ -458,6 +458,30 @@ def test_a_split_written_a_row_group_at_a_time_is_the_file_of_the_whole(tmp_path
     )
 
 
+def test_a_staged_split_is_copied_into_place_where_the_folder_is_on_another_file_system(
+    tmp_path, monkeypatch
+):
+    import errno
+    import os
+
+    frame = small_frame(30)
+    scaler = Scaler.fit(frame, "target")
+    scaler.transform(frame).to_parquet(tmp_path / "staged.parquet", index=False)
+    renames = []
+
+    def replace(source, target):
+        renames.append(target)
+        if len(renames) == 1:  # the split's rename: across devices
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        os.rename(source, target)
+
+    monkeypatch.setattr("torchtrack.data.os.replace", replace)
+    write_splits({"train": tmp_path / "staged.parquet"}, scaler, tmp_path / "prepared")
+    written = tmp_path / "prepared" / "train.parquet"
+    assert written.read_bytes() == (tmp_path / "staged.parquet").read_bytes()
+    assert renames[1] == written  # copied beside it, then renamed into place
+
+
 def test_a_value_that_cannot_be_used_in_a_later_row_group_leaves_no_file(tmp_path):
     frame = small_frame(30).assign(a=lambda f: f["a"].astype(object))
     preprocessor = Preprocessor.fit(frame, "target", DataConfig(source="csv"))

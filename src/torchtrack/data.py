@@ -11,7 +11,9 @@ torch, which prepare needs for nothing.
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -280,15 +282,22 @@ def write_splits(
     truth: SyntheticTruth | None = None,
 ) -> None:
     """Put each split in place as Parquet: a DataFrame written, or a file `write_split` made
-    elsewhere on the same file system moved; then the preprocessing (a `preprocessing.
-    Preprocessor`, or a bare Scaler) as JSON and the synthetic truth if any; each atomically."""
+    elsewhere moved (renamed, or copied where `out_dir` is on another file system); then the
+    preprocessing (a `preprocessing.Preprocessor`, or a bare Scaler) as JSON and the synthetic
+    truth if any; each atomically."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, split in splits.items():
         if isinstance(split, pd.DataFrame):
             write_atomic(split_file(out_dir, name), lambda tmp, f=split: f.to_parquet(tmp, index=False))
-        else:
+            continue
+        try:
             os.replace(split, split_file(out_dir, name))
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            # `out_dir` links to another file system: copied beside it first, then renamed.
+            write_atomic(split_file(out_dir, name), lambda tmp, f=split: shutil.copyfile(f, tmp))
     preprocessor.save(out_dir / PREPROCESSING_FILE)
     if truth is not None:
         truth.save(out_dir / TRUTH_FILE)
