@@ -110,6 +110,9 @@ class TrainConfig:
     epochs: Int | None = Field(default=None, ge=1)  # at most this many epochs; None = as max_steps takes
     batch_size: Int = Field(default=256, ge=1)  # the largest batch: at most a tenth of the train rows
     shuffle: Bool = True  # reshuffle the training rows every epoch
+    shuffle_buffer_rows: Int = Field(
+        default=4_194_304, ge=1
+    )  # a larger split streams (docs/training-recipe.md)
     device: Device = "auto"
     num_threads: Int = Field(default=1, ge=0)  # CPU threads; 0 = one per core
     processes: Int = Field(default=1, ge=1)  # ranks under torchrun (DDP); docs/scaling.md

@@ -25,10 +25,11 @@ from torch import nn
 from torchtrack import portable
 from torchtrack.activations import LearnableTanhPlusX
 from torchtrack.config import TrainConfig
-from torchtrack.evaluation import least_squares_fit, predict
-from torchtrack.loader import BLOCK_ROWS
+from torchtrack.evaluation import NormalEquations, predict
 from torchtrack.models import RegressionModel
-from torchtrack.tabular import TabularDataset
+from torchtrack.tabular import ParquetRows, TabularDataset
+
+Split = TabularDataset | ParquetRows
 
 LINE_ACTIVATIONS = (nn.Identity, LearnableTanhPlusX)  # what can be z itself (a = 0, b = 1)
 AKAIKE_COST = 2.0  # the sum of squared errors, in units of sigma^2, that each extra parameter must save
@@ -41,6 +42,7 @@ class LineChoice:
     kept_line: bool
     saved: float  # the line's train sum of squared errors minus the trained model's, over sigma^2
     cost: float  # what the trained model's extra parameters had to save: AKAIKE_COST each
+    line_train_loss: float  # the line's mean squared error on the train rows
 
     def metrics(self) -> dict[str, float]:
         """What the train stage records: 1.0 when the model is the line, and the saving against its cost."""
@@ -73,46 +75,53 @@ def set_to_line(model: RegressionModel, coef: list[float]) -> None:
         model.activation.b.fill_(1.0)
 
 
-def keep_the_better(model: nn.Module, train_set: TabularDataset, config: TrainConfig) -> LineChoice | None:
+def keep_the_better(model: nn.Module, train_set: Split, config: TrainConfig) -> LineChoice | None:
     """After training: set `model` to the least-squares line on `train_set` unless its trained
     weights lower the train sum of squared errors by more than AKAIKE_COST times sigma^2 per
     parameter of its activation; return what was decided. None, and the model untouched, when
     it cannot be a line or the loss is not `mse` (the criterion is Gaussian's; least squares is
-    not the fit an l1 or huber loss asks for).
+    not the fit an l1 or huber loss asks for). The rows are read a block at a time, twice: once
+    for the trained weights' errors and the normal equations, once for the line's errors.
     """
     if config.loss != "mse" or not can_be_a_line(model):
         return None
-    X, y = train_set.X, train_set.y.numpy().reshape(-1)  # float32: made float64 a block at a time
     trained = {name: value.clone() for name, value in model.state_dict().items()}
-    trained_sse = _squared_errors(model, X, y)
-    set_to_line(model, least_squares_fit(X.numpy(), y))
-    line_sse = _squared_errors(model, X, y)
-    degrees = max(len(y) - X.shape[1] - 1, 1)  # the line's residual degrees of freedom
+    trained_sse, equations = portable.ExactSums(1), NormalEquations(len(train_set.features))
+    for X, y in train_set.blocks():  # float32: made float64 a block at a time
+        trained_sse.add(_squared_errors(model, X, y))
+        equations.add(X.numpy(), y.numpy())
+    set_to_line(model, equations.solve())
+    line_sse = _sum_of_squared_errors(model, train_set)
+    degrees = max(len(train_set) - len(train_set.features) - 1, 1)  # the line's residual degrees of freedom
     sigma2 = line_sse / degrees
-    saved = (line_sse - trained_sse) / sigma2 if sigma2 > 0 else 0.0  # an exact line: nothing to save
+    saved = (
+        (line_sse - trained_sse.totals()[0]) / sigma2 if sigma2 > 0 else 0.0
+    )  # an exact line: nothing to save
     cost = AKAIKE_COST * sum(p.numel() for p in model.activation.parameters())
     kept_line = not saved > cost
     if not kept_line:
         model.load_state_dict(trained)
-    return LineChoice(kept_line, float(saved), cost)
+    return LineChoice(kept_line, float(saved), cost, line_sse / len(train_set))
 
 
-def line_losses(model: nn.Module, train_set: TabularDataset, val_set: TabularDataset) -> dict[str, float]:
+def line_losses(model: nn.Module, choice: LineChoice, val_set: Split) -> dict[str, float]:
     """The kept line's mean squared error on the train and val rows, under the names of the
     epochs' losses: so that the records end on the weights kept, not on the curve they replaced."""
-    losses = {}
-    for name, rows in (("train", train_set), ("val", val_set)):
-        losses[f"{name}_loss"] = _squared_errors(model, rows.X, rows.y.numpy().reshape(-1)) / len(rows)
-    return losses
+    val_loss = _sum_of_squared_errors(model, val_set) / len(val_set)
+    return {"train_loss": choice.line_train_loss, "val_loss": val_loss}
 
 
-def _squared_errors(model: nn.Module, X: torch.Tensor, y: np.ndarray) -> float:
-    """The sum of squared errors of `model` on rows X (N, F) with targets y (N,), a block of
-    BLOCK_ROWS rows at a time: the batches `predict` cuts, and an exactly rounded sum (not
-    np.dot, whose BLAS kernel the CPU chooses), so the bits of a whole-table computation."""
+def _sum_of_squared_errors(model: nn.Module, rows: Split) -> float:
+    """The sum of squared errors of `model` on `rows`, a block of BLOCK_ROWS rows at a time: the
+    batches `predict` cuts, and an exactly rounded sum (not np.dot, whose BLAS kernel the CPU
+    chooses), so the bits of a whole-table computation."""
     sums = portable.ExactSums(1)
-    for start in range(0, len(X), BLOCK_ROWS):
-        rows = slice(start, start + BLOCK_ROWS)
-        errors = predict(model, X[rows]) - y[rows].astype(np.float64)  # (n,)
-        sums.add(errors * errors)
+    for X, y in rows.blocks():
+        sums.add(_squared_errors(model, X, y))
     return sums.totals()[0]
+
+
+def _squared_errors(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> np.ndarray:
+    """(n, 1) squared errors of `model` on rows X (n, F) with targets y (n, 1), in float64."""
+    errors = predict(model, X) - y.numpy().reshape(-1).astype(np.float64)  # (n,)
+    return (errors * errors)[:, None]

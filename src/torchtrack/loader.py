@@ -1,5 +1,6 @@
 """Batches for training and validation, fast: the data stays where the model is, and rows are
-gathered a block of many batches at a time, not row by row.
+gathered a block of many batches at a time, not row by row. A split too large to hold
+(`tabular.ParquetRows`) is read a window of its row groups at a time (`WindowBatches`).
 
     loader = make_loader(resident(train_set, device), batch_size=64, shuffle=True, generator=g)
     for X, y in loader: ...  # (64, F), (64, 1) views of one gathered block
@@ -9,11 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from functools import partial
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from torchtrack.distributed import shard_rows
+from torchtrack.distributed import shard_count, shard_rows
 
 # Rows gathered per indexing operation (and per chunk wherever a split is processed in pieces):
 # a few MB, however large the split.
@@ -28,10 +30,13 @@ def make_loader(
     *,
     rank: int = 0,
     world_size: int = 1,
-) -> BlockBatches:
+) -> BlockBatches | WindowBatches:
     """Batches of `batch_size` rows from `dataset`; shuffling draws from `generator` for
     reproducibility. With `world_size` > 1, rank `rank`'s share of them: an equal slice of
     every batch (`distributed.shard_rows`), `batch_size // world_size` rows.
+
+    A dataset read a window of row groups at a time (`RowGroups`) is batched by
+    `WindowBatches`; any other is held whole, as follows.
 
     A DataLoader fetches blocks of whole batches (about `BLOCK_ROWS` rows): the sampler
     yields index tensors, on the dataset's `device` if it has one, `dataset[index_tensor]`
@@ -40,6 +45,8 @@ def make_loader(
     the order a bare `randperm` loop takes them. In-memory tensors need no worker processes,
     so none are started.
     """
+    if isinstance(dataset, RowGroups):
+        return WindowBatches(dataset, batch_size, shuffle, generator, rank=rank, world_size=world_size)
     local = batch_size // world_size  # rows of each batch that this process takes
     block_rows = max(1, BLOCK_ROWS // batch_size) * local
     shard = None
@@ -119,3 +126,99 @@ class BlockBatches:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for X, y in self.loader:
             yield from zip(X.split(self.batch_size), y.split(self.batch_size), strict=True)
+
+
+@runtime_checkable
+class RowGroups(Protocol):
+    """Rows stored in groups (a Parquet file's row groups), read some groups at a time: what
+    `WindowBatches` batches. `tabular.ParquetRows` is one."""
+
+    group_rows: list[int]  # each group's rows, in the file's order
+    window_groups: int  # how many groups a window (the shuffle buffer) holds
+
+    def __len__(self) -> int: ...
+
+    def read_groups(self, groups: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """These groups' rows, in this order: X (n, F) and y (n, 1)."""
+        ...
+
+
+class WindowBatches:
+    """Batches of `batch_size` rows of a split too large to hold, read a window of its row
+    groups at a time: memory holds one window, whatever the split's size.
+
+    Shuffled, an epoch draws a permutation of the groups from `generator`, cuts it into windows
+    of `rows.window_groups` groups, and takes each window's rows in a permutation drawn from
+    `generator` too (a shuffle buffer of the window's rows). The batches run on across windows:
+    rows a window leaves short of a whole batch start the next one's first batch, so an epoch
+    has the batches a permutation of all the rows would (`len`), the last one short. Not
+    shuffled, the rows come in the file's order. With `world_size` > 1, rank `rank` takes its
+    slice of every batch (`distributed.shard_rows`), as `BatchIndexSampler` does: every rank
+    reads every window, and the ranks' slices make each batch whole.
+    """
+
+    def __init__(
+        self,
+        rows: RowGroups,
+        batch_size: int,
+        shuffle: bool,
+        generator: torch.Generator | None = None,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        self.rows, self.batch_size, self.shuffle, self.generator = rows, batch_size, shuffle, generator
+        self.local = batch_size // world_size  # rows of each batch that this process takes
+        self.shard = None
+        if world_size > 1:
+            self.shard = partial(shard_rows, batch_size=batch_size, rank=rank, world_size=world_size)
+        self.n_rows = shard_count(len(rows), batch_size, rank, world_size)
+
+    def __len__(self) -> int:
+        return -(-self.n_rows // self.local)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        groups = len(self.rows.group_rows)
+        order = torch.randperm(groups, generator=self.generator) if self.shuffle else torch.arange(groups)
+        windows = order.split(self.rows.window_groups)
+        block = max(1, BLOCK_ROWS // self.batch_size) * self.batch_size  # rows gathered at a time
+        carried: tuple[torch.Tensor, torch.Tensor] | None = None  # fewer rows than a batch
+        for window in windows:
+            X, y = self.rows.read_groups(window.tolist())
+            if self.shuffle:
+                taken = torch.randperm(len(X), generator=self.generator)
+            else:
+                taken = torch.arange(len(X))
+            for index in taken.split(block):
+                rows = gather_rows(X, index), gather_rows(y, index)
+                if carried is not None:
+                    rows = torch.cat([carried[0], rows[0]]), torch.cat([carried[1], rows[1]])
+                whole = len(rows[0]) // self.batch_size * self.batch_size
+                yield from self._batches(rows[0][:whole], rows[1][:whole])
+                carried = rows[0][whole:], rows[1][whole:]
+        if carried is not None:
+            yield from self._batches(*carried)
+
+    def _batches(self, X: torch.Tensor, y: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """This rank's batches of the rows X (n, F), y (n, 1), which are whole batches but for
+        the epoch's last."""
+        if self.shard is not None:
+            mine = self.shard(torch.arange(len(X)))
+            X, y = X.index_select(0, mine), y.index_select(0, mine)
+        if len(X):  # an empty tensor still splits into one (empty) piece
+            yield from zip(X.split(self.local), y.split(self.local), strict=True)
+
+
+def gather_rows(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """`table[index]` for a (N, C) table, as one contiguous (len(index), C) block, whatever the
+    table's layout: the block, and so every batch cut from it, is the same bits and strides.
+
+    `index_select` is the dedicated gather kernel (advanced indexing, `X[index]`, goes through
+    PyTorch's general indexing machinery and was slower). On a column-major table, as
+    `from_parquet` and pandas lay X out, a gather along the rows reads C scattered values per
+    row; gathering along each column, where the rows sit side by side, and then laying the
+    block out row by row was 3-5x faster at 700,000 x 16 (docs/performance.md).
+    """
+    if table.T.is_contiguous() and not table.is_contiguous():  # column-major
+        return table.T.index_select(1, index).T.contiguous()  # (C, n) gathered, then (n, C)
+    return table.index_select(0, index)

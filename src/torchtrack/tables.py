@@ -396,21 +396,34 @@ def _batches(
 ) -> Iterator[pa.RecordBatch]:
     """`file.iter_batches`, a row group at a time: a page that cannot be read is named by its
     row group and that group's rows."""
-    groups = file.metadata.num_row_groups
-    first = 0  # the group's first row in the file
-    for group in range(groups):
-        size = file.metadata.row_group(group).num_rows
+    for group in range(file.metadata.num_row_groups):
         batches = file.iter_batches(batch_size=rows, row_groups=[group], columns=columns)
         while True:
             try:
                 batch = next(batches, None)
             except (OSError, ValueError) as exc:
-                where = f"rows {first + 1}-{first + size} (row group {group + 1} of {groups})"
-                raise DataError(f"{path}: {where} cannot be read ({_one_line(exc)})") from None
+                raise _unreadable(file, path, group, exc) from None
             if batch is None:
                 break
             yield batch
-        first += size
+
+
+def read_row_group(file: pq.ParquetFile, path: str | Path, group: int, columns: list[str]) -> pa.Table:
+    """Row group `group` of `file` (these `columns`); a group that cannot be read is named by
+    its rows, as `parquet_blocks` names it."""
+    try:
+        return file.read_row_group(group, columns=columns)
+    except (OSError, ValueError) as exc:
+        raise _unreadable(file, path, group, exc) from None
+
+
+def _unreadable(file: pq.ParquetFile, path: str | Path, group: int, exc: Exception) -> DataError:
+    """The DataError for a row group of `file` that cannot be read: the file, the group and its rows."""
+    metadata = file.metadata
+    first = sum(metadata.row_group(g).num_rows for g in range(group))  # the group's first row
+    where = f"rows {first + 1}-{first + metadata.row_group(group).num_rows}"
+    where += f" (row group {group + 1} of {metadata.num_row_groups})"
+    return DataError(f"{path}: {where} cannot be read ({_one_line(exc)})")
 
 
 def _one_line(exc: Exception) -> str:

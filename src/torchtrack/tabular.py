@@ -1,10 +1,13 @@
 """`TabularDataset`: the prepared splits as float32 tensors, the journal's Dataset subclass with
 `data`, `X` and `y`, for train and evaluate (data.py, which prepare uses, needs no torch).
-`TabularDataset.from_parquet` reads a split a block of rows at a time into those tensors."""
+`TabularDataset.from_parquet` reads a split a block of rows at a time into those tensors;
+`ParquetRows` is a split too large to hold, read a window of row groups at a time, and
+`open_split` picks between the two by the shuffle buffer's size."""
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +17,18 @@ from torch.utils.data import Dataset
 
 from torchtrack.data import load_table
 from torchtrack.errors import DataError
-from torchtrack.loader import BLOCK_ROWS
+from torchtrack.loader import BLOCK_ROWS, gather_rows
 from torchtrack.profiling import timed
-from torchtrack.tables import numeric_blocks, parquet_columns, parquet_rows
+from torchtrack.tables import numeric_blocks, open_parquet, parquet_columns, parquet_rows, read_row_group
+
+
+def open_split(path: str | Path, buffer_rows: int) -> TabularDataset | ParquetRows:
+    """A prepared split to train on: held whole (`TabularDataset.from_parquet`) when it has at
+    most `buffer_rows` rows, so that an epoch shuffles all of it; else read a window of about
+    `buffer_rows` rows at a time (`ParquetRows`)."""
+    if parquet_rows(path) <= buffer_rows:
+        return TabularDataset.from_parquet(path)
+    return ParquetRows(path, buffer_rows)
 
 
 class TabularDataset(Dataset):
@@ -81,6 +93,15 @@ class TabularDataset(Dataset):
     def __len__(self) -> int:
         return len(self.X)
 
+    def blocks(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The rows in order, `BLOCK_ROWS` at a time: X (n, F) and y (n, 1) views."""
+        for start in range(0, len(self), BLOCK_ROWS):
+            yield self.X[start : start + BLOCK_ROWS], self.y[start : start + BLOCK_ROWS]
+
+    def evenly_spaced(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """About `BLOCK_ROWS` rows at an even spacing (every row of a smaller split): X, y."""
+        return self[:: max(len(self) // BLOCK_ROWS, 1)]
+
     @property
     def device(self) -> torch.device:
         """Where `X` and `y` live: the CPU unless `to` moved them."""
@@ -102,20 +123,68 @@ class TabularDataset(Dataset):
         """One row, or a whole batch in one indexing operation when `index` is a tensor of
         row indices (what `loader.BatchIndexSampler` yields)."""
         if isinstance(index, torch.Tensor) and index.dim() == 1 and index.dtype in (torch.int64, torch.int32):
-            return _gather_rows(self.X, index), _gather_rows(self.y, index)
+            return gather_rows(self.X, index), gather_rows(self.y, index)
         return self.X[index], self.y[index]
 
 
-def _gather_rows(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """`table[index]` for a (N, C) table, as one contiguous (len(index), C) block, whatever the
-    table's layout: the block, and so every batch cut from it, is the same bits and strides.
+class ParquetRows:
+    """A prepared split (a Parquet file of numbers, as prepare writes them) too large to hold:
+    its rows read a window of row groups at a time (as many as `buffer_rows` rows hold, at least
+    one), or a block at a time; `loader.WindowBatches` batches it. Memory holds a window, not the
+    split.
 
-    `index_select` is the dedicated gather kernel (advanced indexing, `X[index]`, goes through
-    PyTorch's general indexing machinery and was slower). On a column-major table, as
-    `from_parquet` and pandas lay X out, a gather along the rows reads C scattered values per
-    row; gathering along each column, where the rows sit side by side, and then laying the
-    block out row by row was 3-5x faster at 700,000 x 16 (docs/performance.md).
+    Opening it reads every row once, as `TabularDataset.from_parquet` does: a column that is not
+    numbers or holds gaps or infinities is refused there, with the same DataError naming the file
+    and the column, before any row is trained on; and the pass keeps `evenly_spaced`'s rows.
     """
-    if table.T.is_contiguous() and not table.is_contiguous():  # column-major
-        return table.T.index_select(1, index).T.contiguous()  # (C, n) gathered, then (n, C)
-    return table.index_select(0, index)
+
+    def __init__(self, path: str | Path, buffer_rows: int, target: str | None = None):
+        self.path = Path(path)
+        columns = parquet_columns(self.path)
+        self.target = columns[-1] if target is None else target
+        if self.target not in columns:
+            raise DataError(f"target column {self.target!r} not found")
+        self.features = [c for c in columns if c != self.target]
+        metadata = open_parquet(self.path).metadata
+        self.group_rows = [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
+        self.window_groups = max(1, buffer_rows // max(self.group_rows, default=1))
+        self._rows = sum(self.group_rows)
+        step = max(self._rows // BLOCK_ROWS, 1)  # TabularDataset.evenly_spaced's rows
+        sample: list[list[np.ndarray]] = []
+        for start, values in numeric_blocks(self.path, [*self.features, self.target], BLOCK_ROWS):
+            sample.append([column[(-start) % step :: step] for column in values])
+        self._sample = _tensors([np.concatenate(parts) for parts in zip(*sample, strict=True)])
+
+    def __len__(self) -> int:
+        return self._rows
+
+    def evenly_spaced(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rows `TabularDataset.evenly_spaced` takes of the same split: X, y."""
+        return self._sample
+
+    def blocks(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The rows in order, `BLOCK_ROWS` at a time: X (n, F) and y (n, 1)."""
+        for _, values in numeric_blocks(self.path, [*self.features, self.target], BLOCK_ROWS):
+            yield _tensors(values)
+
+    def read_groups(self, groups: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """These row groups' rows, one after another in this order: X (n, F) and y (n, 1),
+        float32 and column-major as `TabularDataset.from_parquet` lays them out."""
+        rows = sum(self.group_rows[g] for g in groups)
+        X = torch.empty(len(self.features), rows).T
+        y = torch.empty(1, rows).T
+        into = [*X.T.numpy(), *y.T.numpy()]  # (n,) views, in the order of [*features, target]
+        start = 0
+        with open_parquet(self.path) as file:
+            for group in groups:
+                table = read_row_group(file, self.path, group, [*self.features, self.target])
+                for column, name in zip(into, table.column_names, strict=True):
+                    column[start : start + table.num_rows] = table.column(name).to_numpy()
+                start += table.num_rows
+        return X, y
+
+
+def _tensors(values: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Columns (n,) of features, then the target, as float32 X (n, F) and y (n, 1), column-major."""
+    table = torch.from_numpy(np.stack(values).astype(np.float32)).T  # (n, F + 1)
+    return table[:, :-1], table[:, -1:]

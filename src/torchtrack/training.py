@@ -119,15 +119,18 @@ def start_at_the_target_mean(model: nn.Module, rows: Dataset, rounds: int = 60) 
     """Shift the bias of `model`'s last linear layer so that its mean prediction (in eval mode)
     on `rows` is their target's mean; return whether it did (False when no shift reaches it,
     as with a bounded activation). A split larger than a block (`BLOCK_ROWS`) is read at
-    evenly spaced rows, a block of them: a mean needs no more, and a million rows would cost
-    each round a full forward pass.
+    evenly spaced rows, a block of them (its `evenly_spaced`, where it has one): a mean needs
+    no more, and a million rows would cost each round a full forward pass.
 
     The output layer then starts where the target is ("init well": a target of mean 150
     would otherwise cost thousands of small Adam steps just to move the bias there), and
     the steps go to fitting its shape. Bisection, since the mean prediction rises with that
     bias for every activation here that can reach the target.
     """
-    X, y = rows[:: max(len(rows) // BLOCK_ROWS, 1)]  # (N, F), (N, 1)
+    if hasattr(rows, "evenly_spaced"):
+        X, y = rows.evenly_spaced()  # (N, F), (N, 1)
+    else:
+        X, y = rows[:: max(len(rows) // BLOCK_ROWS, 1)]
     if 1 not in X.stride():
         # rows[::k] (k > 1) of a column-major X: no unit stride, so a matmul cannot read it in
         # place and each forward pass below would copy it to a contiguous one (most of their

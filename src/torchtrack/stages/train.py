@@ -39,7 +39,7 @@ from torchtrack.paths import (
 from torchtrack.preprocessing import Preprocessor
 from torchtrack.progress import TrainingProgress
 from torchtrack.tables import note
-from torchtrack.tabular import TabularDataset
+from torchtrack.tabular import open_split
 from torchtrack.tracking.client import prepare_run_id
 from torchtrack.tracking.hashes import (
     MODEL_TAG,
@@ -92,8 +92,9 @@ def run(config: Config) -> dict[str, float]:
 
 
 def _train(config: Config, device: torch.device) -> dict[str, float]:
-    train_set = TabularDataset.from_parquet(prepared_split(PREPARED_DIR, "train"))
-    val_set = TabularDataset.from_parquet(prepared_split(PREPARED_DIR, "val"))
+    buffer_rows = config.train.shuffle_buffer_rows  # a larger split is read a window at a time
+    train_set = open_split(prepared_split(PREPARED_DIR, "train"), buffer_rows)
+    val_set = open_split(prepared_split(PREPARED_DIR, "val"), buffer_rows)
     preprocessor = Preprocessor.load(PREPARED_DIR / PREPROCESSING_FILE)
     generator = seed_everything(config.seed)
     set_threads(config.train.num_threads)
@@ -140,7 +141,7 @@ def _train(config: Config, device: torch.device) -> dict[str, float]:
     ) as tracker:
         splits = {split: split_file(PREPARED_DIR, split) for split in ("train", "val")}
         tracker.log_datasets(splits, PREPARED_DIR, prepared_md5, train_set.target)
-        tracker.log_graph(model, train_set.X[:8])
+        tracker.log_graph(model, train_set.evenly_spaced()[0][:8])
         with TrainingProgress(budget.epochs, budget.steps_per_epoch) as progress:
             started = time.perf_counter()
             history = fit(
@@ -165,7 +166,7 @@ def _train(config: Config, device: torch.device) -> dict[str, float]:
             note(line.describe())
             final |= line.metrics()
             if line.kept_line:  # the curves end, and the summary is, on the line, not the discarded curve
-                losses = line_losses(model, train_set, val_set)
+                losses = line_losses(model, line, val_set)
                 tracker.log_metrics(losses | learned_activation_values(model), len(history))
                 final |= losses
         final |= {"epochs": len(history), "batch_size": budget.batch_size, **learned_activation_values(model)}
