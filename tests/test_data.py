@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from torchtrack import tabular
 from torchtrack.config import DataConfig
 from torchtrack.data import (
     SYNTHETIC_TARGET,
@@ -23,7 +24,7 @@ from torchtrack.data import (
 )
 from torchtrack.errors import DataError
 from torchtrack.preprocessing import Preprocessor
-from torchtrack.tabular import TabularDataset
+from torchtrack.tabular import ParquetRows, TabularDataset, open_split
 
 
 def small_frame(n_rows: int = 12) -> pd.DataFrame:
@@ -355,6 +356,57 @@ def test_a_parquet_split_with_a_damaged_page_is_named_by_its_file_and_rows(tmp_p
     path.write_bytes(bytes(content))
     with pytest.raises(DataError, match=r"train\.parquet: rows 61-90 \(row group 3 of 3\) cannot be read \("):
         TabularDataset.from_parquet(path, block_rows=7)
+
+
+def test_a_split_larger_than_the_shuffle_buffer_is_read_in_windows_of_row_groups(tmp_path):
+    path = parquet_table(tmp_path / "rows.parquet", mixed_frame(53))  # 6 row groups, the last of 3 rows
+    assert isinstance(open_split(path, 53), TabularDataset)  # fits: held whole, shuffled whole
+    rows = open_split(path, 25)
+    assert isinstance(rows, ParquetRows) and len(rows) == 53
+    assert rows.group_rows == [10, 10, 10, 10, 10, 3] and rows.window_groups == 2  # 25 rows hold two groups
+    whole = TabularDataset(path)
+    assert rows.features == whole.features and rows.target == whole.target
+    X, y = rows.read_groups([5, 1])  # in the order asked for, laid out as from_parquet lays X
+    assert_same_tensor(X, torch.cat([whole.X[50:], whole.X[10:20]]).T.contiguous().T)
+    assert torch.equal(y, torch.cat([whole.y[50:], whole.y[10:20]]))
+    assert ParquetRows(path, 1).window_groups == 1  # a buffer smaller than a group still reads one
+
+
+@pytest.mark.parametrize("block_rows", [4, 7, 64])
+def test_a_streamed_split_has_the_blocks_and_the_spread_rows_of_the_held_one(
+    tmp_path, monkeypatch, block_rows
+):
+    """What the least-squares line and the start at the target's mean read: the same rows, the same bits."""
+    monkeypatch.setattr(tabular, "BLOCK_ROWS", block_rows)
+    path = parquet_table(tmp_path / "rows.parquet", mixed_frame(53))
+    streamed, held = ParquetRows(path, 20), TabularDataset.from_parquet(path)
+    for (X, y), (X_held, y_held) in zip(streamed.blocks(), held.blocks(), strict=True):
+        assert torch.equal(X, X_held) and torch.equal(y, y_held)
+    for got, expected in zip(streamed.evenly_spaced(), held.evenly_spaced(), strict=True):
+        assert torch.equal(got, expected) and len(got) == len(range(0, 53, max(53 // block_rows, 1)))
+
+
+def test_a_streamed_split_with_a_bad_value_is_refused_when_opened_as_the_held_one_is(tmp_path):
+    path = parquet_table(
+        tmp_path / "rows.parquet", mixed_frame(53).assign(count=lambda f: f["count"].where(f.index != 50))
+    )
+    with pytest.raises(DataError) as held:
+        TabularDataset.from_parquet(path)
+    with pytest.raises(DataError) as streamed:
+        ParquetRows(path, 20)
+    assert str(streamed.value) == str(held.value) and "'count' has 1 missing" in str(held.value)
+
+
+def test_a_streamed_split_with_a_damaged_row_group_names_its_file_and_rows(tmp_path):
+    path = tmp_path / "train.parquet"
+    small_frame(90).to_parquet(path, index=False, row_group_size=30)
+    rows = ParquetRows(path, 30)  # opened whole, then damaged: a window read names it
+    content = bytearray(path.read_bytes())
+    page = pq.ParquetFile(path).metadata.row_group(2).column(0).data_page_offset
+    content[page : page + 8] = b"\xff" * 8
+    path.write_bytes(bytes(content))
+    with pytest.raises(DataError, match=r"train\.parquet: rows 61-90 \(row group 3 of 3\) cannot be read \("):
+        rows.read_groups([0, 2])
 
 
 def test_dataloader_over_dataset_yields_batches_of_right_shape():

@@ -1,5 +1,6 @@
 """loader.py: batches gathered a block at a time, the same rows in the same order as a bare
-`randperm` loop, on the device the data lives on."""
+`randperm` loop, on the device the data lives on; a split too large to hold, a window of row
+groups at a time."""
 
 import numpy as np
 import pandas as pd
@@ -8,8 +9,8 @@ import torch
 from torch.utils.data import default_collate
 
 from torchtrack import loader as loader_module
-from torchtrack.loader import BLOCK_ROWS, BatchIndexSampler, make_loader, resident
-from torchtrack.tabular import TabularDataset
+from torchtrack.loader import BLOCK_ROWS, BatchIndexSampler, WindowBatches, make_loader, resident
+from torchtrack.tabular import ParquetRows, TabularDataset
 
 
 @pytest.mark.parametrize("block_rows", [BLOCK_ROWS, 25], ids=["one-block", "blocks-of-two-batches"])
@@ -78,3 +79,66 @@ def test_resident_moves_a_dataset_to_the_device_once_and_leaves_it_on_the_cpu():
     dataset = TabularDataset(pd.DataFrame({"a": np.arange(4.0), "y": np.arange(4.0)}))
     assert resident(dataset, torch.device("cpu")) is dataset
     assert resident(dataset, torch.device("meta")).device.type == "meta"
+
+
+def window_rows(tmp_path, n_rows: int = 103, group_rows: int = 10, buffer_rows: int = 25):
+    """A split of `n_rows` (y the row's number) in row groups of `group_rows`, read in windows."""
+    frame = pd.DataFrame({"a": np.arange(n_rows, dtype=np.float32), "y": np.arange(n_rows, dtype=np.float32)})
+    frame.to_parquet(tmp_path / "rows.parquet", index=False, row_group_size=group_rows)
+    return ParquetRows(tmp_path / "rows.parquet", buffer_rows)
+
+
+def row_numbers(batches) -> list[list[int]]:
+    return [y.reshape(-1).int().tolist() for _, y in batches]
+
+
+@pytest.mark.parametrize("block_rows", [BLOCK_ROWS, 25], ids=["one-block", "blocks-of-two-batches"])
+def test_window_batches_take_every_row_once_an_epoch_in_the_batches_of_a_whole_permutation(
+    tmp_path, monkeypatch, block_rows
+):
+    """Batches run on across windows (a window of two groups leaves 20 rows, not a whole batch
+    of 30): an epoch has the batches one permutation of all 103 rows would, the last one short."""
+    monkeypatch.setattr(loader_module, "BLOCK_ROWS", block_rows)
+    rows = window_rows(tmp_path)
+    loader = make_loader(rows, batch_size=30, shuffle=True, generator=torch.Generator().manual_seed(7))
+    assert isinstance(loader, WindowBatches)
+    epochs = [row_numbers(loader) for _ in range(3)]
+    for batches in epochs:
+        assert [len(b) for b in batches] == [30, 30, 30, 13] and len(loader) == 4
+        assert sorted(sum(batches, [])) == list(range(103))
+    assert epochs[0] != epochs[1] != epochs[2]  # reshuffled every epoch
+    again = make_loader(rows, batch_size=30, shuffle=True, generator=torch.Generator().manual_seed(7))
+    assert [row_numbers(again) for _ in range(3)] == epochs  # the generator decides it all
+
+
+def test_window_batches_mix_the_rows_of_a_window_and_read_one_window_at_a_time(tmp_path, monkeypatch):
+    rows = window_rows(tmp_path)
+    read = []
+    original = rows.read_groups
+    monkeypatch.setattr(rows, "read_groups", lambda groups: read.append(groups) or original(groups))
+    batches = row_numbers(
+        make_loader(rows, batch_size=5, shuffle=True, generator=torch.Generator().manual_seed(1))
+    )
+    assert sorted(sum(read, [])) == list(range(11)) and all(len(groups) <= 2 for groups in read)
+    whole = sum(rows.group_rows[group] for group in read[0]) // 5  # the first window's whole batches
+    first = sum(batches[:whole], [])  # rows of its two groups only, mixed
+    assert {n // 10 for n in first} == set(read[0]) and sorted(first) != first
+
+
+def test_window_batches_unshuffled_are_the_rows_in_the_files_order(tmp_path):
+    batches = row_numbers(make_loader(window_rows(tmp_path), batch_size=16, shuffle=False))
+    assert sum(batches, []) == list(range(103)) and [len(b) for b in batches] == [16] * 6 + [7]
+
+
+def test_window_batches_of_each_rank_are_its_slice_of_the_one_process_batches(tmp_path):
+    rows = window_rows(tmp_path, n_rows=101)
+    alone = row_numbers(
+        make_loader(rows, batch_size=10, shuffle=True, generator=torch.Generator().manual_seed(3))
+    )
+    ranks = [
+        make_loader(rows, 10, True, torch.Generator().manual_seed(3), rank=rank, world_size=2)
+        for rank in (0, 1)
+    ]
+    first, second = (row_numbers(loader) for loader in ranks)
+    assert len(first) == len(second) == len(ranks[0]) == 10  # the last row, fewer than the ranks, is left out
+    assert [a + b for a, b in zip(first, second, strict=True)] == alone[:10]

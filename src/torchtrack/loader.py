@@ -9,6 +9,7 @@ gathered a block of many batches at a time, not row by row. A split too large to
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Protocol, runtime_checkable
 
@@ -180,22 +181,30 @@ class WindowBatches:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         groups = len(self.rows.group_rows)
         order = torch.randperm(groups, generator=self.generator) if self.shuffle else torch.arange(groups)
-        windows = order.split(self.rows.window_groups)
+        windows = [window.tolist() for window in order.split(self.rows.window_groups)]
         block = max(1, BLOCK_ROWS // self.batch_size) * self.batch_size  # rows gathered at a time
         carried: tuple[torch.Tensor, torch.Tensor] | None = None  # fewer rows than a batch
-        for window in windows:
-            X, y = self.rows.read_groups(window.tolist())
-            if self.shuffle:
-                taken = torch.randperm(len(X), generator=self.generator)
-            else:
-                taken = torch.arange(len(X))
-            for index in taken.split(block):
-                rows = gather_rows(X, index), gather_rows(y, index)
-                if carried is not None:
-                    rows = torch.cat([carried[0], rows[0]]), torch.cat([carried[1], rows[1]])
-                whole = len(rows[0]) // self.batch_size * self.batch_size
-                yield from self._batches(rows[0][:whole], rows[1][:whole])
-                carried = rows[0][whole:], rows[1][whole:]
+        # The next window is read in a thread while this one trains (pyarrow and the copy into
+        # the tensors release the GIL): memory holds two windows, and the draws from `generator`
+        # stay in this thread, in order.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="torchtrack-window") as reader:
+            pending = reader.submit(self.rows.read_groups, windows[0]) if windows else None
+            for number in range(len(windows)):
+                X, y = pending.result()
+                if number + 1 < len(windows):
+                    pending = reader.submit(self.rows.read_groups, windows[number + 1])
+                if self.shuffle:
+                    taken = torch.randperm(len(X), generator=self.generator)
+                else:
+                    taken = torch.arange(len(X))
+                for index in taken.split(block):
+                    rows = gather_rows(X, index), gather_rows(y, index)
+                    if carried is not None:
+                        rows = torch.cat([carried[0], rows[0]]), torch.cat([carried[1], rows[1]])
+                    whole = len(rows[0]) // self.batch_size * self.batch_size
+                    yield from self._batches(rows[0][:whole], rows[1][:whole])
+                    carried = rows[0][whole:], rows[1][whole:]
+                del X, y, taken  # before the window after next is read
         if carried is not None:
             yield from self._batches(*carried)
 

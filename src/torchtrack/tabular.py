@@ -19,7 +19,14 @@ from torchtrack.data import load_table
 from torchtrack.errors import DataError
 from torchtrack.loader import BLOCK_ROWS, gather_rows
 from torchtrack.profiling import timed
-from torchtrack.tables import numeric_blocks, open_parquet, parquet_columns, parquet_rows, read_row_group
+from torchtrack.tables import (
+    PARQUET_READ_BUFFER,
+    numeric_blocks,
+    open_parquet,
+    parquet_columns,
+    parquet_rows,
+    read_row_group,
+)
 
 
 def open_split(path: str | Path, buffer_rows: int) -> TabularDataset | ParquetRows:
@@ -152,7 +159,9 @@ class ParquetRows:
         step = max(self._rows // BLOCK_ROWS, 1)  # TabularDataset.evenly_spaced's rows
         sample: list[list[np.ndarray]] = []
         for start, values in numeric_blocks(self.path, [*self.features, self.target], BLOCK_ROWS):
-            sample.append([column[(-start) % step :: step] for column in values])
+            sample.append(
+                [column[(-start) % step :: step].copy() for column in values]
+            )  # not views of the block
         self._sample = _tensors([np.concatenate(parts) for parts in zip(*sample, strict=True)])
 
     def __len__(self) -> int:
@@ -175,12 +184,15 @@ class ParquetRows:
         y = torch.empty(1, rows).T
         into = [*X.T.numpy(), *y.T.numpy()]  # (n,) views, in the order of [*features, target]
         start = 0
-        with open_parquet(self.path) as file:
+        with open_parquet(self.path, buffer_size=PARQUET_READ_BUFFER, pre_buffer=False) as file:
             for group in groups:
-                table = read_row_group(file, self.path, group, [*self.features, self.target])
-                for column, name in zip(into, table.column_names, strict=True):
-                    column[start : start + table.num_rows] = table.column(name).to_numpy()
-                start += table.num_rows
+                size = self.group_rows[group]
+                for column, name in zip(
+                    into, [*self.features, self.target], strict=True
+                ):  # a column chunk at a time
+                    values = read_row_group(file, self.path, group, [name]).column(0).to_numpy()
+                    column[start : start + size] = values
+                start += size
         return X, y
 
 
