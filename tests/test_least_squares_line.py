@@ -11,9 +11,15 @@ import torch
 from helpers import read_scalars
 from torchtrack.config import TrainConfig
 from torchtrack.evaluation import least_squares_fit, predict
-from torchtrack.least_squares_line import AKAIKE_COST, can_be_a_line, keep_the_better, set_to_line
+from torchtrack.least_squares_line import (
+    AKAIKE_COST,
+    can_be_a_line,
+    keep_the_better,
+    line_losses,
+    set_to_line,
+)
 from torchtrack.models import MLP, RegressionModel
-from torchtrack.tabular import TabularDataset
+from torchtrack.tabular import ParquetRows, TabularDataset
 from torchtrack.training import fit, seed_everything
 
 pytest_plugins = ["trained_project"]
@@ -118,3 +124,24 @@ def test_when_the_line_is_kept_the_records_end_on_the_line_not_on_the_discarded_
     for tag, name in (("loss/train", "train_loss"), ("loss/val", "val_loss")):
         assert curves[tag][-1] == (epochs, pytest.approx(final[name], rel=1e-6)), tag
         assert curves[tag][-2][0] == epochs  # the trained epoch's point, then the line's at the same step
+
+
+@pytest.mark.parametrize("curved", [False, True], ids=["line", "curve"])
+def test_a_split_read_in_windows_decides_as_the_held_split_does_bit_for_bit(tmp_path, curved):
+    """The streamed blocks are the held split's (tabular.ParquetRows): the same choice, weights and losses."""
+    rows = table(300, curved=curved)
+    rows.data.to_parquet(tmp_path / "train.parquet", index=False, row_group_size=70)
+    held, streamed = (
+        TabularDataset.from_parquet(tmp_path / "train.parquet"),
+        ParquetRows(tmp_path / "train.parquet", 100),
+    )
+    val = table(60, curved=curved, seed=9)
+    choices, states, losses = [], [], []
+    for split in (held, streamed):
+        model = trained(rows)  # the same trained weights each time
+        choices.append(keep_the_better(model, split, CONFIG))
+        states.append(model.state_dict())
+        losses.append(line_losses(model, choices[-1], val))
+    assert choices[0] == choices[1] and choices[0].kept_line == (not curved)
+    assert all(torch.equal(states[0][name], states[1][name]) for name in states[0])
+    assert losses[0] == losses[1]

@@ -1,5 +1,7 @@
 """End to end at a million rows: `dvc repro` in a temporary copy of the repository on
-1,000,000 synthetic rows (4 features, one epoch at batch 8192), every stage's outputs read back."""
+1,000,000 synthetic rows (4 features, one epoch at batch 8192), every stage's outputs read back.
+The train split (700,000 rows) is larger than its shuffle buffer here, so train reads it a window
+at a time, as it reads any split of more than `train.shuffle_buffer_rows`."""
 
 from __future__ import annotations
 
@@ -20,8 +22,14 @@ ROWS = 1_000_000
 
 def test_a_million_rows_run_through_every_stage_and_the_model_learns_the_rule(tmp_path):
     repo = copy_repo(tmp_path / "repo")
-    update_params(repo, data={"n_samples": ROWS, "n_features": 4}, train={"epochs": 1, "batch_size": 8192})
-    assert stages_run(dvc(repo, "repro")) == ["validate", "prepare", "train", "evaluate"]
+    update_params(
+        repo,
+        data={"n_samples": ROWS, "n_features": 4},
+        train={"epochs": 1, "batch_size": 8192, "shuffle_buffer_rows": 500_000},
+    )
+    printed = dvc(repo, "repro", stderr=True)
+    assert stages_run(printed) == ["validate", "prepare", "train", "evaluate"]
+    assert "train.parquet: 700,000 rows, read a window of at most 700,000 at a time" in printed
 
     prepared = json.loads((repo / "metrics/prepare.json").read_text())
     assert (prepared["rows_train"], prepared["rows_val"], prepared["rows_test"]) == (

@@ -167,6 +167,11 @@ class ParquetRows:
     def __len__(self) -> int:
         return self._rows
 
+    def describe(self) -> str:
+        """One line: the split, and how it is read."""
+        window = sum(sorted(self.group_rows, reverse=True)[: self.window_groups])
+        return f"{self.path.name}: {self._rows:,} rows, read a window of at most {window:,} at a time"
+
     def evenly_spaced(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The rows `TabularDataset.evenly_spaced` takes of the same split: X, y."""
         return self._sample

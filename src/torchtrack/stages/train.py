@@ -39,7 +39,7 @@ from torchtrack.paths import (
 from torchtrack.preprocessing import Preprocessor
 from torchtrack.progress import TrainingProgress
 from torchtrack.tables import note
-from torchtrack.tabular import open_split
+from torchtrack.tabular import ParquetRows, open_split
 from torchtrack.tracking.client import prepare_run_id
 from torchtrack.tracking.hashes import (
     MODEL_TAG,
@@ -95,6 +95,9 @@ def _train(config: Config, device: torch.device) -> dict[str, float]:
     buffer_rows = config.train.shuffle_buffer_rows  # a larger split is read a window at a time
     train_set = open_split(prepared_split(PREPARED_DIR, "train"), buffer_rows)
     val_set = open_split(prepared_split(PREPARED_DIR, "val"), buffer_rows)
+    for split in (train_set, val_set):
+        if isinstance(split, ParquetRows) and distributed.is_leader():
+            note(split.describe())
     preprocessor = Preprocessor.load(PREPARED_DIR / PREPROCESSING_FILE)
     generator = seed_everything(config.seed)
     set_threads(config.train.num_threads)
