@@ -14,7 +14,7 @@ from torchtrack.checkpoints import EpochCheckpoint, fingerprint
 from torchtrack.config import TrainConfig
 from torchtrack.data import Scaler, make_synthetic, split_indices
 from torchtrack.models import RegressionModel
-from torchtrack.tabular import TabularDataset
+from torchtrack.tabular import ParquetRows, TabularDataset
 from torchtrack.training import fit, seed_everything
 
 CONFIG = TrainConfig(lr=0.05, epochs=4, batch_size=32, shuffle=True)
@@ -36,6 +36,15 @@ def splits() -> tuple[TabularDataset, TabularDataset]:
     raw = {name: frame.iloc[rows] for name, rows in split_indices(600, 0.2, 0.2, 0).items()}
     scaler = Scaler.fit(raw["train"], "y")
     return TabularDataset(scaler.transform(raw["train"])), TabularDataset(scaler.transform(raw["val"]))
+
+
+@pytest.fixture(scope="module")
+def windowed_splits(splits, tmp_path_factory) -> tuple[ParquetRows, ParquetRows]:
+    """The same splits as Parquet files larger than their shuffle buffer: read in windows."""
+    folder = tmp_path_factory.mktemp("windowed")
+    for name, rows in zip(("train", "val"), splits, strict=True):
+        rows.data.to_parquet(folder / f"{name}.parquet", index=False, row_group_size=50)
+    return tuple(ParquetRows(folder / f"{name}.parquet", 120) for name in ("train", "val"))
 
 
 class StopAfter(Exception):
@@ -71,10 +80,15 @@ def train(splits, checkpoint: EpochCheckpoint | None, stop_after: int | None = N
     return model.state_dict(), history
 
 
-@pytest.mark.parametrize(("config", "stop_after"), [(CONFIG, 2), (SCHEDULED, 3)], ids=["plain", "scheduled"])
+@pytest.mark.parametrize(
+    ("config", "stop_after", "held"),
+    [(CONFIG, 2, "splits"), (SCHEDULED, 3, "splits"), (CONFIG, 2, "windowed_splits")],
+    ids=["plain", "scheduled", "read-in-windows"],
+)
 def test_resuming_after_an_interruption_ends_with_the_uninterrupted_model(
-    splits, tmp_path, config, stop_after
+    request, tmp_path, config, stop_after, held
 ):
+    splits = request.getfixturevalue(held)
     expected_state, expected_history = train(splits, checkpoint=None, config=config)
     checkpoint = EpochCheckpoint(tmp_path / "checkpoint.pt", "params-and-data", resume=True)
     with pytest.raises(StopAfter):
