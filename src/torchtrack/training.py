@@ -28,6 +28,7 @@ from torchtrack.errors import ConfigError, TrainingError
 from torchtrack.loader import BLOCK_ROWS, make_loader, resident
 from torchtrack.losses import build_loss
 
+PACK_STEPS = 1024  # steps whose losses train_one_epoch holds as separate tensors, at most
 STEP_LOSS = "train_loss_step"  # a batch's loss, logged every `log_every` steps at the global step
 
 
@@ -235,10 +236,14 @@ def train_one_epoch(
     model.train()
     on_device = device.type != "cpu"  # batches of in-memory CPU tensors need no copy
     # Each step's loss, detached, and its rows: the epoch's mean and the divergence check
-    # read them together, so a step adds no tensor operation beyond the bare loop's.
-    losses: list[torch.Tensor] = []
+    # read them together, so a step adds no tensor operation beyond the bare loop's. The
+    # losses are stacked into one tensor at each check (and every PACK_STEPS steps), so that
+    # few small tensors stay alive: an epoch's worth of them, held between the blocks the
+    # loader gathers, kept the heap from shrinking (500 MB more by the end of 70M rows).
+    pending: list[torch.Tensor] = []  # since the last stack
+    packed: list[torch.Tensor] = []  # (n,) stacks, in order
     rows: list[int] = []
-    checked = 0  # losses[:checked] are known to be finite
+    checked = 0  # packed[:checked] are known to be finite
     step = first_step
     for X, y in loader:
         if on_device:
@@ -247,32 +252,39 @@ def train_one_epoch(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        losses.append(loss.detach())
+        pending.append(loss.detach())
         rows.append(len(X))
         step += 1
-        if log_every and step % log_every == 0:
+        due = bool(log_every) and step % log_every == 0
+        if due or len(pending) == PACK_STEPS:
+            packed.append(torch.stack(pending))
+            pending = []
+        if due:
             # Divergence is read here and at the epoch's end, not every step: reading the
             # device every step costs a host sync per step on a GPU.
-            checked = _stop_if_diverged(losses, checked, first_step, optimizer)
+            checked = _stop_if_diverged(packed, checked, first_step, optimizer)
             _log(loggers, {STEP_LOSS: loss.item()}, step)
-    if not losses:
+    if pending:
+        packed.append(torch.stack(pending))
+    if not packed:
         return 0.0
-    _stop_if_diverged(losses, checked, first_step, optimizer)
+    _stop_if_diverged(packed, checked, first_step, optimizer)
     weights = torch.tensor(rows, dtype=torch.float64, device=device)
-    return (torch.stack(losses).double() @ weights).item() / sum(rows)
+    return (torch.cat(packed).double() @ weights).item() / sum(rows)
 
 
 def _stop_if_diverged(
-    losses: list[torch.Tensor], checked: int, first_step: int, optimizer: torch.optim.Optimizer
+    packed: list[torch.Tensor], checked: int, first_step: int, optimizer: torch.optim.Optimizer
 ) -> int:
-    """Raise NonFiniteLossError naming the first step whose loss was NaN or infinite; else
-    return how many losses are known to be finite. One host sync while all is well."""
-    if checked == len(losses):
+    """Raise NonFiniteLossError naming the first step whose loss was NaN or infinite, reading
+    the stacks of losses after `checked`; else return how many stacks are known to be finite.
+    One host sync while all is well."""
+    if checked == len(packed):
         return checked
-    finite = torch.isfinite(torch.stack(losses[checked:]))
+    finite = torch.isfinite(torch.cat(packed[checked:]))
     if finite.all().item():
-        return len(losses)
-    first = checked + int((~finite).nonzero()[0].item())
+        return len(packed)
+    first = sum(len(losses) for losses in packed[:checked]) + int((~finite).nonzero()[0].item())
     raise NonFiniteLossError(first_step + first + 1, optimizer.param_groups[0]["lr"])
 
 
