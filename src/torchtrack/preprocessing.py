@@ -224,9 +224,8 @@ def _fit_column(series: pd.Series, name: str, config: DataConfig) -> Column:
         return Column(name, role, reason, kind="text")
     if role == "numeric":
         values = _numbers(series, f"column {name!r}")
-        gaps = np.isnan(values)
-        median = np.median(values[~gaps], overwrite_input=True)  # of a copy: partitioned in place
-        return Column(name, role, reason, fill=[float(median)], indicator=bool(gaps.any()))
+        median = portable.median(values)  # of the values that are not gaps, without a copy of them
+        return Column(name, role, reason, fill=[median], indicator=bool(np.isnan(values).any()))
     if role == "date":
         parts = _date_parts(series, name)
         gaps = np.isnan(parts[:, 0])
