@@ -176,12 +176,16 @@ def load_table(path: str | Path, target: str | None = None) -> tuple[pd.DataFram
 
 
 def split_indices(n_rows: int, val_fraction: float, test_fraction: float, seed: int) -> dict[str, np.ndarray]:
-    """A seeded permutation cut into train/val/test index arrays (each at least one row)."""
+    """A seeded permutation cut into train/val/test index arrays (each at least one row), each
+    in ascending order; int32 where the rows allow it (4 bytes a row), else int64."""
     n_test = max(1, round(n_rows * test_fraction))
     n_val = max(1, round(n_rows * val_fraction))
     if n_rows - n_test - n_val < 1:
         raise DataError(f"{n_rows} rows are too few to split into train, val and test")
-    order = np.random.default_rng(seed).permutation(n_rows)
+    # `Generator.permutation(n_rows)` shuffles np.arange(n_rows) in place, its draws depending on
+    # n_rows alone: shuffling int32 positions gives its order without its int64 array.
+    order = np.arange(n_rows, dtype=np.int32 if n_rows <= 1 << 31 else np.int64)
+    np.random.default_rng(seed).shuffle(order)
     splits = {"test": order[:n_test], "val": order[n_test : n_test + n_val], "train": order[n_test + n_val :]}
     for rows in splits.values():
         rows.sort()  # in place: three views of one array, not copies of it
@@ -197,7 +201,7 @@ def split_rows(frame: Rows, indices: dict[str, np.ndarray]) -> dict[str, Rows]:
     if isinstance(frame, StoredRows):
         return {name: frame.with_frame(part) for name, part in split_rows(frame.frame, indices).items()}
     columns = frame.columns
-    if frame.index.equals(pd.RangeIndex(len(frame))):  # the labels are the positions: share them
+    if frame.index.equals(pd.RangeIndex(len(frame))):  # the labels are the positions: share them (int32)
         labels = {name: pd.Index(rows, copy=False) for name, rows in indices.items()}
     else:  # once a split, not once a column: 8 bytes a row
         labels = {name: frame.index[rows] for name, rows in indices.items()}

@@ -477,8 +477,10 @@ class ColumnFile:
                 if rows is None:
                     end = done + len(part)
                     values[done:end] = part
-                else:  # the rows that fall in this batch
-                    end = done + int(np.searchsorted(rows[done:], start + len(part)))
+                else:  # the rows that fall in this batch, its last row searched as a value of
+                    # rows' own type: a Python int would make NumPy convert the rows left, each batch
+                    last = rows.dtype.type(start + len(part) - 1)
+                    end = done + int(np.searchsorted(rows[done:], last, side="right"))
                     values[done:end] = part[rows[done:end] - start]
                 done = end
         return values
