@@ -401,6 +401,7 @@ def test_synthetic_rows_kept_on_disk_split_as_the_rows_held_in_memory(tmp_path, 
     frame, target, truth = load_source(config, seed=4)
     stored, stored_target, stored_truth = load_source(config, seed=4, folder=tmp_path)
     assert isinstance(stored, StoredRows) and (stored_target, stored_truth) == (target, truth)
+    assert stored.frame.columns.empty  # features and target in files: memory holds the row labels
     names = list(frame.columns)
     assert stored.columns == names and len(stored) == len(frame)
     indices = split_indices(len(frame), 0.2, 0.2, seed=1)

@@ -1,12 +1,12 @@
 """Tabular regression data: the sources (synthetic families, a CSV file, scikit-learn's
 diabetes table), splitting and scaling.
 
-prepare uses everything up to `write_splits`, keeping synthetic rows in a file as they are
-made (`StoredRows`): memory never holds their float64 table whole. train reads the splits back
-a block of rows at a time (`prepared_split`, `tabular.TabularDataset.from_parquet`, the
-journal's Dataset subclass), and evaluate streams them from their files
-(`evaluation.score_split`); `read_split` reads one whole, as a DataFrame. Nothing here imports
-torch, which prepare needs for nothing.
+prepare uses everything up to `write_splits`, keeping synthetic rows in files as they are
+made (`StoredRows`): memory never holds their float64 table, nor their target, whole. train
+reads the splits back a block of rows at a time (`prepared_split`,
+`tabular.TabularDataset.from_parquet`, the journal's Dataset subclass), and evaluate streams
+them from their files (`evaluation.score_split`); `read_split` reads one whole, as a DataFrame.
+Nothing here imports torch, which prepare needs for nothing.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -38,6 +38,7 @@ SPLITS = ("train", "val", "test")
 # 1024), so a split written a row group at a time is the file `to_parquet` wrote of it whole.
 SPLIT_ROW_GROUP = 1 << 20
 SYNTHETIC_FILE = "synthetic.arrow"  # in `load_source`'s folder: the synthetic features, until prepare ends
+TARGET_FILE = "synthetic-target.arrow"  # ...and their target
 
 
 @dataclass(frozen=True)
@@ -104,15 +105,16 @@ class Scaler:
 
 class StoredRows:
     """Rows of a table kept partly on disk: the columns of `frame` in memory, the others in
-    `features` (a `tables.ColumnFile`), read from it at `frame`'s row labels (the rows' places
-    in the file) each time one is asked for, and not kept.
+    `files` (`tables.ColumnFile`s of as many rows), read from them at `frame`'s row labels (the
+    rows' places in the files) each time one is asked for, and not kept. `frame` may have no
+    columns: then memory holds the row labels only.
 
     What prepare reads of a DataFrame: `columns`, `len`, `[name]` (a Series labelled as `frame`)
     and `pop(name)`; `drop_missing_target` and `split_rows` act on `frame`."""
 
-    def __init__(self, features: ColumnFile, frame: pd.DataFrame):
-        self.features, self.frame = features, frame
-        self.columns = [*features.names, *frame.columns]
+    def __init__(self, files: Sequence[ColumnFile], frame: pd.DataFrame):
+        self.files, self.frame = list(files), frame
+        self.columns = [*(name for file in self.files for name in file.names), *frame.columns]
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -120,10 +122,11 @@ class StoredRows:
     def __getitem__(self, name: str) -> pd.Series:
         if name in self.frame.columns:
             return self.frame[name]
-        if name not in self.features.names:
+        file = next((file for file in self.files if name in file.names), None)
+        if file is None:
             raise KeyError(name)
         rows = self.frame.index
-        return pd.Series(self.features.column(name, rows.to_numpy()), rows, name=name, copy=False)
+        return pd.Series(file.column(name, rows.to_numpy()), rows, name=name, copy=False)
 
     def pop(self, name: str) -> pd.Series:
         """`self[name]`, no longer among the columns."""
@@ -134,8 +137,8 @@ class StoredRows:
         return values
 
     def with_frame(self, frame: pd.DataFrame) -> StoredRows:
-        """These features at the rows (and with the columns) of `frame`."""
-        return StoredRows(self.features, frame)
+        """These files' columns at the rows (and with the columns) of `frame`."""
+        return StoredRows(self.files, frame)
 
     @property
     def iloc(self) -> _RowSlicer:
@@ -226,8 +229,8 @@ def load_source(
     config: DataConfig, seed: int, folder: Path | None = None
 ) -> tuple[Rows, str, SyntheticTruth | None]:
     """The raw rows named by `config`: (rows, target column, synthetic truth or None). With a
-    `folder`, synthetic features go to a file there as they are made (`StoredRows`, the target
-    in memory); otherwise every table is a DataFrame."""
+    `folder`, synthetic rows go to files there as they are made (`StoredRows`: memory holds
+    neither their features nor their target); otherwise every table is a DataFrame."""
     if config.source == "synthetic":
         synthetic = {
             "n_samples": config.n_samples,
@@ -243,9 +246,10 @@ def load_source(
         if folder is None:
             frame, truth = make_synthetic(**synthetic)
             return frame, SYNTHETIC_TARGET, truth
-        features = ColumnFile(Path(folder) / SYNTHETIC_FILE)
-        y, truth = write_synthetic(features, **synthetic)
-        return StoredRows(features, pd.DataFrame({SYNTHETIC_TARGET: y}, copy=False)), SYNTHETIC_TARGET, truth
+        features, targets = ColumnFile(Path(folder) / SYNTHETIC_FILE), ColumnFile(Path(folder) / TARGET_FILE)
+        truth = write_synthetic(features, targets, **synthetic)
+        rows = pd.DataFrame(index=pd.RangeIndex(targets.rows))  # the row labels, and no column
+        return StoredRows([features, targets], rows), SYNTHETIC_TARGET, truth
     if config.source == "csv":
         return (*load_table(config.path, config.target), None)
     if config.source == "diabetes":

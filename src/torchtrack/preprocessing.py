@@ -68,13 +68,16 @@ def scales_target(config: DataConfig) -> bool:
 def drop_missing_target(frame: Rows, target: str) -> tuple[Rows, int]:
     """`frame` without the rows whose target is missing, the target as numbers; and how many
     rows went. DataError when the target is all missing, or holds a value that is not a number."""
-    if isinstance(frame, StoredRows):  # its target is in memory, its features follow its rows
+    if isinstance(frame, StoredRows) and target in frame.frame.columns:  # the files follow its rows
         kept, dropped = drop_missing_target(frame.frame, target)
         return frame.with_frame(kept), dropped
     values = _numbers(frame[target], f"target column {target!r}")
     missing = np.isnan(values)
     if missing.all():
         raise DataError(f"target column {target!r} has no values")
+    if isinstance(frame, StoredRows):  # its target is read from its file, as float64, each time
+        kept = frame.with_frame(frame.frame[~missing]) if missing.any() else frame
+        return kept, int(missing.sum())
     frame = frame.assign(**{target: values})
     if not missing.any():  # no row to leave out: not a copy of the whole table
         return frame, 0
@@ -112,9 +115,8 @@ class Preprocessor:
         if repeated:
             raise DataError(f"two columns make the same feature name(s): {', '.join(repeated)}; rename one")
         scaler = Scaler.fit_columns(_encoded(columns, frame), target, enabled=config.scale)
-        y = frame[target].to_numpy(np.float64)
         if scales_target(config):
-            centre, spread = portable.mean_std(y)
+            centre, spread = portable.mean_std(frame[target].to_numpy(np.float64))
             return cls(target, columns, scaler, centre, spread or 1.0)
         return cls(target, columns, scaler)
 
