@@ -63,14 +63,13 @@ class Scaler:
         """`fit` on (name, values) pairs, one column in memory at a time (the target's is skipped)."""
         features, mean, std = [], [], []
         for name, values in columns:
-            if name == target:
-                continue
-            features.append(name)
-            if enabled:
-                values = np.asarray(values, np.float64)
-                centre, spread = portable.mean_std(values)  # exactly rounded sums: any CPU
-                mean.append(centre)
-                std.append(spread or 1.0)  # a constant column stays constant
+            if name != target:
+                features.append(name)
+                if enabled:
+                    centre, spread = portable.mean_std(values)  # exactly rounded sums: any CPU
+                    mean.append(centre)
+                    std.append(spread or 1.0)  # a constant column stays constant
+            del values  # not held while the next column is read
         if not enabled:
             return cls(features, target, [0.0] * len(features), [1.0] * len(features))
         return cls(features, target, mean, std)
@@ -126,6 +125,8 @@ class StoredRows:
         if file is None:
             raise KeyError(name)
         rows = self.frame.index
+        if isinstance(rows, pd.RangeIndex) and rows.equals(pd.RangeIndex(file.rows)):  # every row, in order
+            return pd.Series(file.column(name), rows, name=name, copy=False)  # not an int64 array of them
         return pd.Series(file.column(name, rows.to_numpy()), rows, name=name, copy=False)
 
     def pop(self, name: str) -> pd.Series:

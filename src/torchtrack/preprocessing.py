@@ -305,29 +305,32 @@ def _encoded(columns: list[Column], frame: Rows, consume: bool = False) -> Itera
     `features`, values (N,)) pairs, one column's at a time; with `consume`, each raw column is
     removed from `frame` once read (`Preprocessor.transform`)."""
     for c in columns:
-        if c.role == "dropped":
-            continue
-        series = frame.pop(c.name) if consume else frame[c.name]
-        if c.role == "numeric":
-            values = _numbers(series, f"column {c.name!r}")
-            gaps = np.isnan(values)
-            yield c.name, np.where(gaps, c.fill[0], values) if gaps.any() else values  # read, not changed
-        elif c.role == "date":
-            parts = _date_parts(series, c.name)
-            gaps = np.isnan(parts[:, 0])
-            for i, part in enumerate(DATE_PARTS):
-                yield f"{c.name}.{part}", np.where(gaps, c.fill[i], parts[:, i])
-        else:
-            texts = series.map(_category_text)
-            gaps = texts.isna().to_numpy()
-            texts = texts.where(~gaps, c.categories[0]).to_numpy(object)
-            known = np.isin(texts, c.categories)
-            for category in c.categories:
-                yield f"{c.name}={category}", (texts == category).astype(np.float64)
-            if c.other:
-                yield f"{c.name}={OTHER}", (~known).astype(np.float64)
-        if c.indicator:
-            yield f"{c.name}={MISSING}", gaps.astype(np.float64)
+        if c.role != "dropped":  # a column's arrays go with `_features_of`, before the next is read
+            yield from _features_of(c, frame.pop(c.name) if consume else frame[c.name])
+
+
+def _features_of(c: Column, series: pd.Series) -> Iterator[tuple[str, np.ndarray]]:
+    """`_encoded`'s pairs of one column, its raw values `series`."""
+    if c.role == "numeric":
+        values = _numbers(series, f"column {c.name!r}")
+        gaps = np.isnan(values)
+        yield c.name, np.where(gaps, c.fill[0], values) if gaps.any() else values  # read, not changed
+    elif c.role == "date":
+        parts = _date_parts(series, c.name)
+        gaps = np.isnan(parts[:, 0])
+        for i, part in enumerate(DATE_PARTS):
+            yield f"{c.name}.{part}", np.where(gaps, c.fill[i], parts[:, i])
+    else:
+        texts = series.map(_category_text)
+        gaps = texts.isna().to_numpy()
+        texts = texts.where(~gaps, c.categories[0]).to_numpy(object)
+        known = np.isin(texts, c.categories)
+        for category in c.categories:
+            yield f"{c.name}={category}", (texts == category).astype(np.float64)
+        if c.other:
+            yield f"{c.name}={OTHER}", (~known).astype(np.float64)
+    if c.indicator:
+        yield f"{c.name}={MISSING}", gaps.astype(np.float64)
 
 
 def _numbers(series: pd.Series, what: str) -> np.ndarray:
