@@ -41,22 +41,23 @@ def run(config: Config) -> dict[str, float]:
         del frame, indices  # what is left of them: the splits' row numbers, 4 bytes a row (int32)
         preprocessor = Preprocessor.fit(raw["train"], target, config.data)
         rows = {name: len(part) for name, part in raw.items()}
-        # What the summary reads of the raw rows, taken now and let go: the train targets' spread,
-        # and the true rule's MSE at the test rows (its features a column at a time: no float64
-        # copy of them).
-        target_std_train = portable.std(raw["train"][target].to_numpy(), ddof=1)
-        oracle_test_mse = None
-        if truth is not None:
-            test = raw["test"]
-            features = (test[name] for name in test.columns if name != target)
-            residual = test[target].to_numpy() - truth.clean_target_of(features, len(test))
-            oracle_test_mse = portable.mean(residual * residual)
-            del test, features, residual
+        # What the summary reads of the raw rows, once the splits are written (a bad value is
+        # named by write_split first): the train rows, written last, and the synthetic test rows,
+        # their row labels only, kept for it.
+        train, test = raw["train"], raw["test"] if truth is not None else None
         # Each split's Parquet file, made here: memory holds a row group of it, and the raw rows at
         # most once (a CSV's), and moved into place once the run is open.
         staged = {name: Path(folder) / split_file(".", name).name for name in raw}
         for name in list(raw):
             write_split(staged[name], raw.pop(name), preprocessor)
+        target_std_train = portable.std(train[target].to_numpy(), ddof=1)
+        oracle_test_mse = None
+        if truth is not None:  # the true rule's test MSE, its features a column at a time
+            features = (test[name] for name in test.columns if name != target)
+            residual = test[target].to_numpy() - truth.clean_target_of(features, len(test))
+            oracle_test_mse = portable.mean(residual * residual)
+            del features, residual
+        del train, test
         if dropped_rows:
             note(f"{dropped_rows} row(s) without a value of the target {target!r} left out")
         for column in preprocessor.columns:
