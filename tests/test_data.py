@@ -81,6 +81,19 @@ def test_split_indices_is_deterministic():
         np.testing.assert_array_equal(first[name], second[name])
 
 
+@pytest.mark.parametrize("n_rows", [3, 1000, 65_537, 1_000_003])
+def test_split_indices_cut_the_seeded_permutation_and_hold_it_as_int32(n_rows):
+    """The splits of a generator's `permutation(n_rows)`, each sorted, as 4-byte row numbers."""
+    order = np.random.default_rng(7).permutation(n_rows)
+    n_test, n_val = max(1, round(n_rows * 0.1)), max(1, round(n_rows * 0.2))
+    want = {"test": order[:n_test], "val": order[n_test : n_test + n_val], "train": order[n_test + n_val :]}
+    got = split_indices(n_rows, 0.2, 0.1, seed=7)
+    assert list(got) == list(want)
+    for name, rows in got.items():
+        assert rows.dtype == np.int32
+        np.testing.assert_array_equal(rows, np.sort(want[name]))
+
+
 def test_split_indices_depends_on_seed():
     assert not np.array_equal(
         split_indices(1000, 0.15, 0.15, 3)["test"], split_indices(1000, 0.15, 0.15, 4)["test"]
@@ -429,8 +442,8 @@ def test_split_rows_are_the_rows_iloc_takes_and_leave_the_table_without_columns(
     indices = split_indices(len(frame), 0.2, 0.2, seed=1)
     want = {name: frame.iloc[rows] for name, rows in indices.items()}
     got = split_rows(frame, indices)
-    for name in indices:
-        pd.testing.assert_frame_equal(got[name], want[name])
+    for name in indices:  # labels that are the positions: the index arrays themselves, int32
+        pd.testing.assert_frame_equal(got[name], want[name], check_index_type=bool(first))
     assert frame.shape[1] == 0
 
 
@@ -440,6 +453,7 @@ def test_synthetic_rows_kept_on_disk_split_as_the_rows_held_in_memory(tmp_path, 
     frame, target, truth = load_source(config, seed=4)
     stored, stored_target, stored_truth = load_source(config, seed=4, folder=tmp_path)
     assert isinstance(stored, StoredRows) and (stored_target, stored_truth) == (target, truth)
+    assert stored.frame.columns.empty  # features and target in files: memory holds the row labels
     names = list(frame.columns)
     assert stored.columns == names and len(stored) == len(frame)
     indices = split_indices(len(frame), 0.2, 0.2, seed=1)

@@ -75,6 +75,46 @@ def test_mean_and_std_agree_with_numpy():
     assert portable.std(values, ddof=1) == pytest.approx(values.std(ddof=1), rel=1e-12)
 
 
+def test_mean_and_std_of_more_values_than_a_piece_are_those_of_the_whole():
+    values = np.random.default_rng(4).normal(3.0, 2.0, portable.PIECE_VALUES + 12_345)
+    deviation = values - math.fsum(values) / len(values)
+    want = math.sqrt(math.fsum(deviation * deviation) / (len(values) - 1))
+    assert portable.mean_std(values, ddof=1) == (math.fsum(values) / len(values), want)
+
+
+def median_cases():
+    """Columns np.median is asked of: sizes around the sample's, gaps, ties, order, zeros."""
+    rng = np.random.default_rng(9)
+    big = rng.normal(2.0, 3.0, 4 * portable.MEDIAN_SAMPLE + 7)
+    gappy = big.copy()
+    gappy[rng.random(len(big)) < 0.3] = np.nan
+    return {
+        "one": np.array([4.5]),
+        "two": np.array([3.0, -1.0]),
+        "odd": rng.normal(size=101),
+        "even large": big[:-1],
+        "odd large": big,
+        "gaps": gappy,
+        "sorted": np.sort(big),
+        "reversed": np.sort(big)[::-1].copy(),
+        "few values": rng.integers(0, 5, len(big)).astype(np.float64),
+        "constant": np.full(1000, 7.25),
+        "zeros of both signs": np.array([-0.0, 0.0, 0.0, -0.0, 1.0]),
+        "middle zero": np.concatenate([-np.arange(1.0, 500.0), [-0.0], np.arange(1.0, 500.0)]),
+        "periodic": np.tile(np.arange(64.0), len(big) // 64),
+        "huge": np.array([1.7e308, 1.7e308, 1.0, 1.7e308]),
+    }
+
+
+@pytest.mark.parametrize("name", list(median_cases()))
+def test_median_is_numpys_of_the_values_that_are_not_nan_bit_for_bit(name):
+    values = median_cases()[name]
+    before = values.copy()
+    want = np.median(values[~np.isnan(values)])
+    assert np.array([portable.median(values)]).tobytes() == np.array([want]).tobytes()
+    assert values.tobytes() == before.tobytes()  # read, not reordered
+
+
 def test_sums_that_overflow_give_inf_or_nan_as_numpy_does():
     assert portable.dot(np.array([1e200, 1e200]), np.array([1e200, 1e200])) == math.inf
     assert math.isnan(portable.dot(np.array([1e200, -1e200]), np.array([1e200, 1e200])))

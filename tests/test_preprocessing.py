@@ -146,14 +146,17 @@ def test_consuming_its_rows_transforms_alike_and_lets_each_column_read_go():
     assert list(consumed.columns) == [c.name for c in fitted.columns if c.role == "dropped"]  # never read
 
 
-def test_rows_kept_on_disk_are_fitted_and_transformed_as_the_same_rows_in_memory(tmp_path):
+@pytest.mark.parametrize("target_on_disk", [False, True])
+def test_rows_kept_on_disk_are_fitted_and_transformed_as_the_same_rows_in_memory(tmp_path, target_on_disk):
     rng = np.random.default_rng(3)
     frame = pd.DataFrame({"a": rng.normal(5, 2, 500), "b": rng.normal(0, 1, 500), "y": rng.normal(0, 1, 500)})
     frame.loc[[3, 77, 200], "y"] = np.nan  # rows without a target: left out alike
-    features = ColumnFile(tmp_path / "rows.arrow")
+    on_disk = ("a", "b", "y") if target_on_disk else ("a", "b")
+    files = [ColumnFile(tmp_path / f"{name}.arrow") for name in on_disk]  # a file a column
     for start in range(0, 500, 64):
-        features.append({name: frame[name].to_numpy()[start : start + 64] for name in ("a", "b")})
-    stored = StoredRows(features, frame[["y"]].copy())
+        for file, name in zip(files, on_disk, strict=True):
+            file.append({name: frame[name].to_numpy()[start : start + 64]})
+    stored = StoredRows(files, frame[[c for c in frame.columns if c not in on_disk]].copy())
     kept, dropped = drop_missing_target(frame, "y")
     stored_kept, stored_dropped = drop_missing_target(stored, "y")
     assert dropped == stored_dropped == 3

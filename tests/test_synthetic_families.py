@@ -110,7 +110,11 @@ def drawn_whole(n_samples, n_features, seed, family):
         X *= scales
         X += offsets
         rng.standard_normal(n_features)  # the direction of the truth's weights
-    return X, truth.clean_target(X) + truth.sample_noise(rng, n_samples)
+    noise = rng.normal(0.0, truth.noise_std, n_samples)
+    if truth.outlier_fraction > 0:
+        corrupted = rng.random(n_samples) < truth.outlier_fraction
+        noise += corrupted * rng.exponential(truth.outlier_scale * truth.noise_std, n_samples)
+    return X, truth.clean_target(X) + noise
 
 
 @pytest.mark.parametrize("family", FAMILIES)

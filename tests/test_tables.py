@@ -232,3 +232,7 @@ def test_columns_written_a_block_of_rows_at_a_time_read_back_whole_or_at_some_ro
     assert table.column("a", np.array([], np.int64)).size == 0
     with pytest.raises(ValueError, match="ascending"):
         table.column("a", np.array([5, 2]))
+    blocks = list(table.blocks())  # as appended: 64 rows each, the last 40
+    assert [len(block["a"]) for block in blocks] == [64] * 15 + [40]
+    for j, name in enumerate(["a", "b", "c"]):
+        assert np.concatenate([block[name] for block in blocks]).tobytes() == X[:, j].tobytes()

@@ -1,12 +1,12 @@
 """Tabular regression data: the sources (synthetic families, a CSV file, scikit-learn's
 diabetes table), splitting and scaling.
 
-prepare uses everything up to `write_splits`, keeping synthetic rows in a file as they are
-made (`StoredRows`): memory never holds their float64 table whole. train reads the splits back
-a block of rows at a time (`prepared_split`, `tabular.TabularDataset.from_parquet`, the
-journal's Dataset subclass), and evaluate streams them from their files
-(`evaluation.score_split`); `read_split` reads one whole, as a DataFrame. Nothing here imports
-torch, which prepare needs for nothing.
+prepare uses everything up to `write_splits`, keeping synthetic rows in files as they are
+made (`StoredRows`): memory never holds their float64 table, nor their target, whole. train
+reads the splits back a block of rows at a time (`prepared_split`,
+`tabular.TabularDataset.from_parquet`, the journal's Dataset subclass), and evaluate streams
+them from their files (`evaluation.score_split`); `read_split` reads one whole, as a DataFrame.
+Nothing here imports torch, which prepare needs for nothing.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -38,6 +38,7 @@ SPLITS = ("train", "val", "test")
 # 1024), so a split written a row group at a time is the file `to_parquet` wrote of it whole.
 SPLIT_ROW_GROUP = 1 << 20
 SYNTHETIC_FILE = "synthetic.arrow"  # in `load_source`'s folder: the synthetic features, until prepare ends
+TARGET_FILE = "synthetic-target.arrow"  # ...and their target
 
 
 @dataclass(frozen=True)
@@ -62,14 +63,13 @@ class Scaler:
         """`fit` on (name, values) pairs, one column in memory at a time (the target's is skipped)."""
         features, mean, std = [], [], []
         for name, values in columns:
-            if name == target:
-                continue
-            features.append(name)
-            if enabled:
-                values = np.asarray(values, np.float64)
-                centre, spread = portable.mean_std(values)  # exactly rounded sums: any CPU
-                mean.append(centre)
-                std.append(spread or 1.0)  # a constant column stays constant
+            if name != target:
+                features.append(name)
+                if enabled:
+                    centre, spread = portable.mean_std(values)  # exactly rounded sums: any CPU
+                    mean.append(centre)
+                    std.append(spread or 1.0)  # a constant column stays constant
+            del values  # not held while the next column is read
         if not enabled:
             return cls(features, target, [0.0] * len(features), [1.0] * len(features))
         return cls(features, target, mean, std)
@@ -104,15 +104,16 @@ class Scaler:
 
 class StoredRows:
     """Rows of a table kept partly on disk: the columns of `frame` in memory, the others in
-    `features` (a `tables.ColumnFile`), read from it at `frame`'s row labels (the rows' places
-    in the file) each time one is asked for, and not kept.
+    `files` (`tables.ColumnFile`s of as many rows), read from them at `frame`'s row labels (the
+    rows' places in the files) each time one is asked for, and not kept. `frame` may have no
+    columns: then memory holds the row labels only.
 
     What prepare reads of a DataFrame: `columns`, `len`, `[name]` (a Series labelled as `frame`)
     and `pop(name)`; `drop_missing_target` and `split_rows` act on `frame`."""
 
-    def __init__(self, features: ColumnFile, frame: pd.DataFrame):
-        self.features, self.frame = features, frame
-        self.columns = [*features.names, *frame.columns]
+    def __init__(self, files: Sequence[ColumnFile], frame: pd.DataFrame):
+        self.files, self.frame = list(files), frame
+        self.columns = [*(name for file in self.files for name in file.names), *frame.columns]
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -120,10 +121,13 @@ class StoredRows:
     def __getitem__(self, name: str) -> pd.Series:
         if name in self.frame.columns:
             return self.frame[name]
-        if name not in self.features.names:
+        file = next((file for file in self.files if name in file.names), None)
+        if file is None:
             raise KeyError(name)
         rows = self.frame.index
-        return pd.Series(self.features.column(name, rows.to_numpy()), rows, name=name, copy=False)
+        if isinstance(rows, pd.RangeIndex) and rows.equals(pd.RangeIndex(file.rows)):  # every row, in order
+            return pd.Series(file.column(name), rows, name=name, copy=False)  # not an int64 array of them
+        return pd.Series(file.column(name, rows.to_numpy()), rows, name=name, copy=False)
 
     def pop(self, name: str) -> pd.Series:
         """`self[name]`, no longer among the columns."""
@@ -134,8 +138,8 @@ class StoredRows:
         return values
 
     def with_frame(self, frame: pd.DataFrame) -> StoredRows:
-        """These features at the rows (and with the columns) of `frame`."""
-        return StoredRows(self.features, frame)
+        """These files' columns at the rows (and with the columns) of `frame`."""
+        return StoredRows(self.files, frame)
 
     @property
     def iloc(self) -> _RowSlicer:
@@ -176,12 +180,16 @@ def load_table(path: str | Path, target: str | None = None) -> tuple[pd.DataFram
 
 
 def split_indices(n_rows: int, val_fraction: float, test_fraction: float, seed: int) -> dict[str, np.ndarray]:
-    """A seeded permutation cut into train/val/test index arrays (each at least one row)."""
+    """A seeded permutation cut into train/val/test index arrays (each at least one row), each
+    in ascending order; int32 where the rows allow it (4 bytes a row), else int64."""
     n_test = max(1, round(n_rows * test_fraction))
     n_val = max(1, round(n_rows * val_fraction))
     if n_rows - n_test - n_val < 1:
         raise DataError(f"{n_rows} rows are too few to split into train, val and test")
-    order = np.random.default_rng(seed).permutation(n_rows)
+    # `Generator.permutation(n_rows)` shuffles np.arange(n_rows) in place, its draws depending on
+    # n_rows alone: shuffling int32 positions gives its order without its int64 array.
+    order = np.arange(n_rows, dtype=np.int32 if n_rows <= 1 << 31 else np.int64)
+    np.random.default_rng(seed).shuffle(order)
     splits = {"test": order[:n_test], "val": order[n_test : n_test + n_val], "train": order[n_test + n_val :]}
     for rows in splits.values():
         rows.sort()  # in place: three views of one array, not copies of it
@@ -197,7 +205,7 @@ def split_rows(frame: Rows, indices: dict[str, np.ndarray]) -> dict[str, Rows]:
     if isinstance(frame, StoredRows):
         return {name: frame.with_frame(part) for name, part in split_rows(frame.frame, indices).items()}
     columns = frame.columns
-    if frame.index.equals(pd.RangeIndex(len(frame))):  # the labels are the positions: share them
+    if frame.index.equals(pd.RangeIndex(len(frame))):  # the labels are the positions: share them (int32)
         labels = {name: pd.Index(rows, copy=False) for name, rows in indices.items()}
     else:  # once a split, not once a column: 8 bytes a row
         labels = {name: frame.index[rows] for name, rows in indices.items()}
@@ -222,8 +230,8 @@ def load_source(
     config: DataConfig, seed: int, folder: Path | None = None
 ) -> tuple[Rows, str, SyntheticTruth | None]:
     """The raw rows named by `config`: (rows, target column, synthetic truth or None). With a
-    `folder`, synthetic features go to a file there as they are made (`StoredRows`, the target
-    in memory); otherwise every table is a DataFrame."""
+    `folder`, synthetic rows go to files there as they are made (`StoredRows`: memory holds
+    neither their features nor their target); otherwise every table is a DataFrame."""
     if config.source == "synthetic":
         synthetic = {
             "n_samples": config.n_samples,
@@ -239,9 +247,10 @@ def load_source(
         if folder is None:
             frame, truth = make_synthetic(**synthetic)
             return frame, SYNTHETIC_TARGET, truth
-        features = ColumnFile(Path(folder) / SYNTHETIC_FILE)
-        y, truth = write_synthetic(features, **synthetic)
-        return StoredRows(features, pd.DataFrame({SYNTHETIC_TARGET: y}, copy=False)), SYNTHETIC_TARGET, truth
+        features, targets = ColumnFile(Path(folder) / SYNTHETIC_FILE), ColumnFile(Path(folder) / TARGET_FILE)
+        truth = write_synthetic(features, targets, **synthetic)
+        rows = pd.DataFrame(index=pd.RangeIndex(targets.rows))  # the row labels, and no column
+        return StoredRows([features, targets], rows), SYNTHETIC_TARGET, truth
     if config.source == "csv":
         return (*load_table(config.path, config.target), None)
     if config.source == "diabetes":

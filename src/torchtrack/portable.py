@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 
@@ -43,6 +43,7 @@ EXPONENTS = 1024 - LOWEST_EXPONENT + 1
 HALF_BITS = 26  # M = high * 2^26 + low: 2^26 halves of either kind sum below 2^53, exactly in float64
 FLUSH_ROWS = 1 << HALF_BITS  # rows added between moves of the float64 bucket sums into Python integers
 PIECE_VALUES = 1 << 20  # values split at a time: bounds the temporaries at a few tens of MB
+MEDIAN_SAMPLE = 1 << 16  # values of a column sampled to bracket its median
 # ExactSums' values split at a time: each temporary 1 MB, kept in the CPU's caches, where 2^20
 # values a temporary meet freshly mapped pages each time (2-3x slower per value)
 SUM_PIECE_VALUES = 1 << 17
@@ -80,23 +81,67 @@ def std(values: np.ndarray, ddof: int = 0) -> float:
 
 
 def mean_std(values: np.ndarray, ddof: int = 0) -> tuple[float, float]:
-    """`mean` and `std` of `values`, the mean summed once for both."""
+    """`mean` and `std` of `values`, the mean summed once for both; the squared deviations
+    made a piece at a time, not as a temporary of the column's size."""
     values = np.asarray(values, np.float64).reshape(-1)
     centre = mean(values)
-    deviation = values - centre
-    deviation *= deviation  # squared in place: one temporary of the column's size, not two
-    return centre, math.sqrt(exact_sum(deviation) / (len(values) - ddof))
+
+    def squares() -> Iterator[np.ndarray]:
+        for start in range(0, len(values), PIECE_VALUES):
+            deviation = values[start : start + PIECE_VALUES] - centre
+            deviation *= deviation
+            yield deviation
+
+    try:
+        total = _fsum(squares())
+    except (OverflowError, ValueError):  # `exact_sum`'s NumPy sum, of the whole
+        deviation = values - centre
+        deviation *= deviation
+        total = float(np.sum(deviation))
+    return centre, math.sqrt(total / (len(values) - ddof))
 
 
 def exact_sum(values: np.ndarray) -> float:
     """`math.fsum`: the exactly rounded sum, whatever the order. Where it overflows (or meets
     inf and -inf) NumPy's sum gives the inf or nan instead of an exception, the same anywhere."""
     flat = values.reshape(-1)
-    try:  # the values a piece at a time: a list of Python floats of a whole column is ~30 bytes a row
-        pieces = (flat[start : start + PIECE_VALUES].tolist() for start in range(0, len(flat), PIECE_VALUES))
-        return math.fsum(itertools.chain.from_iterable(pieces))
+    try:
+        return _fsum(flat[start : start + PIECE_VALUES] for start in range(0, len(flat), PIECE_VALUES))
     except (OverflowError, ValueError):
         return float(np.sum(values))
+
+
+def _fsum(pieces: Iterable[np.ndarray]) -> float:
+    """`math.fsum` of the values of `pieces`, taken as Python floats a piece at a time: a list of
+    a whole column's is ~30 bytes a row."""
+    return math.fsum(itertools.chain.from_iterable(piece.tolist() for piece in pieces))
+
+
+def median(values: np.ndarray) -> float:
+    """`np.median` of the values that are not NaN, the same bits, without partitioning a copy of
+    them all: a strided sample brackets the middle ranks, one pass counts the values below the
+    bracket and gathers those in it, and only those are partitioned. Where the bracket misses
+    (data ordered against the sample) or the middle value is a zero (-0.0 and 0.0 compare equal,
+    so which one `np.partition` puts there is its own), the copy is partitioned after all."""
+    flat = np.asarray(values, np.float64).reshape(-1)
+    pieces = [flat[start : start + PIECE_VALUES] for start in range(0, len(flat), PIECE_VALUES)]
+    count = len(flat) - sum(int(np.isnan(piece).sum()) for piece in pieces)
+    middle = sorted({(count - 1) // 2, count // 2})  # np.median's ranks: one, or the two it averages
+    sample = flat[:: max(1, len(flat) // MEDIAN_SAMPLE)]
+    sample = np.sort(sample[~np.isnan(sample)])
+    if count and len(sample):
+        margin = 4 * math.isqrt(len(sample)) + 1  # ~4 standard deviations of a sample's rank
+        lowest = sample[max(0, middle[0] * len(sample) // count - margin)]
+        highest = sample[min(len(sample) - 1, middle[-1] * len(sample) // count + margin)]
+        below = sum(int(np.count_nonzero(piece < lowest)) for piece in pieces)
+        inside = np.concatenate([piece[(piece >= lowest) & (piece <= highest)] for piece in pieces])
+        ranks = [rank - below for rank in middle]
+        if ranks[0] >= 0 and ranks[-1] < len(inside):
+            inside.partition(ranks)
+            picked = inside[ranks]
+            if picked.all():  # no zero
+                return float(np.mean(picked))
+    return float(np.median(flat[~np.isnan(flat)], overwrite_input=True))
 
 
 class ExactSums:

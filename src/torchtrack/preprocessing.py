@@ -68,13 +68,16 @@ def scales_target(config: DataConfig) -> bool:
 def drop_missing_target(frame: Rows, target: str) -> tuple[Rows, int]:
     """`frame` without the rows whose target is missing, the target as numbers; and how many
     rows went. DataError when the target is all missing, or holds a value that is not a number."""
-    if isinstance(frame, StoredRows):  # its target is in memory, its features follow its rows
+    if isinstance(frame, StoredRows) and target in frame.frame.columns:  # the files follow its rows
         kept, dropped = drop_missing_target(frame.frame, target)
         return frame.with_frame(kept), dropped
     values = _numbers(frame[target], f"target column {target!r}")
     missing = np.isnan(values)
     if missing.all():
         raise DataError(f"target column {target!r} has no values")
+    if isinstance(frame, StoredRows):  # its target is read from its file, as float64, each time
+        kept = frame.with_frame(frame.frame[~missing]) if missing.any() else frame
+        return kept, int(missing.sum())
     frame = frame.assign(**{target: values})
     if not missing.any():  # no row to leave out: not a copy of the whole table
         return frame, 0
@@ -112,9 +115,8 @@ class Preprocessor:
         if repeated:
             raise DataError(f"two columns make the same feature name(s): {', '.join(repeated)}; rename one")
         scaler = Scaler.fit_columns(_encoded(columns, frame), target, enabled=config.scale)
-        y = frame[target].to_numpy(np.float64)
         if scales_target(config):
-            centre, spread = portable.mean_std(y)
+            centre, spread = portable.mean_std(frame[target].to_numpy(np.float64))
             return cls(target, columns, scaler, centre, spread or 1.0)
         return cls(target, columns, scaler)
 
@@ -224,9 +226,8 @@ def _fit_column(series: pd.Series, name: str, config: DataConfig) -> Column:
         return Column(name, role, reason, kind="text")
     if role == "numeric":
         values = _numbers(series, f"column {name!r}")
-        gaps = np.isnan(values)
-        median = np.median(values[~gaps], overwrite_input=True)  # of a copy: partitioned in place
-        return Column(name, role, reason, fill=[float(median)], indicator=bool(gaps.any()))
+        median = portable.median(values)  # of the values that are not gaps, without a copy of them
+        return Column(name, role, reason, fill=[median], indicator=bool(np.isnan(values).any()))
     if role == "date":
         parts = _date_parts(series, name)
         gaps = np.isnan(parts[:, 0])
@@ -304,29 +305,32 @@ def _encoded(columns: list[Column], frame: Rows, consume: bool = False) -> Itera
     `features`, values (N,)) pairs, one column's at a time; with `consume`, each raw column is
     removed from `frame` once read (`Preprocessor.transform`)."""
     for c in columns:
-        if c.role == "dropped":
-            continue
-        series = frame.pop(c.name) if consume else frame[c.name]
-        if c.role == "numeric":
-            values = _numbers(series, f"column {c.name!r}")
-            gaps = np.isnan(values)
-            yield c.name, np.where(gaps, c.fill[0], values) if gaps.any() else values  # read, not changed
-        elif c.role == "date":
-            parts = _date_parts(series, c.name)
-            gaps = np.isnan(parts[:, 0])
-            for i, part in enumerate(DATE_PARTS):
-                yield f"{c.name}.{part}", np.where(gaps, c.fill[i], parts[:, i])
-        else:
-            texts = series.map(_category_text)
-            gaps = texts.isna().to_numpy()
-            texts = texts.where(~gaps, c.categories[0]).to_numpy(object)
-            known = np.isin(texts, c.categories)
-            for category in c.categories:
-                yield f"{c.name}={category}", (texts == category).astype(np.float64)
-            if c.other:
-                yield f"{c.name}={OTHER}", (~known).astype(np.float64)
-        if c.indicator:
-            yield f"{c.name}={MISSING}", gaps.astype(np.float64)
+        if c.role != "dropped":  # a column's arrays go with `_features_of`, before the next is read
+            yield from _features_of(c, frame.pop(c.name) if consume else frame[c.name])
+
+
+def _features_of(c: Column, series: pd.Series) -> Iterator[tuple[str, np.ndarray]]:
+    """`_encoded`'s pairs of one column, its raw values `series`."""
+    if c.role == "numeric":
+        values = _numbers(series, f"column {c.name!r}")
+        gaps = np.isnan(values)
+        yield c.name, np.where(gaps, c.fill[0], values) if gaps.any() else values  # read, not changed
+    elif c.role == "date":
+        parts = _date_parts(series, c.name)
+        gaps = np.isnan(parts[:, 0])
+        for i, part in enumerate(DATE_PARTS):
+            yield f"{c.name}.{part}", np.where(gaps, c.fill[i], parts[:, i])
+    else:
+        texts = series.map(_category_text)
+        gaps = texts.isna().to_numpy()
+        texts = texts.where(~gaps, c.categories[0]).to_numpy(object)
+        known = np.isin(texts, c.categories)
+        for category in c.categories:
+            yield f"{c.name}={category}", (texts == category).astype(np.float64)
+        if c.other:
+            yield f"{c.name}={OTHER}", (~known).astype(np.float64)
+    if c.indicator:
+        yield f"{c.name}={MISSING}", gaps.astype(np.float64)
 
 
 def _numbers(series: pd.Series, what: str) -> np.ndarray:

@@ -8,8 +8,10 @@ rule, so the best possible test MSE (`truth.noise_variance`) is known.
 
 from __future__ import annotations
 
+import copy
+import itertools
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
@@ -74,13 +76,26 @@ class SyntheticTruth:
         # Exponential spikes of mean s have E[s^2] = 2 s^2, so Var = sigma^2 + 2 p s^2 - (p s)^2.
         return self.noise_std**2 + 2 * p * spike**2 - (p * spike) ** 2
 
-    def sample_noise(self, rng: np.random.Generator, n_samples: int) -> np.ndarray:
-        """Seeded noise for `n_samples` rows."""
-        noise = rng.normal(0.0, self.noise_std, n_samples)
+    def noise_blocks(self, rng: np.random.Generator, sizes: list[int]) -> Iterator[np.ndarray]:
+        """Seeded noise for sum(sizes) rows, a block of each size in turn: the numbers one draw of
+        all the rows gives (a normal for each row; for the outliers family then a uniform for
+        each row, then an exponential for each row). Those streams follow one another in `rng`,
+        so the outliers' uniforms and exponentials come from copies of it moved past the rows'
+        normals (and uniforms) by drawing those first."""
+        normal = uniform = spikes = rng
         if self.outlier_fraction > 0:
-            corrupted = rng.random(n_samples) < self.outlier_fraction
-            noise += corrupted * rng.exponential(self.outlier_scale * self.noise_std, n_samples)
-        return noise
+            normal = copy.deepcopy(rng)
+            for size in sizes:
+                rng.normal(0.0, self.noise_std, size)
+            uniform = copy.deepcopy(rng)
+            for size in sizes:
+                rng.random(size)
+        for size in sizes:
+            noise = normal.normal(0.0, self.noise_std, size)
+            if self.outlier_fraction > 0:
+                corrupted = uniform.random(size) < self.outlier_fraction
+                noise += corrupted * spikes.exponential(self.outlier_scale * self.noise_std, size)
+            yield noise
 
     def save(self, path: Path) -> None:
         """Write as JSON."""
@@ -93,14 +108,14 @@ class SyntheticTruth:
 
 
 class FeatureColumns(Protocol):
-    """Where `write_synthetic` puts the feature columns it draws: a block of rows at a time in,
-    a whole column at a time out (`tables.ColumnFile` keeps them in a file)."""
+    """Where `write_synthetic` puts the columns it draws: a block of rows at a time in, and the
+    same blocks out (`tables.ColumnFile` keeps them in a file)."""
 
     def append(self, block: dict[str, np.ndarray]) -> None:
         """Add rows: name -> values (B,), the same names each time."""
 
-    def column(self, name: str) -> np.ndarray:
-        """One column's values (N,), all the rows appended."""
+    def blocks(self) -> Iterator[dict[str, np.ndarray]]:
+        """The rows appended, in the blocks they were appended in."""
 
 
 class ColumnArrays:
@@ -109,21 +124,23 @@ class ColumnArrays:
     def __init__(self, rows: int):
         self.rows = rows
         self.arrays: dict[str, np.ndarray] = {}
-        self._filled = 0
+        self._ends: list[int] = []  # each block's end
 
     def append(self, block: dict[str, np.ndarray]) -> None:
         """Copy a block of rows into place."""
+        start = self._ends[-1] if self._ends else 0
         size = 0
         for name, values in block.items():
             if name not in self.arrays:
                 self.arrays[name] = np.empty(self.rows)
-            self.arrays[name][self._filled : self._filled + len(values)] = values
+            self.arrays[name][start : start + len(values)] = values
             size = len(values)
-        self._filled += size
+        self._ends.append(start + size)
 
-    def column(self, name: str) -> np.ndarray:
-        """One column (N,): the array itself, not a copy."""
-        return self.arrays[name]
+    def blocks(self) -> Iterator[dict[str, np.ndarray]]:
+        """Views of the blocks appended, in order."""
+        for start, end in itertools.pairwise([0, *self._ends]):
+            yield {name: values[start:end] for name, values in self.arrays.items()}
 
 
 def make_synthetic(
@@ -140,9 +157,10 @@ def make_synthetic(
 ) -> tuple[pd.DataFrame, SyntheticTruth]:
     """Seeded rows of `family` (one of choices.Family): features x0.. and target y, plus the truth
     (`write_synthetic`'s rows, as one DataFrame)."""
-    features = ColumnArrays(n_samples)
-    y, truth = write_synthetic(
+    features, targets = ColumnArrays(n_samples), ColumnArrays(n_samples)
+    truth = write_synthetic(
         features,
+        targets,
         n_samples,
         n_features,
         noise_std,
@@ -154,11 +172,12 @@ def make_synthetic(
         outlier_scale=outlier_scale,
     )
     # copy=False: a block per column, so that the frame's columns can be let go one at a time
-    return pd.DataFrame({**features.arrays, TARGET: y}, copy=False), truth
+    return pd.DataFrame({**features.arrays, **targets.arrays}, copy=False), truth
 
 
 def write_synthetic(
     features: FeatureColumns,
+    targets: FeatureColumns,
     n_samples: int,
     n_features: int,
     noise_std: float,
@@ -169,9 +188,10 @@ def write_synthetic(
     scaled_tanh_b: float,
     outlier_fraction: float,
     outlier_scale: float,
-) -> tuple[np.ndarray, SyntheticTruth]:
+) -> SyntheticTruth:
     """Seeded rows of `family`: the features x0.. appended to `features` a block of rows at a
-    time, then read back a column at a time for the target; return the target y (N,) and the truth.
+    time, then read back a block at a time for the target y, appended to `targets` in the same
+    blocks; return the truth. Memory holds a block of rows, whatever `n_samples`.
 
     Features have different scales and offsets so that scaling matters, and z has mean 0.3
     and std 1.5, where tanh bends. `line` ignores `n_features`: it has one column, x.
@@ -181,17 +201,20 @@ def write_synthetic(
     rng = np.random.default_rng(seed)
     # The rows are drawn a block at a time: one (N, F) draw cut by rows, the same numbers,
     # without the table whole in memory or full-size temporaries.
-    step = max(1, portable.PIECE_VALUES // max(n_features, 1))  # rows per block
+    width = 1 if family == "line" else max(n_features, 1)
+    step = max(1, portable.PIECE_VALUES // width)  # rows per block
+    sizes = [min(step, n_samples - start) for start in range(0, n_samples, step)]
     if family == "line":
         columns = ["x"]
-        features.append({"x": rng.uniform(0.0, 10.0, n_samples)})
+        for size in sizes:
+            features.append({"x": rng.uniform(0.0, 10.0, size)})
         weights, bias = np.array([2.0]), 3.0
     else:
         columns = [f"x{i}" for i in range(n_features)]
         scales = rng.uniform(0.5, 5.0, n_features)
         offsets = rng.uniform(-3.0, 3.0, n_features)
-        for start in range(0, n_samples, step):
-            block = rng.standard_normal((min(step, n_samples - start), n_features))
+        for size in sizes:
+            block = rng.standard_normal((size, n_features))
             block *= scales
             block += offsets
             features.append(dict(zip(columns, block.T, strict=True)))
@@ -209,6 +232,10 @@ def write_synthetic(
         outlier_fraction=outlier_fraction if family == "outliers" else 0.0,
         outlier_scale=outlier_scale if family == "outliers" else 0.0,
     )
-    y = truth.clean_target_of((features.column(name) for name in columns), n_samples)
-    y += truth.sample_noise(rng, n_samples)
-    return y, truth
+    # Each row's target depends on that row alone: a block's are those of the whole table.
+    noise = truth.noise_blocks(rng, sizes)
+    for block, block_noise in zip(features.blocks(), noise, strict=True):
+        y = truth.clean_target_of((block[name] for name in columns), len(block_noise))
+        y += block_noise
+        targets.append({TARGET: y})
+    return truth

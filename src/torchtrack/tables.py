@@ -433,12 +433,14 @@ def _one_line(exc: Exception) -> str:
 
 class ColumnFile:
     """Float64 columns in an Arrow IPC file, written a block of rows at a time and read back a
-    column at a time: memory holds one column of the table, never the table.
+    column (or a block of rows) at a time: memory never holds the table.
 
         table = ColumnFile(folder / "rows.arrow")
         for block in blocks:  # name -> values (B,), the same names each time
             table.append(block)
         x0 = table.column("x0")  # (N,)
+        for block in table.blocks():  # the blocks appended, in order
+            ...
 
     The file is the caller's to remove (prepare keeps it in a private temporary folder).
     """
@@ -462,15 +464,25 @@ class ColumnFile:
         self._starts.append(self.rows)
         self.rows += batch.num_rows
 
+    def blocks(self) -> Iterator[dict[str, np.ndarray]]:
+        """The rows appended, in the blocks they were appended in: name -> values (B,), read
+        from the file a record batch at a time (its writing ends at the first read)."""
+        import pyarrow as pa
+
+        self._end_writing()
+        with pa.OSFile(str(self.path)) as file:
+            reader = pa.ipc.open_file(file)
+            for i in range(reader.num_record_batches):
+                batch = reader.get_batch(i)
+                yield {name: batch.column(j).to_numpy() for j, name in enumerate(self.names)}
+
     def column(self, name: str, rows: np.ndarray | None = None) -> np.ndarray:
         """One column's values (N,), or its values at `rows` (ascending positions), read from
         the file a record batch at a time, those that hold `rows` only (its writing ends at the
         first read)."""
         import pyarrow as pa
 
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        self._end_writing()
         if rows is not None and len(rows) > 1 and (rows[1:] < rows[:-1]).any():
             raise ValueError("ColumnFile.column reads rows in ascending order")
         values = np.empty(self.rows if rows is None else len(rows))
@@ -490,8 +502,15 @@ class ColumnFile:
                 if rows is None:
                     end = done + len(part)
                     values[done:end] = part
-                else:  # the rows that fall in this batch
-                    end = done + int(np.searchsorted(rows[done:], start + len(part)))
+                else:  # the rows that fall in this batch, its last row searched as a value of
+                    # rows' own type: a Python int would make NumPy convert the rows left, each batch
+                    last = rows.dtype.type(start + len(part) - 1)
+                    end = done + int(np.searchsorted(rows[done:], last, side="right"))
                     values[done:end] = part[rows[done:end] - start]
                 done = end
         return values
+
+    def _end_writing(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None

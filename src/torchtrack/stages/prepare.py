@@ -38,21 +38,26 @@ def run(config: Config) -> dict[str, float]:
         frame, dropped_rows = drop_missing_target(frame, target)
         indices = split_indices(len(frame), config.data.val_fraction, config.data.test_fraction, config.seed)
         raw = split_rows(frame, indices)  # the table's row numbers kept; `frame` is left without columns
-        del frame, indices  # what is left of them: row labels and numbers, 8 bytes a row each
+        del frame, indices  # what is left of them: the splits' row numbers, 4 bytes a row (int32)
         preprocessor = Preprocessor.fit(raw["train"], target, config.data)
         rows = {name: len(part) for name, part in raw.items()}
-        # What the summary reads of the raw rows, kept as they go: the targets, and the true rule
-        # at the test rows (a column at a time: no float64 copy of them).
-        train_target, test_target = raw["train"][target].to_numpy(), raw["test"][target].to_numpy()
-        test = raw["test"]
-        features = (test[name] for name in test.columns if name != target)
-        clean_test = truth.clean_target_of(features, len(test)) if truth is not None else None
-        del test, features
+        # What the summary reads of the raw rows, once the splits are written (a bad value is
+        # named by write_split first): the train rows, written last, and the synthetic test rows,
+        # their row labels only, kept for it.
+        train, test = raw["train"], raw["test"] if truth is not None else None
         # Each split's Parquet file, made here: memory holds a row group of it, and the raw rows at
         # most once (a CSV's), and moved into place once the run is open.
         staged = {name: Path(folder) / split_file(".", name).name for name in raw}
         for name in list(raw):
             write_split(staged[name], raw.pop(name), preprocessor)
+        target_std_train = portable.std(train[target].to_numpy(), ddof=1)
+        oracle_test_mse = None
+        if truth is not None:  # the true rule's test MSE, its features a column at a time
+            features = (test[name] for name in test.columns if name != target)
+            residual = test[target].to_numpy() - truth.clean_target_of(features, len(test))
+            oracle_test_mse = portable.mean(residual * residual)
+            del features, residual
+        del train, test
         if dropped_rows:
             note(f"{dropped_rows} row(s) without a value of the target {target!r} left out")
         for column in preprocessor.columns:
@@ -66,11 +71,10 @@ def run(config: Config) -> dict[str, float]:
             summary["features"] = len(preprocessor.features)
             for role in ROLES:
                 summary[f"columns_{role}"] = sum(c.role == role for c in preprocessor.columns)
-            summary["target_std_train"] = portable.std(train_target, ddof=1)
+            summary["target_std_train"] = target_std_train
             if truth is not None:
-                residual = test_target - clean_test
                 summary["noise_variance"] = truth.noise_variance
-                summary["oracle_test_mse"] = portable.mean(residual * residual)  # the true rule's test MSE
+                summary["oracle_test_mse"] = oracle_test_mse  # the true rule's test MSE
             write_json(PREPARE_METRICS, summary)
             tracker.log_metrics(summary)
             tracker.log_artifact(PREPARED_DIR / PREPROCESSING_FILE)
