@@ -670,7 +670,8 @@ def stage_peak(repo: Path, *command: str) -> tuple[float, int]:
 
 def train_vs_bare(repo: Path) -> dict:
     """The train stage's samples/s over its epochs (its own `samples_per_second` metric: `fit`'s
-    wall time, no imports or reading), vs a bare loop (`bare_loop`) over the same Parquet splits,
+    wall time, no imports; a split larger than the shuffle buffer is read inside it, a window at
+    a time, where a held one is read before), vs a bare loop (`bare_loop`) over the same Parquet splits,
     read with pyarrow, with the same model, optimizer, batch and epochs, timed over its epochs."""
     import pyarrow.parquet as pq
 

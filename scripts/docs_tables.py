@@ -56,13 +56,37 @@ def performance_section(results: dict) -> str:
     )
 
 
+def growth_section(small: dict, large: dict) -> str:
+    """Each stage's wall time at the two scale runs' sizes, and their ratio against issue 23's
+    bound: at most 1.2 times the ratio of the rows (12x for ten times the rows)."""
+    small, large = small["scale"], large["scale"]
+    rows = large["rows"] / small["rows"]
+    lines = [
+        f"| stage | {small['rows']:,} rows | {large['rows']:,} rows | ratio | target |",
+        "|---|---|---|---|---|",
+    ]
+    for stage, seconds in large["wall_s"].items():
+        ratio = seconds / small["wall_s"][stage]
+        verdict = "pass" if ratio <= 1.2 * rows else "falls short"
+        lines.append(
+            f"| {stage} | {small['wall_s'][stage]:.1f} s | {seconds:.1f} s | {ratio:.1f}x | "
+            f"at most {1.2 * rows:.0f}x: {verdict} |"
+        )
+    return "\n".join(lines)
+
+
+GROWTH = "benchmarks/results-scale.json and results-scale-100m.json"
+
+
 def performance_doc() -> str:
-    """docs/performance.md with every results file's section regenerated."""
+    """docs/performance.md with every results file's section regenerated, and the scale runs'
+    growth in wall time."""
     text = PERFORMANCE.read_text()
+    results = {name: json.loads((ROOT / "benchmarks" / name).read_text()) for name in RESULTS}
     for name in RESULTS:
-        results = json.loads((ROOT / "benchmarks" / name).read_text())
-        text = splice(text, f"benchmarks/{name}", performance_section(results))
-    return text
+        text = splice(text, f"benchmarks/{name}", performance_section(results[name]))
+    growth = growth_section(results["results-scale.json"], results["results-scale-100m.json"])
+    return splice(text, GROWTH, growth)
 
 
 def lessons_doc(output: list[str]) -> str:

@@ -88,6 +88,9 @@ def test_the_readme_s_memory_figures_are_the_ten_million_row_benchmark_s():
         f"train at {gib['train']:.1f} and evaluate at {gib['evaluate']:.2f}"
     )
     assert expected in text
+    hundred = json.loads((ROOT / "benchmarks" / "results-scale-100m.json").read_text())["scale"]
+    assert hundred["rows"] == 100_000_000 and max(hundred["peak_rss_bytes"].values()) < 1.2 * 2**30
+    assert "at a hundred million, each stays under 1.2 GiB" in text
     csv = scale["prepare_vs_plain"]  # prepare from the same rows as a CSV, held whole
     size, peak = csv["csv_bytes"] / 1e9, csv["stage_peak_rss_bytes"] / 2**30
     assert f"a {size:.0f} GB CSV of ten million rows takes {peak:.1f} GiB" in text
