@@ -146,7 +146,8 @@ class RowGroups(Protocol):
 
 class WindowBatches:
     """Batches of `batch_size` rows of a split too large to hold, read a window of its row
-    groups at a time: memory holds one window, whatever the split's size.
+    groups at a time: memory holds two windows (this one and the next, read ahead), whatever
+    the split's size.
 
     Shuffled, an epoch draws a permutation of the groups from `generator`, cuts it into windows
     of `rows.window_groups` groups, and takes each window's rows in a permutation drawn from
@@ -204,7 +205,7 @@ class WindowBatches:
                     whole = len(rows[0]) // self.batch_size * self.batch_size
                     yield from self._batches(rows[0][:whole], rows[1][:whole])
                     carried = rows[0][whole:], rows[1][whole:]
-                del X, y, taken  # before the window after next is read
+                del X, y, taken  # this window goes as soon as it is trained on
         if carried is not None:
             yield from self._batches(*carried)
 

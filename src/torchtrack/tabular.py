@@ -137,8 +137,8 @@ class TabularDataset(Dataset):
 class ParquetRows:
     """A prepared split (a Parquet file of numbers, as prepare writes them) too large to hold:
     its rows read a window of row groups at a time (as many as `buffer_rows` rows hold, at least
-    one), or a block at a time; `loader.WindowBatches` batches it. Memory holds a window, not the
-    split.
+    one), or a block at a time; `loader.WindowBatches` batches it. Memory holds a window or two
+    (one read ahead), not the split.
 
     Opening it reads every row once, as `TabularDataset.from_parquet` does: a column that is not
     numbers or holds gaps or infinities is refused there, with the same DataError naming the file
