@@ -82,6 +82,17 @@ class RecordingLogger:
         return [step for step, metrics in self.logged if key in metrics]
 
 
+def windowed(splits, folder: Path, group_rows: int, buffer_rows: int):
+    """The held (train, val) `splits` (TabularDatasets of a DataFrame) written as Parquet files in
+    row groups of `group_rows`, and opened as splits larger than a `buffer_rows` shuffle buffer
+    (`tabular.ParquetRows`): read a window of row groups at a time."""
+    from torchtrack.tabular import ParquetRows
+
+    for name, rows in zip(("train", "val"), splits, strict=True):
+        rows.data.to_parquet(folder / f"{name}.parquet", index=False, row_group_size=group_rows)
+    return tuple(ParquetRows(folder / f"{name}.parquet", buffer_rows) for name in ("train", "val"))
+
+
 def save_model(path, model, features: list[str], target: str = "y"):
     """`model` (a RegressionModel with its own default activation) saved as train saves it,
     with a preprocessing that reads `features` as numbers and changes nothing (no scaling, no

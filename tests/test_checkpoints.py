@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import windowed
 from torchtrack.checkpoints import EpochCheckpoint, fingerprint
 from torchtrack.config import TrainConfig
 from torchtrack.data import Scaler, make_synthetic, split_indices
@@ -41,10 +42,7 @@ def splits() -> tuple[TabularDataset, TabularDataset]:
 @pytest.fixture(scope="module")
 def windowed_splits(splits, tmp_path_factory) -> tuple[ParquetRows, ParquetRows]:
     """The same splits as Parquet files larger than their shuffle buffer: read in windows."""
-    folder = tmp_path_factory.mktemp("windowed")
-    for name, rows in zip(("train", "val"), splits, strict=True):
-        rows.data.to_parquet(folder / f"{name}.parquet", index=False, row_group_size=50)
-    return tuple(ParquetRows(folder / f"{name}.parquet", 120) for name in ("train", "val"))
+    return windowed(splits, tmp_path_factory.mktemp("windowed"), group_rows=50, buffer_rows=120)
 
 
 class StopAfter(Exception):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import RecordingLogger
+from helpers import RecordingLogger, windowed
 from torchtrack.config import TrainConfig
 from torchtrack.data import Scaler, make_synthetic, split_indices
 from torchtrack.errors import ConfigError, TrainingError
@@ -42,8 +42,16 @@ def splits() -> tuple[TabularDataset, TabularDataset]:
     return TabularDataset(scaler.transform(raw["train"])), TabularDataset(scaler.transform(raw["val"]))
 
 
-def test_fit_lowers_validation_loss(splits):
-    train_set, val_set = splits
+@pytest.fixture(scope="module")
+def windowed_splits(splits, tmp_path_factory) -> tuple[ParquetRows, ParquetRows]:
+    """The same splits larger than their shuffle buffer (tabular.ParquetRows): trained a window
+    of row groups at a time."""
+    return windowed(splits, tmp_path_factory.mktemp("windowed"), group_rows=100, buffer_rows=250)
+
+
+@pytest.mark.parametrize("held", ["splits", "windowed_splits"], ids=["held", "read-in-windows"])
+def test_fit_lowers_validation_loss(request, held):
+    train_set, val_set = request.getfixturevalue(held)
     generator = seed_everything(0)
     model = RegressionModel(in_features=3)
     before = evaluate_loss(model, make_loader(val_set, 1024, False), nn.MSELoss(), CPU)
@@ -63,29 +71,6 @@ def test_fit_lowers_validation_loss(splits):
     assert history[-1].val_loss < 3 * NOISE_STD**2  # near the noise floor
 
 
-def test_fit_on_splits_read_in_windows_lowers_validation_loss_and_repeats_bit_for_bit(splits, tmp_path):
-    """Splits larger than the shuffle buffer (tabular.ParquetRows): trained a window of row groups
-    at a time, as well as when held, and the same bits from the same seed."""
-    for name, rows in zip(("train", "val"), splits, strict=True):
-        rows.data.to_parquet(tmp_path / f"{name}.parquet", index=False, row_group_size=100)
-    results = []
-    for _ in range(2):
-        train_set, val_set = (ParquetRows(tmp_path / f"{name}.parquet", 250) for name in ("train", "val"))
-        generator = seed_everything(0)
-        model = RegressionModel(in_features=3)
-        history = fit(
-            model,
-            train_set,
-            val_set,
-            TrainConfig(lr=0.05, epochs=5, batch_size=32),
-            generator=generator,
-            device=CPU,
-        )
-        results.append((model.state_dict(), history))
-    assert results[0][1] == results[1][1] and results[0][1][-1].val_loss < 3 * NOISE_STD**2
-    assert all(torch.equal(results[0][0][k], results[1][0][k]) for k in results[0][0])
-
-
 def fitted_parameters(splits, seed: int) -> dict[str, torch.Tensor]:
     train_set, val_set = splits
     generator = seed_everything(seed)
@@ -95,7 +80,9 @@ def fitted_parameters(splits, seed: int) -> dict[str, torch.Tensor]:
     return model.state_dict()
 
 
-def test_same_seed_gives_bit_identical_parameters(splits):
+@pytest.mark.parametrize("held", ["splits", "windowed_splits"], ids=["held", "read-in-windows"])
+def test_same_seed_gives_bit_identical_parameters(request, held):
+    splits = request.getfixturevalue(held)
     first, second = fitted_parameters(splits, seed=1), fitted_parameters(splits, seed=1)
     assert first.keys() == second.keys()
     assert all(torch.equal(first[name], second[name]) for name in first)

@@ -94,9 +94,8 @@ def keep_the_better(model: nn.Module, train_set: Split, config: TrainConfig) -> 
     line_sse = _sum_of_squared_errors(model, train_set)
     degrees = max(len(train_set) - len(train_set.features) - 1, 1)  # the line's residual degrees of freedom
     sigma2 = line_sse / degrees
-    saved = (
-        (line_sse - trained_sse.totals()[0]) / sigma2 if sigma2 > 0 else 0.0
-    )  # an exact line: nothing to save
+    saving = line_sse - trained_sse.totals()[0]
+    saved = saving / sigma2 if sigma2 > 0 else 0.0  # an exact line: nothing to save
     cost = AKAIKE_COST * sum(p.numel() for p in model.activation.parameters())
     kept_line = not saved > cost
     if not kept_line:

@@ -50,13 +50,19 @@ def make_loader(
         return WindowBatches(dataset, batch_size, shuffle, generator, rank=rank, world_size=world_size)
     local = batch_size // world_size  # rows of each batch that this process takes
     block_rows = max(1, BLOCK_ROWS // batch_size) * local
-    shard = None
-    if world_size > 1:
-        shard = partial(shard_rows, batch_size=local * world_size, rank=rank, world_size=world_size)
+    shard = _shard(local * world_size, rank, world_size)
     device = getattr(dataset, "device", "cpu")
     sampler = BatchIndexSampler(len(dataset), block_rows, shuffle, generator, device, shard)
     loader = DataLoader(dataset, sampler=sampler, batch_size=None, collate_fn=_as_is)
     return BlockBatches(loader, local, sampler.rows)
+
+
+def _shard(batch_size: int, rank: int, world_size: int) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """Rank `rank`'s slice of each batch of an epoch's order (`distributed.shard_rows`); None
+    in a single process, which takes every row."""
+    if world_size == 1:
+        return None
+    return partial(shard_rows, batch_size=batch_size, rank=rank, world_size=world_size)
 
 
 def _as_is(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -171,9 +177,7 @@ class WindowBatches:
     ):
         self.rows, self.batch_size, self.shuffle, self.generator = rows, batch_size, shuffle, generator
         self.local = batch_size // world_size  # rows of each batch that this process takes
-        self.shard = None
-        if world_size > 1:
-            self.shard = partial(shard_rows, batch_size=batch_size, rank=rank, world_size=world_size)
+        self.shard = _shard(batch_size, rank, world_size)
         self.n_rows = shard_count(len(rows), batch_size, rank, world_size)
 
     def __len__(self) -> int:

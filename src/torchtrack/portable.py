@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -86,35 +86,31 @@ def mean_std(values: np.ndarray, ddof: int = 0) -> tuple[float, float]:
     values = np.asarray(values, np.float64).reshape(-1)
     centre = mean(values)
 
-    def squares() -> Iterator[np.ndarray]:
-        for start in range(0, len(values), PIECE_VALUES):
-            deviation = values[start : start + PIECE_VALUES] - centre
-            deviation *= deviation
-            yield deviation
+    def squared_deviations(part: np.ndarray) -> np.ndarray:
+        deviation = part - centre
+        deviation *= deviation  # in place: one temporary, not two
+        return deviation
 
-    try:
-        total = _fsum(squares())
-    except (OverflowError, ValueError):  # `exact_sum`'s NumPy sum, of the whole
-        deviation = values - centre
-        deviation *= deviation
-        total = float(np.sum(deviation))
-    return centre, math.sqrt(total / (len(values) - ddof))
+    return centre, math.sqrt(_exact_sum_of(values, squared_deviations) / (len(values) - ddof))
 
 
 def exact_sum(values: np.ndarray) -> float:
     """`math.fsum`: the exactly rounded sum, whatever the order. Where it overflows (or meets
     inf and -inf) NumPy's sum gives the inf or nan instead of an exception, the same anywhere."""
-    flat = values.reshape(-1)
+    return _exact_sum_of(values.reshape(-1), lambda part: part)
+
+
+def _exact_sum_of(flat: np.ndarray, term: Callable[[np.ndarray], np.ndarray]) -> float:
+    """`exact_sum` of `term` of the values of `flat`, `term` taken a piece at a time and the
+    piece's values as Python floats (a list of a whole column's is ~30 bytes a row); NumPy's sum
+    of `term(flat)` where `math.fsum` overflows or meets inf and -inf."""
     try:
-        return _fsum(flat[start : start + PIECE_VALUES] for start in range(0, len(flat), PIECE_VALUES))
+        pieces = (
+            term(flat[start : start + PIECE_VALUES]).tolist() for start in range(0, len(flat), PIECE_VALUES)
+        )
+        return math.fsum(itertools.chain.from_iterable(pieces))
     except (OverflowError, ValueError):
-        return float(np.sum(values))
-
-
-def _fsum(pieces: Iterable[np.ndarray]) -> float:
-    """`math.fsum` of the values of `pieces`, taken as Python floats a piece at a time: a list of
-    a whole column's is ~30 bytes a row."""
-    return math.fsum(itertools.chain.from_iterable(piece.tolist() for piece in pieces))
+        return float(np.sum(term(flat)))
 
 
 def median(values: np.ndarray) -> float:

@@ -86,9 +86,7 @@ class TabularDataset(Dataset):
             raise DataError(f"target column {target!r} not found")
         features = [c for c in columns if c != target]
         rows = parquet_rows(path)
-        X = torch.empty(len(features), rows).T  # (N, F), column-major as pandas gives it
-        y = torch.empty(1, rows).T  # (N, 1)
-        into = [*X.T.numpy(), *y.T.numpy()]  # (N,) views, in the order of [*features, target]
+        X, y, into = _empty_split(len(features), rows)
         for start, values in numeric_blocks(path, [*features, target], block_rows):
             for column, block in zip(into, values, strict=True):
                 column[start : start + len(block)] = block
@@ -159,9 +157,8 @@ class ParquetRows:
         step = max(self._rows // BLOCK_ROWS, 1)  # TabularDataset.evenly_spaced's rows
         sample: list[list[np.ndarray]] = []
         for start, values in numeric_blocks(self.path, [*self.features, self.target], BLOCK_ROWS):
-            sample.append(
-                [column[(-start) % step :: step].copy() for column in values]
-            )  # not views of the block
+            # copies, not views, which would keep every block alive
+            sample.append([column[(-start) % step :: step].copy() for column in values])
         self._sample = _tensors([np.concatenate(parts) for parts in zip(*sample, strict=True)])
 
     def __len__(self) -> int:
@@ -185,20 +182,25 @@ class ParquetRows:
         """These row groups' rows, one after another in this order: X (n, F) and y (n, 1),
         float32 and column-major as `TabularDataset.from_parquet` lays them out."""
         rows = sum(self.group_rows[g] for g in groups)
-        X = torch.empty(len(self.features), rows).T
-        y = torch.empty(1, rows).T
-        into = [*X.T.numpy(), *y.T.numpy()]  # (n,) views, in the order of [*features, target]
+        X, y, into = _empty_split(len(self.features), rows)
         start = 0
         with open_parquet(self.path, buffer_size=PARQUET_READ_BUFFER, pre_buffer=False) as file:
             for group in groups:
                 size = self.group_rows[group]
-                for column, name in zip(
-                    into, [*self.features, self.target], strict=True
-                ):  # a column chunk at a time
-                    values = read_row_group(file, self.path, group, [name]).column(0).to_numpy()
-                    column[start : start + size] = values
+                for column, name in zip(into, [*self.features, self.target], strict=True):
+                    # a column chunk at a time: memory holds one more chunk, not one more group
+                    chunk = read_row_group(file, self.path, group, [name]).column(0)
+                    column[start : start + size] = chunk.to_numpy()
                 start += size
         return X, y
+
+
+def _empty_split(features: int, rows: int) -> tuple[torch.Tensor, torch.Tensor, list[np.ndarray]]:
+    """Float32 X (rows, features) and y (rows, 1), column-major as pandas gives a frame's
+    columns (a matmul's rounding follows the layout), and (rows,) NumPy views of their
+    columns, features then target, to fill."""
+    X, y = torch.empty(features, rows).T, torch.empty(1, rows).T
+    return X, y, [*X.T.numpy(), *y.T.numpy()]
 
 
 def _tensors(values: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
