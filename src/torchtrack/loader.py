@@ -156,13 +156,14 @@ class WindowBatches:
     the split's size.
 
     Shuffled, an epoch draws a permutation of the groups from `generator`, cuts it into windows
-    of `rows.window_groups` groups, and takes each window's rows in a permutation drawn from
-    `generator` too (a shuffle buffer of the window's rows). The batches run on across windows:
-    rows a window leaves short of a whole batch start the next one's first batch, so an epoch
-    has the batches a permutation of all the rows would (`len`), the last one short. Not
-    shuffled, the rows come in the file's order. With `world_size` > 1, rank `rank` takes its
-    slice of every batch (`distributed.shard_rows`), as `BatchIndexSampler` does: every rank
-    reads every window, and the ranks' slices make each batch whole.
+    (the first of one group, the rest of `rows.window_groups` groups), and takes each window's
+    rows in a permutation drawn from `generator` too (a shuffle buffer of the window's rows).
+    The batches run on across windows: rows a window leaves short of a whole batch start the
+    next one's first batch, so an epoch has the batches a permutation of all the rows would
+    (`len`), the last one short. Not shuffled, the rows come in the file's order. With
+    `world_size` > 1, rank `rank` takes its slice of every batch (`distributed.shard_rows`), as
+    `BatchIndexSampler` does: every rank reads every window, and the ranks' slices make each
+    batch whole.
     """
 
     def __init__(
@@ -186,7 +187,12 @@ class WindowBatches:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         groups = len(self.rows.group_rows)
         order = torch.randperm(groups, generator=self.generator) if self.shuffle else torch.arange(groups)
-        windows = [window.tolist() for window in order.split(self.rows.window_groups)]
+        # The first window is one group, since nothing trains while it is read; the next window
+        # is read while it trains (on this machine's CPU, training on a group's rows takes longer
+        # than reading a window: docs/performance.md).
+        windows = [order[:1].tolist()] + [
+            window.tolist() for window in order[1:].split(self.rows.window_groups)
+        ]
         block = max(1, BLOCK_ROWS // self.batch_size) * self.batch_size  # rows gathered at a time
         carried: tuple[torch.Tensor, torch.Tensor] | None = None  # fewer rows than a batch
         # The next window is read in a thread while this one trains (pyarrow and the copy into
@@ -204,7 +210,7 @@ class WindowBatches:
                     taken = torch.arange(len(X))
                 for index in taken.split(block):
                     rows = gather_rows(X, index), gather_rows(y, index)
-                    if carried is not None:
+                    if carried is not None and len(carried[0]):
                         rows = torch.cat([carried[0], rows[0]]), torch.cat([carried[1], rows[1]])
                     whole = len(rows[0]) // self.batch_size * self.batch_size
                     yield from self._batches(rows[0][:whole], rows[1][:whole])
