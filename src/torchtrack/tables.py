@@ -15,7 +15,7 @@ import codecs
 import csv
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,22 +148,11 @@ def csv_blocks(
     indexed by its rows' place in the file; a header-only file gives one empty block. Memory
     holds a block, not the table: the file is parsed twice side by side, row for row."""
     source = CsvSource.open(path, what)
-    options = source.options | {"chunksize": rows}
-    with source.parse_errors():
-        values = pd.read_csv(source.path, na_values=MISSING_MARKERS, **options)
-        written = pd.read_csv(source.path, dtype=str, na_filter=False, **options)
-    total = columns = blocks = 0
-    with values, written:
-        pairs = zip(values, written, strict=True)
-        while True:
-            with source.parse_errors():  # pandas' errors only: a row it cannot parse
-                frame, text = next(pairs, (None, None))
-            if frame is None:
-                break
-            total, columns, blocks = total + len(frame), frame.shape[1], blocks + 1
-            text.columns = [str(c).strip() for c in text.columns]
-            yield source.values(frame, first=blocks == 1), text
-    source.check_end(total, columns)
+    values = source.frames(rows)
+    written = source.frames(rows, checked=False, dtype=str, na_filter=False)
+    for blocks, (frame, text) in enumerate(zip(values, written, strict=True), 1):
+        text.columns = [str(c).strip() for c in text.columns]
+        yield source.values(frame, first=blocks == 1), text
 
 
 @dataclass(frozen=True)
@@ -190,6 +179,27 @@ class CsvSource:
     def options(self) -> dict[str, object]:
         return {"sep": self.delimiter, "encoding": self.encoding, "skipinitialspace": True}
 
+    def frames(self, rows: int, checked: bool = True, **options: object) -> Iterator[pd.DataFrame]:
+        """The file as pandas parses it (for its values, or with `options`), `rows` rows at a
+        time, each block indexed by its rows' place in the file, header names as written; a
+        header-only file gives one empty block. `check_end` once the last block is read, if
+        `checked`."""
+        total = columns = 0
+        with self.parse_errors():
+            reader = pd.read_csv(
+                self.path, **({"na_values": MISSING_MARKERS} | self.options | options), chunksize=rows
+            )
+        with reader:
+            while True:
+                with self.parse_errors():  # pandas' errors only: a row it cannot parse
+                    frame = next(reader, None)
+                if frame is None:
+                    break
+                total, columns = total + len(frame), frame.shape[1]
+                yield frame
+        if checked:
+            self.check_end(total, columns)
+
     @contextmanager
     def parse_errors(self) -> Iterator[None]:
         """pandas' errors as DataError in one line naming the file."""
@@ -204,15 +214,20 @@ class CsvSource:
         """`frame` (parsed for its values) with its header names trimmed, numbers written with a
         decimal comma read; DataError for a name used twice. The notes are said of the `first`
         block only."""
-        frame.columns = [str(c).strip() for c in frame.columns]
-        repeated = sorted({c for c in frame.columns if list(frame.columns).count(c) > 1})
-        if repeated:
-            raise DataError(f"{self.path}: column name(s) used twice: {', '.join(map(repr, repeated))}")
+        frame.columns = self.names(frame.columns)
         if self.delimiter != ",":
             if first:
                 note(f"{self.path}: columns separated by {self.delimiter!r}")
             read_decimal_commas(frame, self.path, quiet=not first)
         return frame
+
+    def names(self, columns: Iterable[object]) -> list[str]:
+        """The header's names trimmed of spaces; DataError for a name used twice."""
+        names = [str(c).strip() for c in columns]
+        repeated = sorted({c for c in names if names.count(c) > 1})
+        if repeated:
+            raise DataError(f"{self.path}: column name(s) used twice: {', '.join(map(repr, repeated))}")
+        return names
 
     def check_end(self, rows: int, columns: int) -> None:
         """`check_last_row` of the file's end, for a table of `rows` rows and `columns` columns."""
@@ -294,18 +309,35 @@ def read_decimal_commas(frame: pd.DataFrame, path: Path, quiet: bool = False) ->
     """Turn, in place, each text column whose values all read as DECIMAL_COMMA numbers (1,5)
     into numbers, with a line naming them. Not in a comma-separated file, where a quoted
     "1,234" is more likely a thousand and thirty-four. `quiet`: no line."""
-    converted = []
-    for name in frame.columns:
-        if not pd.api.types.is_string_dtype(frame[name]):  # text (object or str dtype) only
-            continue
-        values = frame[name].dropna().astype(str).str.strip()
-        if not values.str.contains(",").any() or not values.str.fullmatch(DECIMAL_COMMA).all():
-            continue
-        numbers = values.str.replace(".", "", regex=False).str.replace(",", ".", regex=False)
-        frame[name] = pd.to_numeric(numbers).reindex(frame.index)
-        converted.append(name)
+    converted = [name for name in frame.columns if decimal_comma_verdict(frame[name]) == "comma"]
+    for name in converted:
+        frame[name] = decimal_comma_numbers(frame[name])
     if converted and not quiet:
-        note(f"{path}: read {', '.join(map(repr, converted))} with a decimal comma (1,5 = 1.5)")
+        say_decimal_commas(path, converted)
+
+
+def decimal_comma_verdict(series: pd.Series) -> str | None:
+    """Whether a text column reads as DECIMAL_COMMA numbers: "comma" when every value does and
+    one has the comma, "plain" when every value does and none has it, None otherwise (not
+    text, or a value that does not)."""
+    if not pd.api.types.is_string_dtype(series):  # text (object or str dtype) only
+        return None
+    values = series.dropna().astype(str).str.strip()
+    if not values.str.fullmatch(DECIMAL_COMMA).all():
+        return None
+    return "comma" if values.str.contains(",").any() else "plain"
+
+
+def decimal_comma_numbers(series: pd.Series) -> pd.Series:
+    """A column of DECIMAL_COMMA numbers (`decimal_comma_verdict`) as numbers, gaps kept."""
+    values = series.dropna().astype(str).str.strip()
+    numbers = values.str.replace(".", "", regex=False).str.replace(",", ".", regex=False)
+    return pd.to_numeric(numbers).reindex(series.index)
+
+
+def say_decimal_commas(path: Path, names: list[str]) -> None:
+    """The line that says these columns of `path` were read with a decimal comma."""
+    note(f"{path}: read {', '.join(map(repr, names))} with a decimal comma (1,5 = 1.5)")
 
 
 def parquet_rows(path: str | Path) -> int:
