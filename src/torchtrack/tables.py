@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -29,6 +29,8 @@ from torchtrack.errors import DataError
 if TYPE_CHECKING:
     import pyarrow as pa
     import pyarrow.parquet as pq
+
+ArrayLike: TypeAlias = "np.ndarray | pd.api.extensions.ExtensionArray"  # a column's values
 
 DELIMITERS = ",;\t|"  # tried in this order; the first that splits every sampled line alike wins
 ENCODINGS = ("utf-8-sig", "cp1252", "latin-1")  # utf-8 (with or without a BOM), then Windows, then any byte
@@ -242,35 +244,110 @@ def read_table(path: str | Path, what: str = "CSV file") -> pd.DataFrame:
     path = Path(path)
     if not path.is_dir():
         return _read_one(path, what)
-    files = sorted(f for f in path.iterdir() if f.suffix in TABLE_SUFFIXES and not f.name.startswith("."))
-    if not files:
-        raise DataError(f"{path}: a folder with no {' or '.join(sorted(TABLE_SUFFIXES))} file in it")
+    files = table_files(path)
     frames = [_read_one(files[0], what)]
     first = frames[0]
     for file in files[1:]:
         frame = _read_one(file, what)
-        if list(frame.columns) != list(first.columns):
-            missing = [c for c in first.columns if c not in frame.columns]
-            extra = [c for c in frame.columns if c not in first.columns]
-            difference = "; ".join(
-                f"{label}: {', '.join(map(repr, names))}"
-                for label, names in (("missing", missing), ("extra", extra))
-                if names
-            )
-            raise DataError(
-                f"{file}: its columns are not those of {files[0].name} ({difference or 'in another order'})"
-            )
-        for column in first.columns:
-            if pd.api.types.is_numeric_dtype(frame[column]) != pd.api.types.is_numeric_dtype(first[column]):
-                kinds = {True: "numbers", False: "text"}
-                raise DataError(
-                    f"{file}: column {column!r} holds {kinds[pd.api.types.is_numeric_dtype(frame[column])]}, "
-                    f"where {files[0].name} holds {kinds[pd.api.types.is_numeric_dtype(first[column])]}"
-                )
+        _check_agrees(file, frame.dtypes.to_dict(), files[0], first.dtypes.to_dict())
         frames.append(frame)
     if len(frames) > 1:
         note(f"{path}: {len(frames)} files read as one table")
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else first
+
+
+def table_files(path: Path) -> list[Path]:
+    """The files of the folder `path` that `read_table` reads, in order; DataError where there is none."""
+    files = sorted(f for f in path.iterdir() if f.suffix in TABLE_SUFFIXES and not f.name.startswith("."))
+    if not files:
+        raise DataError(f"{path}: a folder with no {' or '.join(sorted(TABLE_SUFFIXES))} file in it")
+    return files
+
+
+def _check_agrees(
+    file: Path, dtypes: dict[str, object], first: Path, first_dtypes: dict[str, object]
+) -> None:
+    """DataError naming `file` where its columns (name -> dtype, in order) are not those of the
+    folder's `first` file, or a column holds text where that file's holds numbers (or the reverse)."""
+    if list(dtypes) != list(first_dtypes):
+        missing = [c for c in first_dtypes if c not in dtypes]
+        extra = [c for c in dtypes if c not in first_dtypes]
+        difference = "; ".join(
+            f"{label}: {', '.join(map(repr, names))}"
+            for label, names in (("missing", missing), ("extra", extra))
+            if names
+        )
+        raise DataError(
+            f"{file}: its columns are not those of {first.name} ({difference or 'in another order'})"
+        )
+    kinds = {True: "numbers", False: "text"}
+    for column, dtype in first_dtypes.items():
+        numeric, first_numeric = (pd.api.types.is_numeric_dtype(d) for d in (dtypes[column], dtype))
+        if numeric != first_numeric:
+            raise DataError(
+                f"{file}: column {column!r} holds {kinds[numeric]}, "
+                f"where {first.name} holds {kinds[first_numeric]}"
+            )
+
+
+def stores_as_columns(path: str | Path) -> bool:
+    """Whether `TableColumns` reads the table at `path`: a CSV file or a folder of them (not Parquet)."""
+    path = Path(path)
+    if path.is_dir():
+        return all(f.suffix != ".parquet" for f in table_files(path))
+    return path.suffix != ".parquet"
+
+
+@dataclass
+class TableColumns:
+    """The table `read_table` reads of a CSV file or a folder of them, read without holding it:
+    `survey` reads each file once, a piece of rows at a time, for its columns' kinds (with
+    `read_table`'s checks and notes), and `write` a second time, appending each piece to a
+    `ColumnFile` with every value as `read_table` gives it. Memory holds a piece of rows."""
+
+    names: list[str]
+    rows: int
+    files: list[_CsvColumns]
+    samples: list[pd.DataFrame]  # each file's columns, a few rows of each kind, as the whole read joins them
+
+    @classmethod
+    def survey(cls, path: str | Path, what: str = "CSV file") -> TableColumns:
+        """The table's columns and rows; DataError in one line as `read_table` says it."""
+        path = Path(path)
+        files = table_files(path) if path.is_dir() else [path]
+        surveys: list[_CsvColumns] = []
+        for file in files:
+            survey = _CsvColumns.survey(file, what)
+            if surveys:
+                _check_agrees(file, survey.dtypes, files[0], surveys[0].dtypes)
+            surveys.append(survey)
+        if len(files) > 1:
+            note(f"{path}: {len(files)} files read as one table")
+        samples = [
+            pd.DataFrame(
+                {name: _common(list(kinds.values())) for name, kinds in zip(s.names, s.samples, strict=True)}
+            )
+            for s in surveys
+        ]
+        return cls(surveys[0].names, sum(s.rows for s in surveys), surveys, samples)
+
+    def write(self, columns: ColumnFile) -> None:
+        """Append the table to `columns` (an empty ColumnFile), a piece of rows at a time."""
+        joined = pd.concat(self.samples, ignore_index=True).dtypes if len(self.samples) > 1 else None
+        for k, survey in enumerate(self.files):
+            for block in survey.blocks():
+                if joined is not None:  # as pd.concat joins the files' columns
+                    others = [sample for i, sample in enumerate(self.samples) if i != k]
+                    for name, series in block.items():
+                        if series.dtype != joined[name]:
+                            frames = [series.to_frame(name), *(other[[name]] for other in others)]
+                            block[name] = pd.concat(frames, ignore_index=True)[name].iloc[: len(series)]
+                columns.append(
+                    {
+                        name: series.array if not isinstance(series.dtype, np.dtype) else series.to_numpy()
+                        for name, series in block.items()
+                    }
+                )
 
 
 def _read_one(path: Path, what: str) -> pd.DataFrame:
@@ -286,6 +363,110 @@ def _read_one(path: Path, what: str) -> pd.DataFrame:
     frame = pa.concat_tables(parquet_blocks(path, 1 << 20)).to_pandas()
     frame.columns = [str(c).strip() for c in frame.columns]
     return frame
+
+
+def csv_piece_rows(columns: int) -> int:
+    """The rows pandas' C parser makes into columns at a time when it reads a whole file of
+    `columns` columns (its `low_memory` pieces): the largest power of two below 2**20 / columns.
+    Where a column reads as numbers in one piece and as text in another, each piece's values
+    are converted to the kind they share as they were read, so a read a block at a time gives
+    the whole read's values only in blocks of these rows."""
+    limit = (1 << 20) // max(columns, 1)
+    rows = 1
+    while rows * 2 < limit:
+        rows *= 2
+    return rows
+
+
+@dataclass
+class _CsvColumns:
+    """What a first read of a CSV file, a piece at a time, finds of each column: the kinds of
+    values its pieces hold (dtype -> the piece's first value that is not a gap, or its first
+    row), and whether every piece reads as decimal-comma numbers."""
+
+    source: CsvSource
+    names: list[str]
+    rows: int
+    piece_rows: int
+    samples: list[dict[object, pd.Series]]
+    decimal: list[bool]  # read with a decimal comma, as the whole read does
+
+    @classmethod
+    def survey(cls, path: Path, what: str) -> _CsvColumns:
+        """Read `path` once, a piece at a time, with `read_csv`'s checks and notes."""
+        source = CsvSource.open(path, what)
+        with source.parse_errors():
+            width = pd.read_csv(source.path, nrows=0, **source.options).shape[1]
+        piece_rows = csv_piece_rows(width)
+        samples: list[dict[object, pd.Series]] = [{} for _ in range(width)]
+        verdicts: list[set[str | None]] = [set() for _ in range(width)]
+        converted: list[dict[object, pd.Series]] = [{} for _ in range(width)]  # as decimal-comma numbers
+        rows, names = 0, []
+        for frame in source.frames(piece_rows):
+            rows += len(frame)
+            names = list(frame.columns)
+            for j, (_, series) in enumerate(frame.items()):
+                _sample(samples[j], series)
+                if source.delimiter != "," and None not in verdicts[j]:
+                    verdicts[j].add(verdict := decimal_comma_verdict(series))
+                    if verdict is not None:
+                        _sample(converted[j], decimal_comma_numbers(series))
+        names = source.names(names)
+        decimal = [
+            bool(v)
+            and None not in v
+            and "comma" in v
+            and all(isinstance(d, pd.StringDtype) for d in samples[j])
+            for j, v in enumerate(verdicts)
+        ]
+        if source.delimiter != ",":
+            note(f"{source.path}: columns separated by {source.delimiter!r}")
+            if any(decimal):
+                say_decimal_commas(source.path, [n for n, d in zip(names, decimal, strict=True) if d])
+        samples = [converted[j] if decimal[j] else samples[j] for j in range(width)]
+        return cls(source, names, rows, piece_rows, samples, decimal)
+
+    @property
+    def dtypes(self) -> dict[str, object]:
+        """Each column's dtype in the whole read, name -> dtype."""
+        return {
+            name: _common(list(kinds.values())).dtype
+            for name, kinds in zip(self.names, self.samples, strict=True)
+        }
+
+    def blocks(self) -> Iterator[dict[str, pd.Series]]:
+        """The file's columns, a piece at a time, each value as the whole read gives it."""
+        for frame in self.source.frames(self.piece_rows, checked=False):
+            block = {}
+            for j, (name, (_, series)) in enumerate(zip(self.names, frame.items(), strict=True)):
+                if self.decimal[j]:
+                    series = decimal_comma_numbers(series)
+                kinds = self.samples[j]
+                if len(kinds) > 1:  # converted as the whole read converts each of its pieces
+                    others = [sample for dtype, sample in kinds.items() if dtype != series.dtype]
+                    series = _common([series, *others]).iloc[: len(series)]
+                block[name] = series
+            yield block
+
+
+def _sample(samples: dict[object, pd.Series], series: pd.Series) -> None:
+    """Keep `series`' first value that is not a gap (or its first row), if none of its dtype is kept."""
+    if series.dtype not in samples:
+        present = series.notna().to_numpy()
+        at = int(present.argmax()) if present.any() else 0
+        samples[series.dtype] = series.iloc[at : at + 1]
+
+
+def _common(parts: list[pd.Series]) -> pd.Series:
+    """The columns `parts` one after another, as pandas' C parser joins its pieces of one."""
+    from pandas.core.dtypes.concat import concat_compat
+
+    return pd.Series(
+        concat_compat(
+            [part.array if not isinstance(part.dtype, np.dtype) else part.to_numpy() for part in parts]
+        ),
+        copy=False,
+    )
 
 
 def check_last_row(text: str, delimiter: str, rows: int, columns: int, path: Path) -> None:
@@ -464,11 +645,14 @@ def _one_line(exc: Exception) -> str:
 
 
 class ColumnFile:
-    """Float64 columns in an Arrow IPC file, written a block of rows at a time and read back a
-    column (or a block of rows) at a time: memory never holds the table.
+    """Columns in an Arrow IPC file, written a block of rows at a time and read back a column
+    (or a block of rows) at a time: memory never holds the table. A column holds numbers
+    (floats, integers), true/false values, pandas' text (`str`), or Python objects of those
+    kinds with gaps, mixed (what pandas makes of a column read as numbers in some rows and as
+    text or true/false values in others); each comes back as it went in.
 
         table = ColumnFile(folder / "rows.arrow")
-        for block in blocks:  # name -> values (B,), the same names each time
+        for block in blocks:  # name -> values (B,), the same names and kinds each time
             table.append(block)
         x0 = table.column("x0")  # (N,)
         for block in table.blocks():  # the blocks appended, in order
@@ -484,11 +668,11 @@ class ColumnFile:
         self._starts: list[int] = []  # each record batch's first row
         self._writer: pa.ipc.RecordBatchFileWriter | None = None
 
-    def append(self, block: dict[str, np.ndarray]) -> None:
+    def append(self, block: dict[str, ArrayLike]) -> None:
         """Add a block of rows, one record batch of the file."""
         import pyarrow as pa
 
-        batch = pa.record_batch({name: pa.array(values, pa.float64()) for name, values in block.items()})
+        batch = pa.record_batch({name: _arrow_values(values) for name, values in block.items()})
         if self._writer is None:
             self.names = list(block)
             self._writer = pa.ipc.new_file(str(self.path), batch.schema)
@@ -496,7 +680,7 @@ class ColumnFile:
         self._starts.append(self.rows)
         self.rows += batch.num_rows
 
-    def blocks(self) -> Iterator[dict[str, np.ndarray]]:
+    def blocks(self) -> Iterator[dict[str, ArrayLike]]:
         """The rows appended, in the blocks they were appended in: name -> values (B,), read
         from the file a record batch at a time (its writing ends at the first read)."""
         import pyarrow as pa
@@ -506,43 +690,96 @@ class ColumnFile:
             reader = pa.ipc.open_file(file)
             for i in range(reader.num_record_batches):
                 batch = reader.get_batch(i)
-                yield {name: batch.column(j).to_numpy() for j, name in enumerate(self.names)}
+                yield {name: _pandas_values([batch.column(j)]) for j, name in enumerate(self.names)}
 
-    def column(self, name: str, rows: np.ndarray | None = None) -> np.ndarray:
+    def column(self, name: str, rows: np.ndarray | None = None) -> ArrayLike:
         """One column's values (N,), or its values at `rows` (ascending positions), read from
         the file a record batch at a time, those that hold `rows` only (its writing ends at the
-        first read)."""
+        first read). Numbers and true/false values come as a NumPy array, filled as read; text
+        as pandas' `str` array, mixed values as an object array."""
         import pyarrow as pa
 
         self._end_writing()
         if rows is not None and len(rows) > 1 and (rows[1:] < rows[:-1]).any():
             raise ValueError("ColumnFile.column reads rows in ascending order")
-        values = np.empty(self.rows if rows is None else len(rows))
         options = pa.ipc.IpcReadOptions(included_fields=[self.names.index(name)])
         with pa.OSFile(str(self.path)) as file:  # read, not mapped: the pages are not held after
             reader = pa.ipc.open_file(file, options=options)
+            kind = reader.schema.field(0).type
+            size = self.rows if rows is None else len(rows)
+            fixed = pa.types.is_floating(kind) or pa.types.is_integer(kind) or pa.types.is_boolean(kind)
+            values = np.empty(size, kind.to_pandas_dtype()) if fixed else None
+            parts: list[pa.Array] = []  # text and mixed values: gathered, then made pandas' at once
             batches = range(reader.num_record_batches)
             if rows is not None and len(rows):  # from the batch of the first row to that of the last
                 first, last = (bisect.bisect_right(self._starts, int(row)) - 1 for row in (rows[0], rows[-1]))
                 batches = range(first, last + 1)
             elif rows is not None:
                 batches = range(0)
-            done = 0  # the values filled
+            done = 0  # the values taken
             for i in batches:
                 start = self._starts[i]  # the batch's first row in the file
-                part = reader.get_batch(i).column(0).to_numpy()
+                part = reader.get_batch(i).column(0)
                 if rows is None:
                     end = done + len(part)
-                    values[done:end] = part
+                    taken = part
                 else:  # the rows that fall in this batch, its last row searched as a value of
                     # rows' own type: a Python int would make NumPy convert the rows left, each batch
                     last = rows.dtype.type(start + len(part) - 1)
                     end = done + int(np.searchsorted(rows[done:], last, side="right"))
-                    values[done:end] = part[rows[done:end] - start]
+                    taken = part.take(pa.array(rows[done:end] - start))
+                if values is not None:
+                    values[done:end] = taken.to_numpy(zero_copy_only=False)
+                else:
+                    parts.append(taken)
                 done = end
-        return values
+        return values if values is not None else _pandas_values(parts, kind)
 
     def _end_writing(self) -> None:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+# The kinds of a mixed column's values, as the children of its Arrow union, in this order.
+_MIXED_KINDS = {type(None): 0, bool: 1, np.bool_: 1, int: 2, np.int64: 2, float: 3, np.float64: 3, str: 4}
+
+
+def _arrow_values(values: ArrayLike) -> pa.Array:
+    """A column's values (a NumPy array of numbers or true/false values, pandas' text, or an
+    object array of the kinds of `_MIXED_KINDS`) as an Arrow array that `_pandas_values` reads
+    back as they are. TypeError for any other kind."""
+    import pyarrow as pa
+
+    if isinstance(values, np.ndarray) and values.dtype.kind in "biuf":
+        return pa.array(values)
+    if isinstance(values, pd.api.extensions.ExtensionArray) and values.dtype == pd.StringDtype(
+        na_value=np.nan
+    ):
+        text = pa.array(values, pa.large_string())
+        return text.combine_chunks() if isinstance(text, pa.ChunkedArray) else text
+    if not (isinstance(values, np.ndarray) and values.dtype == object):
+        raise TypeError(f"ColumnFile holds no values of dtype {values.dtype}")
+    kinds = np.fromiter((_MIXED_KINDS[type(v)] for v in values), np.int8, len(values))
+    offsets = np.zeros(len(values), np.int32)
+    children = []
+    for code, kind in enumerate((pa.null(), pa.bool_(), pa.int64(), pa.float64(), pa.large_string())):
+        chosen = np.flatnonzero(kinds == code)
+        offsets[chosen] = np.arange(len(chosen), dtype=np.int32)
+        children.append(pa.array(values[chosen].tolist(), kind))
+    return pa.UnionArray.from_dense(pa.array(kinds), pa.array(offsets), children)
+
+
+def _pandas_values(parts: list[pa.Array], kind: pa.DataType | None = None) -> ArrayLike:
+    """The values `_arrow_values` made, its arrays `parts` (of type `kind`) one after another."""
+    import pyarrow as pa
+
+    kind = parts[0].type if kind is None else kind
+    if pa.types.is_large_string(kind):
+        return pa.chunked_array(parts, kind).to_pandas().array
+    if pa.types.is_union(kind):
+        values = [v for part in parts for v in part.to_pylist()]
+        mixed = np.empty(len(values), object)
+        mixed[:] = values
+        return mixed
+    return pa.chunked_array(parts, kind).to_numpy()
