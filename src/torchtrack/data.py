@@ -175,10 +175,10 @@ def store_table(path: str | Path, folder: Path, target: str | None = None) -> tu
     """`load_table`'s table of a CSV file or a folder of them, with its checks and notes, kept
     in a `tables.ColumnFile` in `folder` (`tables.TableColumns`): memory holds a piece of its
     rows at a time, and the rows are read back a column at a time."""
-    table = TableColumns.survey(path)
-    target = table_target(path, table.names, table.rows, target)
     columns = ColumnFile(Path(folder) / TABLE_FILE)
-    table.write(columns)
+    table = TableColumns.survey(path, columns)
+    target = table_target(path, table.names, table.rows, target)
+    table.write()
     return StoredRows([columns], pd.DataFrame(index=pd.RangeIndex(columns.rows))), target
 
 

@@ -15,7 +15,7 @@ import codecs
 import csv
 import re
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -300,24 +300,36 @@ def stores_as_columns(path: str | Path) -> bool:
 
 @dataclass
 class TableColumns:
-    """The table `read_table` reads of a CSV file or a folder of them, read without holding it:
-    `survey` reads each file once, a piece of rows at a time, for its columns' kinds (with
-    `read_table`'s checks and notes), and `write` a second time, appending each piece to a
-    `ColumnFile` with every value as `read_table` gives it. Memory holds a piece of rows."""
+    """The table `read_table` reads of a CSV file or a folder of them, kept in a `ColumnFile`
+    without being held: `survey` reads each file once, a piece of rows at a time, for its
+    columns' kinds (with `read_table`'s checks and notes), appending each piece to the file
+    while every column's pieces are of one kind; `write` finishes the file, reading the files
+    a second time where they were not, each value converted as `read_table` gives it. Memory
+    holds a piece of rows.
+
+        table = TableColumns.survey(path, ColumnFile(folder / "table.arrow"))
+        table.write()  # table.columns now holds read_table(path), a column at a time
+    """
 
     names: list[str]
     rows: int
+    columns: ColumnFile | None
+    complete: bool  # `columns` holds the table as read_table gives it: no second read
     files: list[_CsvColumns]
     samples: list[pd.DataFrame]  # each file's columns, a few rows of each kind, as the whole read joins them
 
     @classmethod
-    def survey(cls, path: str | Path, what: str = "CSV file") -> TableColumns:
-        """The table's columns and rows; DataError in one line as `read_table` says it."""
+    def survey(
+        cls, path: str | Path, columns: ColumnFile | None = None, what: str = "CSV file"
+    ) -> TableColumns:
+        """The table's columns and rows, its pieces appended to `columns` while they agree in
+        each column's kind; DataError in one line as `read_table` says it."""
         path = Path(path)
         files = table_files(path) if path.is_dir() else [path]
+        appender = _Appender(columns)
         surveys: list[_CsvColumns] = []
         for file in files:
-            survey = _CsvColumns.survey(file, what)
+            survey = _CsvColumns.survey(file, what, appender)
             if surveys:
                 _check_agrees(file, survey.dtypes, files[0], surveys[0].dtypes)
             surveys.append(survey)
@@ -329,10 +341,14 @@ class TableColumns:
             )
             for s in surveys
         ]
-        return cls(surveys[0].names, sum(s.rows for s in surveys), surveys, samples)
+        complete = columns is not None and appender.agree and not any(any(s.decimal) for s in surveys)
+        return cls(surveys[0].names, sum(s.rows for s in surveys), columns, complete, surveys, samples)
 
-    def write(self, columns: ColumnFile) -> None:
-        """Append the table to `columns` (an empty ColumnFile), a piece of rows at a time."""
+    def write(self) -> None:
+        """Make `columns` hold the table, a piece of rows at a time: done already where `complete`."""
+        if self.complete or self.columns is None:
+            return
+        self.columns.clear()
         joined = pd.concat(self.samples, ignore_index=True).dtypes if len(self.samples) > 1 else None
         for k, survey in enumerate(self.files):
             for block in survey.blocks():
@@ -342,12 +358,32 @@ class TableColumns:
                         if series.dtype != joined[name]:
                             frames = [series.to_frame(name), *(other[[name]] for other in others)]
                             block[name] = pd.concat(frames, ignore_index=True)[name].iloc[: len(series)]
-                columns.append(
-                    {
-                        name: series.array if not isinstance(series.dtype, np.dtype) else series.to_numpy()
-                        for name, series in block.items()
-                    }
-                )
+                self.columns.append({name: _values(series) for name, series in block.items()})
+        self.complete = True
+
+
+@dataclass
+class _Appender:
+    """Appends each piece of rows read to `columns` (if any) while every column's pieces are
+    of the kind of its first; `agree` once one is not, and nothing more is appended."""
+
+    columns: ColumnFile | None
+    dtypes: list[object] | None = None
+    agree: bool = True
+
+    def __call__(self, frame: pd.DataFrame) -> None:
+        if self.columns is None or not self.agree:
+            return
+        dtypes = list(frame.dtypes)
+        self.dtypes = dtypes if self.dtypes is None else self.dtypes
+        self.agree = dtypes == self.dtypes
+        if self.agree:
+            self.columns.append({str(name).strip(): _values(series) for name, series in frame.items()})
+
+
+def _values(series: pd.Series) -> ArrayLike:
+    """A column's values as a ColumnFile takes them: a NumPy array, or pandas' array of text."""
+    return series.to_numpy() if isinstance(series.dtype, np.dtype) else series.array
 
 
 def _read_one(path: Path, what: str) -> pd.DataFrame:
@@ -392,8 +428,9 @@ class _CsvColumns:
     decimal: list[bool]  # read with a decimal comma, as the whole read does
 
     @classmethod
-    def survey(cls, path: Path, what: str) -> _CsvColumns:
-        """Read `path` once, a piece at a time, with `read_csv`'s checks and notes."""
+    def survey(cls, path: Path, what: str, read: Callable[[pd.DataFrame], None]) -> _CsvColumns:
+        """Read `path` once, a piece at a time, with `read_csv`'s checks and notes; each piece,
+        as parsed, is given to `read` too."""
         source = CsvSource.open(path, what)
         with source.parse_errors():
             width = pd.read_csv(source.path, nrows=0, **source.options).shape[1]
@@ -403,6 +440,7 @@ class _CsvColumns:
         converted: list[dict[object, pd.Series]] = [{} for _ in range(width)]  # as decimal-comma numbers
         rows, names = 0, []
         for frame in source.frames(piece_rows):
+            read(frame)
             rows += len(frame)
             names = list(frame.columns)
             for j, (_, series) in enumerate(frame.items()):
@@ -734,6 +772,12 @@ class ColumnFile:
                     parts.append(taken)
                 done = end
         return values if values is not None else _pandas_values(parts, kind)
+
+    def clear(self) -> None:
+        """Remove every row, and the file: the next append starts it anew."""
+        self._end_writing()
+        self.path.unlink(missing_ok=True)
+        self.names, self.rows, self._starts = [], 0, []
 
     def _end_writing(self) -> None:
         if self._writer is not None:
