@@ -151,7 +151,7 @@ def csv_blocks(
     holds a block, not the table: the file is parsed twice side by side, row for row."""
     source = CsvSource.open(path, what)
     values = source.frames(rows)
-    written = source.frames(rows, checked=False, dtype=str, na_filter=False)
+    written = source.frames(rows, as_written=True, checked=False)
     for blocks, (frame, text) in enumerate(zip(values, written, strict=True), 1):
         text.columns = [str(c).strip() for c in text.columns]
         yield source.values(frame, first=blocks == 1), text
@@ -181,16 +181,15 @@ class CsvSource:
     def options(self) -> dict[str, object]:
         return {"sep": self.delimiter, "encoding": self.encoding, "skipinitialspace": True}
 
-    def frames(self, rows: int, checked: bool = True, **options: object) -> Iterator[pd.DataFrame]:
-        """The file as pandas parses it (for its values, or with `options`), `rows` rows at a
-        time, each block indexed by its rows' place in the file, header names as written; a
-        header-only file gives one empty block. `check_end` once the last block is read, if
-        `checked`."""
+    def frames(self, rows: int, as_written: bool = False, checked: bool = True) -> Iterator[pd.DataFrame]:
+        """The file as pandas parses it for its values (or, `as_written`, every cell the text the
+        file holds), `rows` rows at a time, each block indexed by its rows' place in the file,
+        header names as written; a header-only file gives one empty block. `check_end` once the
+        last block is read, if `checked`."""
         total = columns = 0
+        cells = {"dtype": str, "na_filter": False} if as_written else {"na_values": MISSING_MARKERS}
         with self.parse_errors():
-            reader = pd.read_csv(
-                self.path, **({"na_values": MISSING_MARKERS} | self.options | options), chunksize=rows
-            )
+            reader = pd.read_csv(self.path, **self.options, **cells, chunksize=rows)
         with reader:
             while True:
                 with self.parse_errors():  # pandas' errors only: a row it cannot parse
@@ -496,15 +495,9 @@ def _sample(samples: dict[object, pd.Series], series: pd.Series) -> None:
 
 
 def _common(parts: list[pd.Series]) -> pd.Series:
-    """The columns `parts` one after another, as pandas' C parser joins its pieces of one."""
-    from pandas.core.dtypes.concat import concat_compat
-
-    return pd.Series(
-        concat_compat(
-            [part.array if not isinstance(part.dtype, np.dtype) else part.to_numpy() for part in parts]
-        ),
-        copy=False,
-    )
+    """The columns `parts` one after another, in the kind they share, each converted to it as
+    pandas' C parser converts its pieces of one column (both join arrays as `pd.concat` does)."""
+    return pd.concat(parts, ignore_index=True)
 
 
 def check_last_row(text: str, delimiter: str, rows: int, columns: int, path: Path) -> None:
