@@ -513,6 +513,19 @@ def test_a_csv_kept_on_disk_prepares_the_bytes_of_the_table_held_in_memory(tmp_p
     assert prepared_bytes(config, tmp_path / "scratch", tmp_path / "stored") == held
 
 
+def test_a_csv_whose_rows_have_labels_is_held_as_pandas_labels_them(tmp_path):
+    """One more field a row than the header has names: pandas takes the first as the rows'
+    labels, and an error names a row by its label."""
+    path = write_csv(tmp_path, "a,y\n10,1,x\n20,2,3\n30,3,4\n")
+    (tmp_path / "scratch").mkdir()
+    rows, target, _ = load_source(
+        DataConfig(source="csv", path=str(path)), seed=0, folder=tmp_path / "scratch"
+    )
+    assert isinstance(rows, pd.DataFrame) and rows.index.tolist() == [10, 20, 30]
+    with pytest.raises(DataError, match="row 11: 'x' is not a number"):
+        drop_missing_target(rows, target)
+
+
 def test_scaling_a_column_at_a_time_gives_the_bits_of_the_whole_table():
     frame = small_frame(1_000)
     scaler = Scaler.fit(frame, "target")

@@ -31,7 +31,7 @@ from torchtrack.paths import PREPROCESSING_FILE, TRUTH_FILE, split_file
 from torchtrack.profiling import timed
 from torchtrack.synthetic import TARGET as SYNTHETIC_TARGET
 from torchtrack.synthetic import SyntheticTruth, make_synthetic, write_synthetic
-from torchtrack.tables import ColumnFile, TableColumns, read_table, stores_as_columns
+from torchtrack.tables import ColumnFile, RowLabels, TableColumns, read_table, stores_as_columns
 
 SPLITS = ("train", "val", "test")
 # Rows per row group of a prepared split: what pyarrow's writer cuts a whole table into (1024 *
@@ -276,7 +276,10 @@ def load_source(
         return StoredRows([features, targets], rows), SYNTHETIC_TARGET, truth
     if config.source == "csv":
         if folder is not None and stores_as_columns(config.path):
-            return (*store_table(config.path, folder, config.target), None)
+            try:
+                return (*store_table(config.path, folder, config.target), None)
+            except RowLabels:  # held, with the labels pandas gives its rows (errors name rows by them)
+                pass
         return (*load_table(config.path, config.target), None)
     if config.source == "diabetes":
         return (*load_diabetes(), None)

@@ -297,6 +297,11 @@ def stores_as_columns(path: str | Path) -> bool:
     return path.suffix != ".parquet"
 
 
+class RowLabels(Exception):
+    """A CSV file whose rows have one more field than its header has names: pandas reads the
+    first as the rows' labels, which a ColumnFile does not keep (its rows are numbered)."""
+
+
 @dataclass
 class TableColumns:
     """The table `read_table` reads of a CSV file or a folder of them, kept in a `ColumnFile`
@@ -322,7 +327,8 @@ class TableColumns:
         cls, path: str | Path, columns: ColumnFile | None = None, what: str = "CSV file"
     ) -> TableColumns:
         """The table's columns and rows, its pieces appended to `columns` while they agree in
-        each column's kind; DataError in one line as `read_table` says it."""
+        each column's kind; DataError in one line as `read_table` says it. RowLabels where a
+        file's rows have labels: read it whole (`read_table`)."""
         path = Path(path)
         files = table_files(path) if path.is_dir() else [path]
         appender = _Appender(columns)
@@ -439,6 +445,8 @@ class _CsvColumns:
         converted: list[dict[object, pd.Series]] = [{} for _ in range(width)]  # as decimal-comma numbers
         rows, names = 0, []
         for frame in source.frames(piece_rows):
+            if not frame.index.equals(pd.RangeIndex(rows, rows + len(frame))):  # not the rows' places
+                raise RowLabels(f"{source.path}: its rows have one more field than its header has names")
             read(frame)
             rows += len(frame)
             names = list(frame.columns)
