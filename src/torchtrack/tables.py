@@ -457,13 +457,7 @@ class _CsvColumns:
                     if verdict is not None:
                         _sample(converted[j], decimal_comma_numbers(series))
         names = source.names(names)
-        decimal = [
-            bool(v)
-            and None not in v
-            and "comma" in v
-            and all(isinstance(d, pd.StringDtype) for d in samples[j])
-            for j, v in enumerate(verdicts)
-        ]
+        decimal = ["comma" in v and None not in v for v in verdicts]  # every piece text of such numbers
         if source.delimiter != ",":
             note(f"{source.path}: columns separated by {source.delimiter!r}")
             if any(decimal):
