@@ -1,11 +1,12 @@
 """Reading tables: a user's CSV file (its encoding and delimiter found, header names trimmed,
 one line naming the problem when it is not a table the pipeline can read), a Parquet file, or a
-folder of them as one table; a Parquet file a block of rows at a time; and a table of float
-columns kept on disk a column at a time.
+folder of them as one table; a Parquet file a block of rows at a time; and a table kept on disk,
+read back a column at a time.
 
-prepare reads the training table through `read_table`, and `torchtrack predict` its input rows
-through `csv_blocks`; evaluate and `torchtrack predict` stream Parquet files through `parquet_blocks`;
-prepare keeps the synthetic rows it makes in a `ColumnFile`.
+prepare keeps a CSV table (a file or a folder of them) in a `ColumnFile` as it reads it, a
+piece of rows at a time (`TableColumns`), a Parquet table it reads whole (`read_table`), and
+the synthetic rows it makes go to a `ColumnFile` too. `torchtrack predict` reads its input rows
+through `csv_blocks`; evaluate and `torchtrack predict` stream Parquet files through `parquet_blocks`.
 """
 
 from __future__ import annotations
