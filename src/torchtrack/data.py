@@ -176,9 +176,13 @@ def store_table(path: str | Path, folder: Path, target: str | None = None) -> tu
     in a `tables.ColumnFile` in `folder` (`tables.TableColumns`): memory holds a piece of its
     rows at a time, and the rows are read back a column at a time."""
     columns = ColumnFile(Path(folder) / TABLE_FILE)
-    table = TableColumns.survey(path, columns)
-    target = table_target(path, table.names, table.rows, target)
-    table.write()
+    try:
+        table = TableColumns.survey(path, columns)
+        target = table_target(path, table.names, table.rows, target)
+        table.write()
+    except BaseException:  # the file closed and removed: the table may still be read whole
+        columns.clear()
+        raise
     return StoredRows([columns], pd.DataFrame(index=pd.RangeIndex(columns.rows))), target
 
 
@@ -254,7 +258,8 @@ def load_source(
     """The raw rows named by `config`: (rows, target column, synthetic truth or None). With a
     `folder`, synthetic rows go to files there as they are made, and a CSV file's (or a folder
     of them) as it is read (`StoredRows`: memory holds neither their features nor their
-    target); otherwise every table is a DataFrame, as a Parquet file's is."""
+    target, a CSV's where it is float64); otherwise every table is a DataFrame, as a Parquet
+    file's is, and a CSV file's whose rows have labels."""
     if config.source == "synthetic":
         synthetic = {
             "n_samples": config.n_samples,
