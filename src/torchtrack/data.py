@@ -31,7 +31,7 @@ from torchtrack.paths import PREPROCESSING_FILE, TRUTH_FILE, split_file
 from torchtrack.profiling import timed
 from torchtrack.synthetic import TARGET as SYNTHETIC_TARGET
 from torchtrack.synthetic import SyntheticTruth, make_synthetic, write_synthetic
-from torchtrack.tables import ColumnFile, RowLabels, TableColumns, read_table, stores_as_columns
+from torchtrack.tables import ColumnFile, NotKept, TableColumns, read_table
 
 SPLITS = ("train", "val", "test")
 # Rows per row group of a prepared split: what pyarrow's writer cuts a whole table into (1024 *
@@ -172,9 +172,10 @@ def load_table(path: str | Path, target: str | None = None) -> tuple[pd.DataFram
 
 
 def store_table(path: str | Path, folder: Path, target: str | None = None) -> tuple[StoredRows, str]:
-    """`load_table`'s table of a CSV file or a folder of them, with its checks and notes, kept
-    in a `tables.ColumnFile` in `folder` (`tables.TableColumns`): memory holds a piece of its
-    rows at a time, and the rows are read back a column at a time."""
+    """`load_table`'s table of a CSV or Parquet file or a folder of them, with its checks and
+    notes, kept in a `tables.ColumnFile` in `folder` (`tables.TableColumns`): memory holds a
+    piece of its rows at a time, and the rows are read back a column at a time. NotKept where
+    its values are of a kind the file does not hold, or its rows have labels."""
     columns = ColumnFile(Path(folder) / TABLE_FILE)
     try:
         table = TableColumns.survey(path, columns)
@@ -256,10 +257,10 @@ def load_source(
     config: DataConfig, seed: int, folder: Path | None = None
 ) -> tuple[Rows, str, SyntheticTruth | None]:
     """The raw rows named by `config`: (rows, target column, synthetic truth or None). With a
-    `folder`, synthetic rows go to files there as they are made, and a CSV file's (or a folder
-    of them) as it is read (`StoredRows`: memory holds neither their features nor their
-    target, a CSV's where it is float64); otherwise every table is a DataFrame, as a Parquet
-    file's is, and a CSV file's whose rows have labels."""
+    `folder`, synthetic rows go to files there as they are made, and a table's (a CSV or
+    Parquet file, or a folder of them) as it is read (`StoredRows`: memory holds neither their
+    features nor their target, a table's where it is float64); otherwise, and where a table's
+    values are of a kind the files do not hold (`tables.NotKept`), a DataFrame."""
     if config.source == "synthetic":
         synthetic = {
             "n_samples": config.n_samples,
@@ -280,10 +281,10 @@ def load_source(
         rows = pd.DataFrame(index=pd.RangeIndex(targets.rows))  # the row labels, and no column
         return StoredRows([features, targets], rows), SYNTHETIC_TARGET, truth
     if config.source == "csv":
-        if folder is not None and stores_as_columns(config.path):
+        if folder is not None:
             try:
                 return (*store_table(config.path, folder, config.target), None)
-            except RowLabels:  # held, with the labels pandas gives its rows (errors name rows by them)
+            except NotKept:  # held, as pandas reads it (row labels, dates, ...)
                 pass
         return (*load_table(config.path, config.target), None)
     if config.source == "diabetes":

@@ -43,6 +43,7 @@ READ_CHUNK = 1 << 20  # bytes of a CSV file decoded at a time, to judge its enco
 # than pre-buffering whole row groups (pyarrow's default: ~80 MB per 1M-row group of 16 floats,
 # several read ahead, 660 MB peak to stream a 7M-row split against 190 MB so, and slower).
 PARQUET_READ_BUFFER = 1 << 20
+PARQUET_BLOCK_ROWS = 1 << 16  # rows of a Parquet file prepare keeps on disk a block at a time
 # A number written with a decimal comma, as a spreadsheet set to most European locales saves
 # it in a `;`-separated file: 1,5 or -1.234,5 (dots group thousands). Only a column where
 # every value reads so, and one at least has the comma, is taken for numbers.
@@ -290,17 +291,11 @@ def _check_agrees(
             )
 
 
-def stores_as_columns(path: str | Path) -> bool:
-    """Whether `TableColumns` reads the table at `path`: a CSV file or a folder of them (not Parquet)."""
-    path = Path(path)
-    if path.is_dir():
-        return all(f.suffix != ".parquet" for f in table_files(path))
-    return path.suffix != ".parquet"
-
-
-class RowLabels(Exception):
-    """A CSV file whose rows have one more field than its header has names: pandas reads the
-    first as the rows' labels, which a ColumnFile does not keep (its rows are numbered)."""
+class NotKept(Exception):
+    """A table a ColumnFile does not keep as `read_table` gives it: a CSV file whose rows have
+    one more field than its header has names (pandas reads the first as the rows' labels; a
+    ColumnFile numbers its rows), or values of a kind it does not hold (dates, pandas' nullable
+    integers, whole numbers past int64 among text). Read it whole."""
 
 
 @dataclass
@@ -320,7 +315,7 @@ class TableColumns:
     rows: int
     columns: ColumnFile | None
     complete: bool  # `columns` holds the table as read_table gives it: no second read
-    files: list[_CsvColumns]
+    files: list[_FileColumns]
     samples: list[pd.DataFrame]  # each file's columns, a few rows of each kind, as the whole read joins them
 
     @classmethod
@@ -328,14 +323,15 @@ class TableColumns:
         cls, path: str | Path, columns: ColumnFile | None = None, what: str = "CSV file"
     ) -> TableColumns:
         """The table's columns and rows, its pieces appended to `columns` while they agree in
-        each column's kind; DataError in one line as `read_table` says it. RowLabels where a
-        file's rows have labels: read it whole (`read_table`)."""
+        each column's kind; DataError in one line as `read_table` says it. NotKept where a
+        file is not kept so: read it whole (`read_table`)."""
         path = Path(path)
         files = table_files(path) if path.is_dir() else [path]
         appender = _Appender(columns)
-        surveys: list[_CsvColumns] = []
+        surveys: list[_FileColumns] = []
         for file in files:
-            survey = _CsvColumns.survey(file, what, appender)
+            kind = _ParquetColumns if file.suffix == ".parquet" else _CsvColumns
+            survey = kind.survey(file, what, appender)
             if surveys:
                 _check_agrees(file, survey.dtypes, files[0], surveys[0].dtypes)
             surveys.append(survey)
@@ -421,17 +417,31 @@ def csv_piece_rows(columns: int) -> int:
 
 
 @dataclass
-class _CsvColumns:
-    """What a first read of a CSV file, a piece at a time, finds of each column: the kinds of
-    values its pieces hold (dtype -> the piece's first value that is not a gap, or its first
-    row), and whether every piece reads as decimal-comma numbers."""
+class _FileColumns:
+    """What a first read of a file of a table, a piece of rows at a time, finds of each column:
+    the kinds of values its pieces hold (dtype -> the piece's first value that is not a gap,
+    or its first row), and whether it is text read as decimal-comma numbers."""
 
-    source: CsvSource
     names: list[str]
     rows: int
-    piece_rows: int
     samples: list[dict[object, pd.Series]]
     decimal: list[bool]  # read with a decimal comma, as the whole read does
+
+    @property
+    def dtypes(self) -> dict[str, object]:
+        """Each column's dtype in the whole read, name -> dtype."""
+        return {
+            name: _common(list(kinds.values())).dtype
+            for name, kinds in zip(self.names, self.samples, strict=True)
+        }
+
+
+@dataclass
+class _CsvColumns(_FileColumns):
+    """`_FileColumns` of a CSV file, read in the pieces pandas' parser reads it in."""
+
+    source: CsvSource
+    piece_rows: int
 
     @classmethod
     def survey(cls, path: Path, what: str, read: Callable[[pd.DataFrame], None]) -> _CsvColumns:
@@ -447,7 +457,7 @@ class _CsvColumns:
         rows, names = 0, []
         for frame in source.frames(piece_rows):
             if not frame.index.equals(pd.RangeIndex(rows, rows + len(frame))):  # not the rows' places
-                raise RowLabels(f"{source.path}: its rows have one more field than its header has names")
+                raise NotKept(f"{source.path}: its rows have one more field than its header has names")
             read(frame)
             rows += len(frame)
             names = list(frame.columns)
@@ -464,29 +474,65 @@ class _CsvColumns:
             if any(decimal):
                 say_decimal_commas(source.path, [n for n, d in zip(names, decimal, strict=True) if d])
         samples = [converted[j] if decimal[j] else samples[j] for j in range(width)]
-        return cls(source, names, rows, piece_rows, samples, decimal)
-
-    @property
-    def dtypes(self) -> dict[str, object]:
-        """Each column's dtype in the whole read, name -> dtype."""
-        return {
-            name: _common(list(kinds.values())).dtype
-            for name, kinds in zip(self.names, self.samples, strict=True)
-        }
+        return cls(names, rows, samples, decimal, source, piece_rows)
 
     def blocks(self) -> Iterator[dict[str, pd.Series]]:
         """The file's columns, a piece at a time, each value as the whole read gives it."""
         for frame in self.source.frames(self.piece_rows, checked=False):
             block = {}
             for j, (name, (_, series)) in enumerate(zip(self.names, frame.items(), strict=True)):
-                if self.decimal[j]:
-                    series = decimal_comma_numbers(series)
-                kinds = self.samples[j]
-                if len(kinds) > 1:  # converted as the whole read converts each of its pieces
-                    others = [sample for dtype, sample in kinds.items() if dtype != series.dtype]
-                    series = _common([series, *others]).iloc[: len(series)]
-                block[name] = series
+                block[name] = _as_whole(
+                    decimal_comma_numbers(series) if self.decimal[j] else series, self.samples[j]
+                )
             yield block
+
+
+@dataclass
+class _ParquetColumns(_FileColumns):
+    """`_FileColumns` of a Parquet file, read a block of rows at a time (`parquet_blocks`): each
+    block converts to pandas' kinds alone (an integer column with a gap to floats, say)."""
+
+    path: Path
+
+    @classmethod
+    def survey(cls, path: Path, what: str, read: Callable[[pd.DataFrame], None]) -> _ParquetColumns:
+        """Read `path` once, a block at a time, with `read_table`'s checks; each block, as
+        pandas' frame, is given to `read` too."""
+        if not path.is_file():
+            raise DataError(f"{path}: Parquet file not found")
+        samples: list[dict[object, pd.Series]] = []
+        rows, names = 0, []
+        for frame in cls._frames(path):
+            read(frame)
+            rows, names = rows + len(frame), list(frame.columns)
+            samples = samples or [{} for _ in names]
+            for j, (_, series) in enumerate(frame.items()):
+                _sample(samples[j], series)
+        return cls(names, rows, samples, [False] * len(names), path)
+
+    def blocks(self) -> Iterator[dict[str, pd.Series]]:
+        """The file's columns, a block at a time, each value as the whole read gives it."""
+        for frame in self._frames(self.path):
+            yield {
+                name: _as_whole(series, kinds)
+                for (name, series), kinds in zip(frame.items(), self.samples, strict=True)
+            }
+
+    @staticmethod
+    def _frames(path: Path) -> Iterator[pd.DataFrame]:
+        for table in parquet_blocks(path, PARQUET_BLOCK_ROWS):
+            frame = table.to_pandas()
+            frame.columns = [str(c).strip() for c in frame.columns]
+            yield frame
+
+
+def _as_whole(series: pd.Series, kinds: dict[object, pd.Series]) -> pd.Series:
+    """A piece of a column converted as the whole read converts each of its pieces, to the kind
+    they share: `kinds` holds a sample of each (`_sample`)."""
+    if len(kinds) < 2:
+        return series
+    others = [sample for dtype, sample in kinds.items() if dtype != series.dtype]
+    return _common([series, *others]).iloc[: len(series)]
 
 
 def _sample(samples: dict[object, pd.Series], series: pd.Series) -> None:
@@ -788,7 +834,7 @@ _MIXED_KINDS = {type(None): 0, bool: 1, np.bool_: 1, int: 2, np.int64: 2, float:
 def _arrow_values(values: ArrayLike) -> pa.Array:
     """A column's values (a NumPy array of numbers or true/false values, pandas' text, or an
     object array of the kinds of `_MIXED_KINDS`) as an Arrow array that `_pandas_values` reads
-    back as they are. TypeError for any other kind."""
+    back as they are. NotKept for any other kind."""
     import pyarrow as pa
 
     if isinstance(values, np.ndarray) and values.dtype.kind in "biuf":
@@ -799,14 +845,17 @@ def _arrow_values(values: ArrayLike) -> pa.Array:
         text = pa.array(values, pa.large_string())
         return text.combine_chunks() if isinstance(text, pa.ChunkedArray) else text
     if not (isinstance(values, np.ndarray) and values.dtype == object):
-        raise TypeError(f"ColumnFile holds no values of dtype {values.dtype}")
-    kinds = np.fromiter((_MIXED_KINDS[type(v)] for v in values), np.int8, len(values))
-    offsets = np.zeros(len(values), np.int32)
-    children = []
-    for code, kind in enumerate((pa.null(), pa.bool_(), pa.int64(), pa.float64(), pa.large_string())):
-        chosen = np.flatnonzero(kinds == code)
-        offsets[chosen] = np.arange(len(chosen), dtype=np.int32)
-        children.append(pa.array(values[chosen].tolist(), kind))
+        raise NotKept(f"ColumnFile holds no values of dtype {values.dtype}")
+    try:
+        kinds = np.fromiter((_MIXED_KINDS[type(v)] for v in values), np.int8, len(values))
+        offsets = np.zeros(len(values), np.int32)
+        children = []
+        for code, kind in enumerate((pa.null(), pa.bool_(), pa.int64(), pa.float64(), pa.large_string())):
+            chosen = np.flatnonzero(kinds == code)
+            offsets[chosen] = np.arange(len(chosen), dtype=np.int32)
+            children.append(pa.array(values[chosen].tolist(), kind))
+    except (KeyError, OverflowError, pa.ArrowInvalid) as exc:  # a kind, or an integer, it does not hold
+        raise NotKept(f"ColumnFile holds no such value ({_one_line(exc)})") from None
     return pa.UnionArray.from_dense(pa.array(kinds), pa.array(offsets), children)
 
 
