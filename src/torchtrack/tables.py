@@ -3,10 +3,11 @@ one line naming the problem when it is not a table the pipeline can read), a Par
 folder of them as one table; a Parquet file a block of rows at a time; and a table kept on disk,
 read back a column at a time.
 
-prepare keeps a CSV table (a file or a folder of them) in a `ColumnFile` as it reads it, a
-piece of rows at a time (`TableColumns`), a Parquet table it reads whole (`read_table`), and
-the synthetic rows it makes go to a `ColumnFile` too. `torchtrack predict` reads its input rows
-through `csv_blocks`; evaluate and `torchtrack predict` stream Parquet files through `parquet_blocks`.
+prepare keeps a CSV or Parquet table (a file or a folder of them) in a `ColumnFile` as it
+reads it, a piece of rows at a time (`TableColumns`; one it cannot keep so it reads whole,
+`read_table`), and the synthetic rows it makes go to a `ColumnFile` too. `torchtrack predict`
+reads its input rows through `csv_blocks`; evaluate and `torchtrack predict` stream Parquet
+files through `parquet_blocks`.
 """
 
 from __future__ import annotations
