@@ -301,12 +301,12 @@ class NotKept(Exception):
 
 @dataclass
 class TableColumns:
-    """The table `read_table` reads of a CSV file or a folder of them, kept in a `ColumnFile`
-    without being held: `survey` reads each file once, a piece of rows at a time, for its
-    columns' kinds (with `read_table`'s checks and notes), appending each piece to the file
-    while every column's pieces are of one kind; `write` finishes the file, reading the files
-    a second time where they were not, each value converted as `read_table` gives it. Memory
-    holds a piece of rows.
+    """The table `read_table` reads (a CSV or Parquet file, or a folder of them), kept in a
+    `ColumnFile` without being held: `survey` reads each file once, a piece of rows at a time,
+    for its columns' kinds (with `read_table`'s checks and notes), appending each piece to the
+    file while every column's pieces are of one kind; `write` finishes the file, reading the
+    files a second time where they were not, each value converted as `read_table` gives it.
+    Memory holds a piece of rows.
 
         table = TableColumns.survey(path, ColumnFile(folder / "table.arrow"))
         table.write()  # table.columns now holds read_table(path), a column at a time
