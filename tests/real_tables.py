@@ -9,6 +9,10 @@ categories, dates, gaps and identifiers, each with a numeric target on its own s
 - `shop`: 1,500 rows, semicolon-separated and Latin-1 encoded: a transaction code per row,
   30 store names (more than max_categories), dates written month/day/year, a weekday, a
   promotion flag, temperatures with gaps; target `sales`.
+
+Beside them, `write_messy` writes what a CSV read a piece of rows at a time must read as a
+whole-file read does: gaps, text, dates, quoted newlines, and columns whose kind changes in
+later rows; and `write_decimal_commas` a `;` file of numbers written with a decimal comma.
 """
 
 from __future__ import annotations
@@ -114,3 +118,51 @@ def write_table(name: str, folder: Path, seed: int = 0) -> tuple[Path, str]:
     encoding = "latin-1" if name == "shop" else "utf-8"
     frame.to_csv(path, index=False, sep=sep, encoding=encoding)
     return path, target
+
+
+def write_messy(path: Path, n: int = 70_000, seed: int = 1) -> str:
+    """A CSV of `n` rows (more than pandas converts at a time in a whole read of its 9 columns:
+    `tables.csv_piece_rows`) whose columns change kind in later rows: an integer column with a
+    gap near the end, numbers that turn to text in the last fifth, true/false values with a
+    late gap, text after half the rows of gaps; beside gaps, categories, dates and quoted
+    fields with commas, quotes and newlines. Returns its target column."""
+    rng = np.random.default_rng(seed)
+    x1 = rng.normal(size=n).round(4).astype(object)
+    x1[rng.random(n) < 0.05] = ""
+    cat = np.array(["red", "green", "blue", "teal"], object)[rng.integers(0, 4, n)]
+    cat[rng.random(n) < 0.03] = "?"
+    day = pd.Timestamp("2020-01-01") + pd.to_timedelta(rng.integers(0, 900, n), unit="D")
+    date = day.strftime("%Y-%m-%d").to_numpy(object)
+    date[rng.random(n) < 0.02] = ""
+    int_gap = np.arange(n).astype(object) % 97
+    int_gap[n - 7] = ""
+    later_text = (np.arange(n) % 13 * 1.5).astype(object)  # 0.0, 1.5, 3.0 ...: "3" in a number piece
+    later_text[-(n // 5) :] = np.array(["grp1", "grp2", "3.0"], object)[np.arange(n // 5) % 3]
+    flag = np.where(rng.random(n) < 0.5, "True", "False").astype(object)
+    flag[n - 11] = ""
+    early_gaps = np.array(["lo", "hi"], object)[rng.integers(0, 2, n)]
+    early_gaps[: n // 2] = ""
+    notes = np.array(["plain", "has, comma", "two\nlines", 'say "hi"'], object)[rng.integers(0, 4, n)]
+    y = (rng.normal(size=n) * 3 + 1).round(3).astype(object)
+    y[rng.random(n) < 0.01] = ""
+    columns = {"x1": x1, "cat": cat, "date": date, "int_gap": int_gap, "later_text": later_text}
+    columns |= {"flag": flag, "early_gaps": early_gaps, "notes": notes, "y": y}
+    pd.DataFrame(columns).to_csv(path, index=False)
+    return "y"
+
+
+def write_decimal_commas(path: Path, n: int = 300_000, seed: int = 2) -> str:
+    """A `;` CSV of `n` rows (more than pandas converts at a time in a whole read of its 4
+    columns) written as a spreadsheet in most European locales saves it: a price whose first
+    half are whole numbers with dots between the thousands (read as integers) and the rest have
+    a decimal comma, sizes with a decimal comma and gaps, a code that is not a number. Returns
+    its target column."""
+    rng = np.random.default_rng(seed)
+    price = np.array([f"{v:.2f}".replace(".", ",") for v in rng.integers(0, 100_000, n) / 100], object)
+    price[: n // 2] = [f"{1 + i % 9}.{i % 1000:03d}.000" for i in range(n // 2)]
+    size = np.array([f"{v:.1f}".replace(".", ",") for v in rng.random(n) * 10], object)
+    size[rng.random(n) < 0.02] = ""
+    code = np.array(["1,5a", "2", "3"], object)[rng.integers(0, 3, n)]
+    frame = pd.DataFrame({"price": price, "size": size, "code": code, "y": rng.normal(size=n).round(3)})
+    frame.to_csv(path, index=False, sep=";")
+    return "y"

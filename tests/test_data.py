@@ -1,5 +1,7 @@
 """data.py: seeded synthetic rows, CSV loading with clear errors, splits, train-only scaling, Dataset."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
@@ -7,7 +9,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from torchtrack import tabular
+from real_tables import write_messy, write_table
+from torchtrack import portable, tabular
 from torchtrack.config import DataConfig
 from torchtrack.data import (
     SYNTHETIC_TARGET,
@@ -19,11 +22,12 @@ from torchtrack.data import (
     read_split,
     split_indices,
     split_rows,
+    store_table,
     write_split,
     write_splits,
 )
 from torchtrack.errors import DataError
-from torchtrack.preprocessing import Preprocessor
+from torchtrack.preprocessing import Preprocessor, drop_missing_target
 from torchtrack.tabular import ParquetRows, TabularDataset, open_split
 
 
@@ -212,18 +216,24 @@ def test_load_table_named_target(tmp_path):
         pytest.param("a,b\n1,2\n3,4,5,6\n", None, ["not a readable CSV file"], id="ragged"),
     ],
 )
-def test_load_table_rejects_bad_input_naming_the_problem(tmp_path, text, target, expected_fragments):
+@pytest.mark.parametrize("load", [load_table, "store_table"], ids=["held", "stored"])
+def test_load_table_rejects_bad_input_naming_the_problem(tmp_path, text, target, expected_fragments, load):
+    if load == "store_table":  # kept in a ColumnFile as it is read: the same checks, the same words
+        load = lambda path, target: store_table(path, tmp_path, target)  # noqa: E731
     with pytest.raises(DataError) as excinfo:
-        load_table(write_csv(tmp_path, text), target)
+        load(write_csv(tmp_path, text), target)
     message = str(excinfo.value)
     for fragment in expected_fragments:
         assert fragment in message, f"{fragment!r} not in {message!r}"
 
 
-def test_load_table_missing_file_names_the_path(tmp_path):
+@pytest.mark.parametrize("load", [load_table, "store_table"], ids=["held", "stored"])
+def test_load_table_missing_file_names_the_path(tmp_path, load):
+    if load == "store_table":
+        load = lambda path: store_table(path, tmp_path)  # noqa: E731
     missing = tmp_path / "nowhere.csv"
     with pytest.raises(DataError, match="not found") as excinfo:
-        load_table(missing)
+        load(missing)
     assert str(missing) in str(excinfo.value)
 
 
@@ -464,6 +474,60 @@ def test_synthetic_rows_kept_on_disk_split_as_the_rows_held_in_memory(tmp_path, 
             pd.testing.assert_series_equal(got[name][column], want[name][column])
     part = got["test"]
     assert part.pop("y").name == "y" and part.columns == names[:-1]
+
+
+def prepared_bytes(config: DataConfig, folder: Path | None, out: Path) -> dict[str, object]:
+    """What prepare makes of `config`'s rows, kept in `folder` (or held): each split's file,
+    the preprocessing, the rows dropped and the train target's spread."""
+    rows, target, _ = load_source(config, seed=3, folder=folder)
+    assert isinstance(rows, StoredRows) == (folder is not None and Path(config.path).suffix != ".parquet")
+    rows, dropped = drop_missing_target(rows, target)
+    parts = split_rows(rows, split_indices(len(rows), 0.15, 0.15, seed=3))
+    preprocessor = Preprocessor.fit(parts["train"], target, config)
+    out.mkdir()
+    for name, part in parts.items():
+        write_split(out / f"{name}.parquet", part, preprocessor, group_rows=4096)
+    spread = portable.std(parts["train"][target].to_numpy(), ddof=1)
+    files = {path.name: path.read_bytes() for path in sorted(out.iterdir())}
+    return {"files": files, "preprocessing": preprocessor.to_dict(), "dropped": dropped, "spread": spread}
+
+
+@pytest.mark.parametrize("table", ["cars", "houses", "shop", "messy", "folder", "nullable.parquet"])
+def test_a_csv_kept_on_disk_prepares_the_bytes_of_the_table_held_in_memory(tmp_path, table):
+    """The column kinds the pieces settle, the target held as numbers where it is not float64
+    in its file, and every value read back as the whole read gives it: the same bytes."""
+    if table == "messy":
+        path, target = tmp_path / "messy.csv", write_messy(tmp_path / "messy.csv")
+    elif table == "folder":  # houses cut in three files, one of them without a gap in its prices
+        path, target = tmp_path / "parts", "price"
+        path.mkdir()
+        whole = pd.read_csv(write_table("houses", tmp_path)[0])
+        whole.iloc[:100].dropna(subset="price").to_csv(path / "0.csv", index=False)
+        whole.iloc[100:350].to_csv(path / "1.csv", index=False)
+        whole.iloc[350:].to_csv(path / "2.csv", index=False)
+    elif table == "nullable.parquet":  # pandas' nullable integers, which a ColumnFile does not hold: held
+        path, target = tmp_path / table, "price"
+        houses = pd.read_csv(write_table("houses", tmp_path)[0])
+        houses.astype({"id": "Int64"}).to_parquet(path, index=False)
+    else:
+        path, target = write_table(table, tmp_path)
+    config = DataConfig(source="csv", path=str(path), target=target)
+    (tmp_path / "scratch").mkdir()
+    held = prepared_bytes(config, None, tmp_path / "held")
+    assert prepared_bytes(config, tmp_path / "scratch", tmp_path / "stored") == held
+
+
+def test_a_csv_whose_rows_have_labels_is_held_as_pandas_labels_them(tmp_path):
+    """One more field a row than the header has names: pandas takes the first as the rows'
+    labels, and an error names a row by its label."""
+    path = write_csv(tmp_path, "a,y\n10,1,x\n20,2,3\n30,3,4\n")
+    (tmp_path / "scratch").mkdir()
+    rows, target, _ = load_source(
+        DataConfig(source="csv", path=str(path)), seed=0, folder=tmp_path / "scratch"
+    )
+    assert isinstance(rows, pd.DataFrame) and rows.index.tolist() == [10, 20, 30]
+    with pytest.raises(DataError, match="row 11: 'x' is not a number"):
+        drop_missing_target(rows, target)
 
 
 def test_scaling_a_column_at_a_time_gives_the_bits_of_the_whole_table():

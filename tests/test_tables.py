@@ -1,7 +1,7 @@
 """tables: a user's CSV read whatever its common delimiter and encoding, header names
 trimmed, and a file that is no CSV (or is cut short) named as what it looks like, in one line;
-a Parquet file damaged or cut short named with the rows that cannot be read; float columns
-kept on disk and read back a column at a time."""
+a Parquet file damaged or cut short named with the rows that cannot be read; columns kept on
+disk and read back a column at a time; a CSV read a piece at a time into them as it reads whole."""
 
 from __future__ import annotations
 
@@ -13,10 +13,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from real_tables import write_decimal_commas, write_messy
 from torchtrack import tables
 from torchtrack.errors import DataError
 from torchtrack.tables import (
     ColumnFile,
+    TableColumns,
     csv_blocks,
     parquet_blocks,
     parquet_columns,
@@ -99,7 +101,9 @@ def test_a_quoted_comma_in_a_comma_file_stays_text(tmp_path):
     ],
 )
 @pytest.mark.parametrize(
-    "read", [read_csv, lambda path: list(csv_blocks(path, 1))], ids=["whole", "a-row-at-a-time"]
+    "read",
+    [read_csv, lambda path: list(csv_blocks(path, 1)), TableColumns.survey],
+    ids=["whole", "a-row-at-a-time", "a-piece-at-a-time"],
 )
 def test_a_file_that_is_not_a_readable_table_gets_one_line_naming_it(tmp_path, content, message, read):
     path = tmp_path / "rows.csv"
@@ -158,11 +162,12 @@ def test_a_parquet_file_or_a_folder_of_files_reads_as_one_table_in_name_order(tm
     ],
     ids=["missing-column", "order", "type"],
 )
-def test_a_folder_whose_files_disagree_names_the_file_and_the_column(tmp_path, second, message):
+@pytest.mark.parametrize("read", [read_table, TableColumns.survey], ids=["whole", "a-piece-at-a-time"])
+def test_a_folder_whose_files_disagree_names_the_file_and_the_column(tmp_path, second, message, read):
     (tmp_path / "first.csv").write_text("x,city,y\n1,a,1\n2,b,2\n")
     (tmp_path / "second.csv").write_text(second)
     with pytest.raises(DataError, match="^" + re.escape(f"{tmp_path / message}") + "$"):
-        read_table(tmp_path)
+        read(tmp_path)
 
 
 def test_an_empty_folder_or_a_damaged_parquet_file_gets_one_line(tmp_path):
@@ -236,3 +241,98 @@ def test_columns_written_a_block_of_rows_at_a_time_read_back_whole_or_at_some_ro
     assert [len(block["a"]) for block in blocks] == [64] * 15 + [40]
     for j, name in enumerate(["a", "b", "c"]):
         assert np.concatenate([block[name] for block in blocks]).tobytes() == X[:, j].tobytes()
+
+
+def test_columns_of_every_kind_read_back_as_they_went_in(tmp_path):
+    mixed = np.array([1, 2.5, "x", None, np.nan, True, 7, "8"], object)  # a column pandas made of pieces
+    block = {
+        "f": np.linspace(0, 1, 8),
+        "i": np.arange(8) - 3,
+        "b": np.arange(8) % 3 == 0,
+        "t": pd.array(["a", None, "c", "d", "é", "f\ng", "", "h"], dtype="str"),
+        "m": mixed,
+    }
+    table = ColumnFile(tmp_path / "rows.arrow")
+    table.append({name: values[:5] for name, values in block.items()})
+    table.append({name: values[5:] for name, values in block.items()})
+    rows = np.array([1, 4, 5, 7])
+    for name, values in block.items():
+        for got, want in [(table.column(name), values), (table.column(name, rows), values[rows])]:
+            pd.testing.assert_series_equal(pd.Series(got), pd.Series(want))
+            assert [type(v) for v in got] == [type(v) for v in want]
+    with pytest.raises(tables.NotKept, match="datetime"):
+        ColumnFile(tmp_path / "dates.arrow").append({"d": pd.date_range("2020-01-01", periods=2).array})
+
+
+def test_csv_piece_rows_are_the_rows_pandas_converts_at_a_time(tmp_path):
+    """Numbers in every piece but the last, which has text: the whole read keeps each piece of
+    numbers as numbers (1.5), and the last piece's cells as written ("1.50")."""
+    piece = tables.csv_piece_rows(40)
+    rows = 2 * piece + 10
+    frame = pd.DataFrame(
+        {f"c{i}": np.zeros(rows, int) for i in range(39)} | {"v": ["1.50"] * (rows - 1) + ["x"]}
+    )
+    frame.to_csv(tmp_path / "rows.csv", index=False)
+    values = read_csv(tmp_path / "rows.csv")["v"].tolist()
+    assert values[2 * piece - 1 : 2 * piece + 1] == [1.5, "1.50"]
+
+
+def table_of(tmp_path, kind):
+    """A table `TableColumns` must read as `read_table` does: its path."""
+    if kind == "messy":
+        write_messy(tmp_path / "messy.csv")
+        return tmp_path / "messy.csv"
+    if kind == "numbers":  # three pieces of 40 columns, of one kind each
+        rows = 2 * tables.csv_piece_rows(40) + 10
+        frame = pd.DataFrame(
+            {f"c{i}": np.arange(rows) % (i + 2) for i in range(39)} | {"y": np.arange(rows) / 4}
+        )
+        frame.to_csv(tmp_path / "numbers.csv", index=False)
+        return tmp_path / "numbers.csv"
+    if kind == "parquet":  # blocks of a Parquet file that read as different kinds alone, beside a CSV
+        rows = tables.PARQUET_BLOCK_ROWS + 100
+        ints, flags = pd.array(np.arange(rows), "Int64"), pd.array(np.arange(rows) % 2 == 0, "boolean")
+        ints[rows - 3], flags[rows - 5] = None, None  # a gap in the last block only
+        text = pd.Series(np.array(["a", "b", None], object)[np.arange(rows) % 3])
+        frame = pd.DataFrame({"ints": ints, "flags": flags, "text": text, "small": np.ones(rows, np.float32)})
+        folder = tmp_path / "parts"
+        folder.mkdir()
+        table = pa.Table.from_pandas(frame.assign(y=np.arange(rows) / 3), preserve_index=False)
+        pq.write_table(table.replace_schema_metadata(), folder / "1.parquet")  # pandas' kinds from the file's
+        frame.iloc[:4].assign(ints=range(4), flags=[True, None, False, True], y=0.5).to_csv(
+            folder / "2.csv", index=False
+        )
+        return folder
+    if kind == "decimal-commas":
+        write_decimal_commas(tmp_path / "prices.csv")
+        return tmp_path / "prices.csv"
+    folder = tmp_path / "parts"  # a folder: integers with gaps in one file only, true/false in another
+    folder.mkdir()
+    write_messy(folder / "1.csv", n=70_000)
+    second = pd.read_csv(folder / "1.csv", nrows=5).assign(
+        int_gap=range(5), later_text="grp1", flag=[True, None, False, True, True], early_gaps="lo"
+    )
+    second.to_csv(folder / "2.csv", index=False)
+    return folder
+
+
+@pytest.mark.parametrize("kind", ["numbers", "messy", "decimal-commas", "folder", "parquet"])
+def test_a_table_kept_as_columns_reads_back_as_read_table_gives_it(tmp_path, kind, capsys):
+    path = table_of(tmp_path, kind)
+    whole = read_table(path)
+    said = capsys.readouterr().err
+    columns = ColumnFile(tmp_path / "table.arrow")
+    table = TableColumns.survey(path, columns)
+    assert capsys.readouterr().err == said  # the same notes
+    assert table.complete == (kind == "numbers")  # read once where every column's pieces agree
+    table.write()
+    assert (table.names, table.rows) == (columns.names, columns.rows) == (list(whole.columns), len(whole))
+    rows = np.flatnonzero(np.random.default_rng(0).random(len(whole)) < 0.3).astype(np.int32)
+    for name in whole.columns:
+        for got, want in [
+            (columns.column(name), whole[name]),
+            (columns.column(name, rows), whole[name].iloc[rows]),
+        ]:
+            pd.testing.assert_series_equal(pd.Series(got, name=name), want.reset_index(drop=True))
+            if want.dtype == object:  # numbers as numbers, text as text, where the whole read has them so
+                assert [type(v) for v in got] == [type(v) for v in want]

@@ -2,7 +2,7 @@
 diabetes table), splitting and scaling.
 
 prepare uses everything up to `write_splits`, keeping synthetic rows in files as they are
-made (`StoredRows`): memory never holds their float64 table, nor their target, whole. train
+made and a CSV's as they are read (`StoredRows`): memory never holds their table whole. train
 reads the splits back a block of rows at a time (`prepared_split`,
 `tabular.TabularDataset.from_parquet`, the journal's Dataset subclass), and evaluate streams
 them from their files (`evaluation.score_split`); `read_split` reads one whole, as a DataFrame.
@@ -31,7 +31,7 @@ from torchtrack.paths import PREPROCESSING_FILE, TRUTH_FILE, split_file
 from torchtrack.profiling import timed
 from torchtrack.synthetic import TARGET as SYNTHETIC_TARGET
 from torchtrack.synthetic import SyntheticTruth, make_synthetic, write_synthetic
-from torchtrack.tables import ColumnFile, read_table
+from torchtrack.tables import ColumnFile, NotKept, TableColumns, read_table
 
 SPLITS = ("train", "val", "test")
 # Rows per row group of a prepared split: what pyarrow's writer cuts a whole table into (1024 *
@@ -39,6 +39,7 @@ SPLITS = ("train", "val", "test")
 SPLIT_ROW_GROUP = 1 << 20
 SYNTHETIC_FILE = "synthetic.arrow"  # in `load_source`'s folder: the synthetic features, until prepare ends
 TARGET_FILE = "synthetic-target.arrow"  # ...and their target
+TABLE_FILE = "table.arrow"  # ...and a CSV table's columns
 
 
 @dataclass(frozen=True)
@@ -106,14 +107,18 @@ class StoredRows:
     """Rows of a table kept partly on disk: the columns of `frame` in memory, the others in
     `files` (`tables.ColumnFile`s of as many rows), read from them at `frame`'s row labels (the
     rows' places in the files) each time one is asked for, and not kept. `frame` may have no
-    columns: then memory holds the row labels only.
+    columns: then memory holds the row labels only. A column of `frame` stands for the file's
+    of that name. `columns`: their order (default: the files', then `frame`'s).
 
     What prepare reads of a DataFrame: `columns`, `len`, `[name]` (a Series labelled as `frame`)
     and `pop(name)`; `drop_missing_target` and `split_rows` act on `frame`."""
 
-    def __init__(self, files: Sequence[ColumnFile], frame: pd.DataFrame):
+    def __init__(
+        self, files: Sequence[ColumnFile], frame: pd.DataFrame, columns: Sequence[str] | None = None
+    ):
         self.files, self.frame = list(files), frame
-        self.columns = [*(name for file in self.files for name in file.names), *frame.columns]
+        every = [*(name for file in self.files for name in file.names), *frame.columns]
+        self.columns = list(dict.fromkeys(every) if columns is None else columns)
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -138,8 +143,8 @@ class StoredRows:
         return values
 
     def with_frame(self, frame: pd.DataFrame) -> StoredRows:
-        """These files' columns at the rows (and with the columns) of `frame`."""
-        return StoredRows(self.files, frame)
+        """These files' columns at the rows (and with the columns) of `frame`, in this order."""
+        return StoredRows(self.files, frame, self.columns)
 
     @property
     def iloc(self) -> _RowSlicer:
@@ -163,20 +168,42 @@ def load_table(path: str | Path, target: str | None = None) -> tuple[pd.DataFram
     (tables.read_table); return it and the target column (default: the last column). Its values
     are checked as preprocessing reads them."""
     frame = read_table(path)
-    if frame.shape[1] < 2:
+    return frame, table_target(path, list(frame.columns), len(frame), target)
+
+
+def store_table(path: str | Path, folder: Path, target: str | None = None) -> tuple[StoredRows, str]:
+    """`load_table`'s table of a CSV or Parquet file or a folder of them, with its checks and
+    notes, kept in a `tables.ColumnFile` in `folder` (`tables.TableColumns`): memory holds a
+    piece of its rows at a time, and the rows are read back a column at a time. NotKept where
+    its values are of a kind the file does not hold, or its rows have labels."""
+    columns = ColumnFile(Path(folder) / TABLE_FILE)
+    try:
+        table = TableColumns.survey(path, columns)
+        target = table_target(path, table.names, table.rows, target)
+        table.write()
+    except BaseException:  # the file closed and removed: the table may still be read whole
+        columns.clear()
+        raise
+    return StoredRows([columns], pd.DataFrame(index=pd.RangeIndex(columns.rows))), target
+
+
+def table_target(path: str | Path, columns: list[str], rows: int, target: str | None) -> str:
+    """The target column (default: the last) of a table of `columns` and `rows` read from
+    `path`; DataError in one line for too few columns, no rows, or a target it does not have."""
+    if len(columns) < 2:
         raise DataError(
-            f"{path}: needs at least one feature column and a target column, found {frame.shape[1]} column(s)"
+            f"{path}: needs at least one feature column and a target column, found {len(columns)} column(s)"
             " (columns are separated by one of , ; tab |)"
         )
-    if len(frame) == 0:
+    if rows == 0:
         raise DataError(f"{path}: the table has a header but no rows")
-    target = frame.columns[-1] if target is None else target.strip()
-    if target not in frame.columns:
+    target = columns[-1] if target is None else target.strip()
+    if target not in columns:
         raise DataError(
             f"{path}: target column {target!r} not found; columns are: "
-            + ", ".join(str(c) if str(c).isprintable() else repr(str(c)) for c in frame.columns)
+            + ", ".join(str(c) if str(c).isprintable() else repr(str(c)) for c in columns)
         )
-    return frame, str(target)
+    return str(target)
 
 
 def split_indices(n_rows: int, val_fraction: float, test_fraction: float, seed: int) -> dict[str, np.ndarray]:
@@ -230,8 +257,10 @@ def load_source(
     config: DataConfig, seed: int, folder: Path | None = None
 ) -> tuple[Rows, str, SyntheticTruth | None]:
     """The raw rows named by `config`: (rows, target column, synthetic truth or None). With a
-    `folder`, synthetic rows go to files there as they are made (`StoredRows`: memory holds
-    neither their features nor their target); otherwise every table is a DataFrame."""
+    `folder`, synthetic rows go to files there as they are made, and a table's (a CSV or
+    Parquet file, or a folder of them) as it is read (`StoredRows`: memory holds neither their
+    features nor their target, a table's where it is float64); otherwise, and where a table's
+    values are of a kind the files do not hold (`tables.NotKept`), a DataFrame."""
     if config.source == "synthetic":
         synthetic = {
             "n_samples": config.n_samples,
@@ -252,6 +281,11 @@ def load_source(
         rows = pd.DataFrame(index=pd.RangeIndex(targets.rows))  # the row labels, and no column
         return StoredRows([features, targets], rows), SYNTHETIC_TARGET, truth
     if config.source == "csv":
+        if folder is not None:
+            try:
+                return (*store_table(config.path, folder, config.target), None)
+            except NotKept:  # held, as pandas reads it (row labels, dates, ...)
+                pass
         return (*load_table(config.path, config.target), None)
     if config.source == "diabetes":
         return (*load_diabetes(), None)

@@ -71,11 +71,14 @@ def drop_missing_target(frame: Rows, target: str) -> tuple[Rows, int]:
     if isinstance(frame, StoredRows) and target in frame.frame.columns:  # the files follow its rows
         kept, dropped = drop_missing_target(frame.frame, target)
         return frame.with_frame(kept), dropped
-    values = _numbers(frame[target], f"target column {target!r}")
+    stored = frame[target]
+    values = _numbers(stored, f"target column {target!r}")
     missing = np.isnan(values)
     if missing.all():
         raise DataError(f"target column {target!r} has no values")
-    if isinstance(frame, StoredRows):  # its target is read from its file, as float64, each time
+    if isinstance(frame, StoredRows):  # a float64 target is read from its file each time
+        if stored.dtype != np.float64:  # other values are held as the numbers they read as
+            frame = frame.with_frame(frame.frame.assign(**{target: values}))
         kept = frame.with_frame(frame.frame[~missing]) if missing.any() else frame
         return kept, int(missing.sum())
     frame = frame.assign(**{target: values})

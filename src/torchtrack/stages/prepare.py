@@ -30,7 +30,7 @@ from torchtrack.tracking.tracker import Tracker
 
 def run(config: Config) -> dict[str, float]:
     """Make the splits and their summary; return the summary."""
-    # Synthetic rows and the splits wait in a private folder, removed at the end: the rows' columns
+    # Synthetic or CSV rows and the splits wait in a private folder, removed at the end: the rows' columns
     # are read one at a time, and each split is made and written a row group at a time.
     with tempfile.TemporaryDirectory(prefix=PREPARE_SCRATCH_PREFIX, dir=".") as folder:
         # Bad input fails here, before any run or output exists.
@@ -46,7 +46,7 @@ def run(config: Config) -> dict[str, float]:
         # their row labels only, kept for it.
         train, test = raw["train"], raw["test"] if truth is not None else None
         # Each split's Parquet file, made here: memory holds a row group of it, and the raw rows at
-        # most once (a CSV's), and moved into place once the run is open.
+        # most once (a Parquet file's), and moved into place once the run is open.
         staged = {name: Path(folder) / split_file(".", name).name for name in raw}
         for name in list(raw):
             write_split(staged[name], raw.pop(name), preprocessor)
