@@ -197,17 +197,19 @@ def test_a_csv_kept_as_columns_prepares_as_the_table_held_or_is_refused_in_the_s
     ("content", "named"),
     [
         ("a,b,y\n1,2,3\n4,,\n7,8,\n", "1 rows are too few to split"),
-        ("a,b,y\n1,2,3\n4,inf,6\n7,8,9\n", "column 'b', row 2: inf is infinite"),
+        ("a,b,y\n1,2,3\n4,inf,6\n7,8,9\n2,3,4\n", "column 'b', row 2: inf is infinite"),
         ("a,b,y\n1,2,3\n4,5,6,7\n", "not a readable CSV file"),
         ("a,y\n1,2\n3,4\n", "2 rows are too few to split"),
         ("a,y\n\x00\x01,2\n", "not a CSV file (it looks like binary data)"),
         ("a,y\n1,\n2,\n3,\n", "target column 'y' has no values"),
         ("a,y\n1,2\n2,x\n3,4\n", "target column 'y', row 2: 'x' is not a number"),
         ("a,b,y\n1,2,3\n4,5,6\n7,8,9\n1,2", "row 4 has 2 of 3 fields and ends the file without a line break"),
+        ("a,b,y\n1,2,3\n4,5,6\n7,8,9\n", "3 rows are too few to split into train, val and test (train needs"),
     ],
     ids=[
         *["missing-target", "infinite", "ragged", "too-few", "binary", "all-missing-target", "text-target"],
         "cut-short",
+        "one-train-row",
     ],
 )
 def test_a_prepare_stage_stopped_by_bad_csv_leaves_no_output_and_no_run(workdir, capsys, content, named):

@@ -85,7 +85,7 @@ def test_split_indices_is_deterministic():
         np.testing.assert_array_equal(first[name], second[name])
 
 
-@pytest.mark.parametrize("n_rows", [3, 1000, 65_537, 1_000_003])
+@pytest.mark.parametrize("n_rows", [4, 1000, 65_537, 1_000_003])
 def test_split_indices_cut_the_seeded_permutation_and_hold_it_as_int32(n_rows):
     """The splits of a generator's `permutation(n_rows)`, each sorted, as 4-byte row numbers."""
     order = np.random.default_rng(7).permutation(n_rows)

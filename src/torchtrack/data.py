@@ -207,12 +207,15 @@ def table_target(path: str | Path, columns: list[str], rows: int, target: str | 
 
 
 def split_indices(n_rows: int, val_fraction: float, test_fraction: float, seed: int) -> dict[str, np.ndarray]:
-    """A seeded permutation cut into train/val/test index arrays (each at least one row), each
-    in ascending order; int32 where the rows allow it (4 bytes a row), else int64."""
+    """A seeded permutation cut into train/val/test index arrays (val and test at least one
+    row, train at least two: its spread scales the columns), each in ascending order; int32
+    where the rows allow it (4 bytes a row), else int64."""
     n_test = max(1, round(n_rows * test_fraction))
     n_val = max(1, round(n_rows * val_fraction))
-    if n_rows - n_test - n_val < 1:
-        raise DataError(f"{n_rows} rows are too few to split into train, val and test")
+    if n_rows - n_test - n_val < 2:
+        raise DataError(
+            f"{n_rows} rows are too few to split into train, val and test (train needs at least 2 rows)"
+        )
     # `Generator.permutation(n_rows)` shuffles np.arange(n_rows) in place, its draws depending on
     # n_rows alone: shuffling int32 positions gives its order without its int64 array.
     order = np.arange(n_rows, dtype=np.int32 if n_rows <= 1 << 31 else np.int64)
