@@ -1018,8 +1018,8 @@ def main() -> None:
         "--no-csv",
         dest="csv",
         action="store_false",
-        help="leave out the scale part's prepare from a CSV: prepare reads a CSV whole into memory "
-        "(5.7 GiB at ten million rows), and a hundred million rows are a 32 GB file",
+        help="leave out the scale part's prepare from a CSV, and predict's: a hundred million rows "
+        "are a 32 GB file",
     )
     parser.add_argument(
         "--device",
