@@ -694,8 +694,7 @@ def train_vs_bare(repo: Path, rounds: int) -> dict:
     for round_ in range(rounds):
         if round_:
             timed_run([sys.executable, "-m", "torchtrack", "train"], repo, stage_env(repo))
-        rate = sum(v for k, v in last_train_metrics(repo).items() if k.startswith("samples_per_second_rank"))
-        stage = max(stage, rate)
+        stage = max(stage, stage_samples_per_s(repo))
         bare = max(bare, len(train) * epochs / bare_loop(train, val, config, epochs, torch.device("cpu")))
     return {
         "epochs": epochs,
@@ -753,6 +752,11 @@ def predict_peak(repo: Path) -> dict:
     return {"rows": rows, "input_bytes": csv.stat().st_size, "wall_s": wall, "peak_rss_bytes": peak}
 
 
+def stage_samples_per_s(repo: Path) -> float:
+    """The newest train run's samples/s: its ranks' `samples_per_second_rank*` metrics, summed."""
+    return sum(v for k, v in last_train_metrics(repo).items() if k.startswith("samples_per_second_rank"))
+
+
 def last_train_metrics(repo: Path) -> dict[str, float]:
     """The metrics of the newest train run in the clone's MLflow store."""
     from mlflow import MlflowClient
@@ -783,7 +787,7 @@ def distributed_speedup(repo: Path, sizes: Sizes) -> dict:
         params["train"]["processes"] = processes
         (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         timed_run([sys.executable, "-m", "torchtrack", "train"], repo, stage_env(repo))
-        rate = sum(v for k, v in last_train_metrics(repo).items() if k.startswith("samples_per_second_rank"))
+        rate = stage_samples_per_s(repo)
         rates[processes] = max(rates[processes], rate)
     return {
         "rows": rows,

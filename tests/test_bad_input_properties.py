@@ -143,11 +143,7 @@ def csv_texts(draw):
 def test_the_csv_reader_and_preprocessing_make_finite_features_or_name_the_problem_in_one_line(
     tmp_path, content, target
 ):
-    path = tmp_path / "input.csv"
-    if isinstance(content, bytes):
-        path.write_bytes(content)
-    else:
-        path.write_text(content)
+    path = written_input(tmp_path, content)
     try:
         frame, chosen = load_table(path, target)
         frame, _ = drop_missing_target(frame, chosen)
@@ -157,6 +153,16 @@ def test_the_csv_reader_and_preprocessing_make_finite_features_or_name_the_probl
     else:
         assert chosen in frame.columns and frame.shape[1] >= 2 and len(frame) >= 1
         assert np.isfinite(prepared.to_numpy(np.float64)).all()
+
+
+def written_input(tmp_path, content: str | bytes):
+    """`content` (text, or bytes that may not be text) as the file input.csv in `tmp_path`."""
+    path = tmp_path / "input.csv"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    return path
 
 
 def prepared_or_error(load, path, target) -> tuple[str, object]:
@@ -177,11 +183,7 @@ def prepared_or_error(load, path, target) -> tuple[str, object]:
 def test_a_csv_kept_as_columns_prepares_as_the_table_held_or_is_refused_in_the_same_words(
     tmp_path, content, target
 ):
-    path = tmp_path / "input.csv"
-    if isinstance(content, bytes):
-        path.write_bytes(content)
-    else:
-        path.write_text(content)
+    path = written_input(tmp_path, content)
     held = prepared_or_error(load_table, path, target)
     (tmp_path / "scratch").mkdir(exist_ok=True)
     try:

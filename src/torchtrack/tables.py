@@ -354,9 +354,9 @@ class TableColumns:
         self.columns.clear()
         joined = pd.concat(self.samples, ignore_index=True).dtypes if len(self.samples) > 1 else None
         for k, survey in enumerate(self.files):
+            others = [sample for i, sample in enumerate(self.samples) if i != k]  # the other files'
             for block in survey.blocks():
                 if joined is not None:  # as pd.concat joins the files' columns
-                    others = [sample for i, sample in enumerate(self.samples) if i != k]
                     for name, series in block.items():
                         if series.dtype != joined[name]:
                             frames = [series.to_frame(name), *(other[[name]] for other in others)]
