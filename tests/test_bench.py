@@ -1,6 +1,6 @@
 """benchmarks/bench.py: it parses its arguments before measuring anything, and every part runs
-(`--smoke`: each once at its smallest size, so a change that breaks a part fails here or, for
-the parts that run `dvc repro`, in tests/test_bench_repro.py)."""
+(`--smoke`: each once at its smallest size, so a change that breaks a part fails here, under
+`make test-all`, or, for the parts that run `dvc repro`, in tests/test_bench_repro.py)."""
 
 import subprocess
 import sys
@@ -45,6 +45,7 @@ def test_a_command_s_peak_memory_is_its_own_not_the_benchmark_s(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.full  # 90 s: make test-all (CI) runs it; make test keeps to ten minutes
 def test_every_part_but_dvc_repro_s_runs_at_its_smallest_size_and_gives_its_table_rows(tmp_path):
     assert set(BENCH_REPRO_PARTS) < set(PARTS)
     parts = [part for part in PARTS if part not in BENCH_REPRO_PARTS]
