@@ -64,3 +64,17 @@ def test_every_part_but_dvc_repro_s_runs_at_its_smallest_size_and_gives_its_tabl
         "2 training processes",
     ):
         assert row in section
+
+
+@pytest.mark.slow
+@pytest.mark.full
+def test_the_sorted_table_script_prints_its_fit_at_a_small_size():
+    """benchmarks/sorted_table.py, which docs/training-recipe.md cites, at 30,000 rows."""
+    result = subprocess.run(
+        [sys.executable, str(BENCH.parent / "sorted_table.py"), "--rows", "30000", "--buffer", "10000"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    said = "HEAD: 30,000 rows sorted by y, train 21,000 rows, shuffle_buffer_rows 10,000: test MSE"
+    assert said in result.stdout

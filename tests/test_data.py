@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -586,6 +587,57 @@ def test_a_split_written_a_row_group_at_a_time_is_the_file_of_the_whole(tmp_path
     assert read_split(tmp_path / "prepared", "train").equals(
         pd.read_parquet(tmp_path / "whole" / "train.parquet")
     )
+
+
+def test_a_split_of_several_row_groups_written_with_a_seed_has_a_random_sample_of_its_rows_in_each(tmp_path):
+    """A table sorted by its target, as many exports are: with `shuffle_seed`, each row group of
+    the split holds rows from all over it, every row once, in an order the seed alone decides
+    (the same bytes again, and from rows kept on disk); windowed training, which takes a few
+    groups at a time, then sees random samples. A split of one group is written as it is."""
+    config = DataConfig(n_samples=1000, n_features=3)
+    frame, target, _ = load_source(config, seed=5)
+    preprocessor = Preprocessor.fit(frame, target, config)
+    order = np.argsort(frame[target].to_numpy(), kind="stable")
+    ranked = frame.iloc[order].reset_index(drop=True)  # rows 0..999 by their target
+    ranked.to_csv(tmp_path / "sorted.csv", index=False)
+    stored, _, _ = load_source(
+        DataConfig(source="csv", path=str(tmp_path / "sorted.csv")), seed=5, folder=tmp_path
+    )
+    assert isinstance(stored, StoredRows)
+
+    def written(rows, name: str, **options) -> Path:
+        write_split(tmp_path / name, rows, preprocessor, group_rows=64, **options)
+        return tmp_path / name
+
+    shuffled = written(ranked, "shuffled.parquet", shuffle_seed=11)
+    file = pq.ParquetFile(shuffled)
+    assert [file.metadata.row_group(i).num_rows for i in range(file.num_row_groups)] == [64] * 15 + [40]
+    targets = preprocessor.transform(ranked)[target].to_numpy()  # ascending, as written
+    assert (np.diff(targets) > 0).all()
+    groups = [np.searchsorted(targets, file.read_row_group(i)[target].to_numpy()) for i in range(15)]
+    assert sorted(
+        np.concatenate([*groups, np.searchsorted(targets, file.read_row_group(15)[target])])
+    ) == list(range(1000))
+    for rows in groups:  # each group's 64 rows spread over the whole table, not a run of neighbours
+        assert rows.min() < 250 and rows.max() >= 750 and 300 < rows.mean() < 700
+    assert shuffled.read_bytes() == written(ranked, "again.parquet", shuffle_seed=11).read_bytes()
+    assert shuffled.read_bytes() == written(stored, "stored.parquet", shuffle_seed=11).read_bytes()
+    assert shuffled.read_bytes() != written(ranked, "other.parquet", shuffle_seed=12).read_bytes()
+    assert pq.read_table(written(ranked, "plain.parquet")).equals(
+        pa.Table.from_pandas(preprocessor.transform(ranked), preserve_index=False)
+    )
+    one = ranked.iloc[:64]
+    assert (
+        written(one, "one.parquet", shuffle_seed=11).read_bytes()
+        == written(one, "one-plain.parquet").read_bytes()
+    )
+    left = [path.name for path in tmp_path.iterdir() if path.name.startswith("tmp")]
+    assert left == []  # no buckets
+    ranked.loc[900, "x1"] = np.inf  # a bad value in the last group: no file, and no buckets
+    with pytest.raises(DataError, match="infinite"):
+        written(ranked, "bad.parquet", shuffle_seed=11)
+    assert not (tmp_path / "bad.parquet").exists()
+    assert [path.name for path in tmp_path.iterdir() if path.name.startswith("tmp")] == []
 
 
 def test_a_staged_split_is_copied_into_place_where_the_folder_is_on_another_file_system(

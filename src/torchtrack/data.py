@@ -11,10 +11,12 @@ Nothing here imports torch, which prepare needs for nothing.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
-from collections.abc import Iterable, Sequence
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -37,6 +39,7 @@ SPLITS = ("train", "val", "test")
 # Rows per row group of a prepared split: what pyarrow's writer cuts a whole table into (1024 *
 # 1024), so a split written a row group at a time is the file `to_parquet` wrote of it whole.
 SPLIT_ROW_GROUP = 1 << 20
+SHUFFLE_STREAM = 0x5EED_0F_7A1  # write_split's order draws from [this, seed], not split_indices' draws
 SYNTHETIC_FILE = "synthetic.arrow"  # in `load_source`'s folder: the synthetic features, until prepare ends
 TARGET_FILE = "synthetic-target.arrow"  # ...and their target
 TABLE_FILE = "table.arrow"  # ...and a CSV table's columns
@@ -295,23 +298,39 @@ def load_source(
     raise unknown("data source", config.source, Source)
 
 
-def write_split(path: Path, rows: Rows, preprocessor: Any, group_rows: int = SPLIT_ROW_GROUP) -> None:
+def write_split(
+    path: Path,
+    rows: Rows,
+    preprocessor: Any,
+    group_rows: int = SPLIT_ROW_GROUP,
+    shuffle_seed: int | None = None,
+) -> None:
     """`preprocessor.transform(rows)` (a `preprocessing.Preprocessor`) as the Parquet file `path`,
     made and written a row group of `group_rows` rows at a time: memory holds a row group of the
     split, not the split. The file is the one `to_parquet` writes of the whole split, byte for
-    byte (each row's features depend on that row alone). DataError, and no file, where a row's
-    value cannot be used."""
+    byte (each row's features depend on that row alone), but with `shuffle_seed`, where the split
+    has more than one row group: then its rows are written in an order drawn from the seed
+    (`shuffled_groups`), so that every row group is a random sample of the split, whatever order
+    the table's rows came in. DataError, and no file, where a row's value cannot be used."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    writer = None
-    try:
+    def transformed() -> Iterator[pa.Table]:
         for start in range(0, max(len(rows), 1), group_rows):  # an empty split: its columns
             part = preprocessor.transform(rows.iloc[start : start + group_rows])
-            table = pa.Table.from_pandas(part, preserve_index=False)
-            if writer is None:
-                writer = pq.ParquetWriter(path, table.schema, compression="snappy")
-            writer.write_table(table)
+            yield pa.Table.from_pandas(part, preserve_index=False)
+
+    groups = transformed()
+    writer = None
+    try:
+        with contextlib.ExitStack() as stack:
+            if shuffle_seed is not None and len(rows) > group_rows:  # buckets beside the file, removed after
+                scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=Path(path).parent)))
+                groups = shuffled_groups(groups, len(rows), group_rows, shuffle_seed, scratch)
+            for table in groups:
+                if writer is None:
+                    writer = pq.ParquetWriter(path, table.schema, compression="snappy")
+                writer.write_table(table)
     except BaseException:
         if writer is not None:
             writer.close()
@@ -319,6 +338,53 @@ def write_split(path: Path, rows: Rows, preprocessor: Any, group_rows: int = SPL
         raise
     if writer is not None:
         writer.close()
+
+
+def shuffled_groups(
+    groups: Iterable[Any], n_rows: int, group_rows: int, seed: int, scratch: Path
+) -> Iterator[Any]:
+    """The `n_rows` rows of `groups` (pyarrow Tables, in order) in a random order drawn from
+    `seed`, as Tables of `group_rows` rows (the last one short): a shuffle of a table larger than
+    memory, in two passes through `scratch`. Each row goes to one of ceil(n_rows / group_rows)
+    buckets (files) drawn at random, so a bucket holds about a row group's rows, a random sample
+    of them all; then each bucket in turn is read and its rows permuted, and the buckets' rows cut
+    into row groups. Memory holds a group and a bucket or two. The draws depend on `n_rows`,
+    `group_rows` and `seed` alone, so the same rows give the same order, held or kept on disk."""
+    import pyarrow as pa
+
+    buckets = -(-n_rows // group_rows)
+    rng = np.random.default_rng([SHUFFLE_STREAM, seed])
+    paths = [scratch / f"bucket-{number}.arrow" for number in range(buckets)]
+    writers: list[Any] = []
+    try:
+        for table in groups:
+            bucket = rng.integers(0, buckets, len(table))
+            table = table.take(np.argsort(bucket, kind="stable"))  # by bucket, in the rows' order
+            if not writers:
+                writers = [pa.ipc.new_file(str(path), table.schema) for path in paths]
+            start = 0
+            for writer, count in zip(writers, np.bincount(bucket, minlength=buckets).tolist(), strict=True):
+                writer.write_table(table.slice(start, count))
+                start += count
+            del table, bucket
+    finally:
+        for writer in writers:
+            writer.close()
+    carried = None  # rows short of a whole group, put before the next bucket's
+    for path in paths:
+        with pa.OSFile(str(path)) as file:
+            table = pa.ipc.open_file(file).read_all()
+        path.unlink()
+        table = table.take(rng.permutation(len(table)))
+        if carried is not None:
+            table = pa.concat_tables([carried, table])
+        whole = len(table) // group_rows * group_rows
+        for start in range(0, whole, group_rows):
+            yield table.slice(start, group_rows).combine_chunks()
+        carried = table.slice(whole).combine_chunks()
+        del table
+    if carried is not None and len(carried):
+        yield carried
 
 
 def write_splits(

@@ -48,8 +48,9 @@ def run(config: Config) -> dict[str, float]:
         # Each split's Parquet file, made here: memory holds a row group of it, and the raw rows at
         # most once (a Parquet file's), and moved into place once the run is open.
         staged = {name: Path(folder) / split_file(".", name).name for name in raw}
-        for name in list(raw):
-            write_split(staged[name], raw.pop(name), preprocessor)
+        for name in list(raw):  # train's rows in a seeded order: each of its row groups a random sample
+            order_seed = config.seed if name == "train" else None
+            write_split(staged[name], raw.pop(name), preprocessor, shuffle_seed=order_seed)
         target_std_train = portable.std(train[target].to_numpy(), ddof=1)
         oracle_test_mse = None
         if truth is not None:  # the true rule's test MSE, its features a column at a time
