@@ -99,6 +99,13 @@ def test_two_processes_reach_the_single_process_test_mse_with_one_model_run(defa
     assert rates["samples_per_second_rank0"] > 0 and rates["samples_per_second_rank1"] > 0
     assert len(list((repo / "runs" / "train").iterdir())) == 2  # one TensorBoard directory per run
 
+    # A split larger than the shuffle buffer, read a window at a time: each rank reads its share.
+    update_params(repo, train={"processes": 2, "shuffle_buffer_rows": 10_000})
+    printed = dvc(repo, "repro", stderr=True)
+    assert "train.parquet: 35,000 rows, read a window of at most 35,000 at a time" in printed
+    windowed = json.loads((repo / "metrics" / "evaluate.json").read_text())["test_mse"]
+    assert windowed == pytest.approx(single, rel=0.05)  # another order of the rows, as good a fit
+
 
 PARAMS = {  # epochs of several seconds each, so a kill after the first one lands mid-epoch
     "data": {"n_samples": 60000},

@@ -2,6 +2,8 @@
 `randperm` loop, on the device the data lives on; a split too large to hold, a window of row
 groups at a time."""
 
+import copy
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -130,15 +132,42 @@ def test_window_batches_unshuffled_are_the_rows_in_the_files_order(tmp_path):
     assert sum(batches, []) == list(range(103)) and [len(b) for b in batches] == [16] * 6 + [7]
 
 
-def test_window_batches_of_each_rank_are_its_slice_of_the_one_process_batches(tmp_path):
+@pytest.mark.parametrize("shuffle", [True, False], ids=["shuffled", "in-order"])
+def test_window_batches_of_the_ranks_are_equal_disjoint_shares_each_read_from_its_own_groups(
+    tmp_path, shuffle
+):
+    """Two ranks split each epoch's rows (101, in groups of 10) into two shares of 50 (the last
+    row left out): neither reads the other's groups, save the one group their shares meet in;
+    each takes as many batches of 5 rows; and both draw alike, so they agree every epoch."""
     rows = window_rows(tmp_path, n_rows=101)
-    alone = row_numbers(
-        make_loader(rows, batch_size=10, shuffle=True, generator=torch.Generator().manual_seed(3))
-    )
-    ranks = [
-        make_loader(rows, 10, True, torch.Generator().manual_seed(3), rank=rank, world_size=2)
-        for rank in (0, 1)
-    ]
-    first, second = (row_numbers(loader) for loader in ranks)
-    assert len(first) == len(second) == len(ranks[0]) == 10  # the last row, fewer than the ranks, is left out
-    assert [a + b for a, b in zip(first, second, strict=True)] == alone[:10]
+    read = {0: [], 1: []}
+
+    def reader(rank):
+        def read_groups(groups):
+            read[rank].append(groups)
+            return ParquetRows.read_groups(rows, groups)
+
+        return read_groups
+
+    ranks = []
+    for rank in (0, 1):
+        loader = make_loader(rows, 10, shuffle, torch.Generator().manual_seed(3), rank=rank, world_size=2)
+        loader.rows = copy.copy(rows)
+        loader.rows.read_groups = reader(rank)
+        ranks.append(loader)
+    epochs = []
+    for _ in range(3):
+        read[0].clear(), read[1].clear()
+        first, second = (row_numbers(loader) for loader in ranks)
+        epochs.append(first)
+        assert len(first) == len(second) == len(ranks[0]) == 10 and ranks[0].n_rows == 50
+        assert all(len(batch) == 5 for batch in first + second)
+        taken = sum(first, []) + sum(second, [])
+        assert len(set(taken)) == 100 and set(taken) <= set(range(101))
+        groups = [{group for window in read[rank] for group in window} for rank in (0, 1)]
+        assert groups == [{n // 10 for n in sum(batches, [])} for batches in (first, second)]  # read, taken
+        assert len(groups[0] & groups[1]) <= 1  # at most the group where the shares meet
+        assert all(len(window) <= 2 for window in read[0] + read[1])
+        if not shuffle:
+            assert sum(first, []) == list(range(50)) and sum(second, []) == list(range(50, 100))
+    assert shuffle == (sum(first, []) != sorted(sum(first, []))) == (epochs[0] != epochs[1] != epochs[2])

@@ -278,12 +278,3 @@ def shard_rows(order: torch.Tensor, batch_size: int, rank: int, world_size: int)
     if len(tail) < world_size:
         return head
     return torch.cat([head, tail.tensor_split(world_size)[rank]])
-
-
-def shard_count(rows: int, batch_size: int, rank: int, world_size: int) -> int:
-    """How many of an epoch's `rows` `shard_rows` gives this rank, without an order to cut."""
-    whole = rows // batch_size * batch_size
-    tail = rows - whole
-    if tail < world_size:
-        tail = 0
-    return whole // world_size + tail // world_size + (rank < tail % world_size)

@@ -16,7 +16,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from torchtrack.distributed import shard_count, shard_rows
+from torchtrack.distributed import shard_rows
 
 # Rows gathered per indexing operation (and per chunk wherever a split is processed in pieces):
 # a few MB, however large the split.
@@ -33,8 +33,9 @@ def make_loader(
     world_size: int = 1,
 ) -> BlockBatches | WindowBatches:
     """Batches of `batch_size` rows from `dataset`; shuffling draws from `generator` for
-    reproducibility. With `world_size` > 1, rank `rank`'s share of them: an equal slice of
-    every batch (`distributed.shard_rows`), `batch_size // world_size` rows.
+    reproducibility. With `world_size` > 1, rank `rank`'s share of them, in batches of
+    `batch_size // world_size` rows: an equal slice of every batch (`distributed.shard_rows`), or
+    of a split read in windows, an equal share of each epoch's rows (`WindowBatches`).
 
     A dataset read a window of row groups at a time (`RowGroups`) is batched by
     `WindowBatches`; any other is held whole, as follows.
@@ -155,15 +156,18 @@ class WindowBatches:
     groups at a time: memory holds two windows (this one and the next, read ahead), whatever
     the split's size.
 
-    Shuffled, an epoch draws a permutation of the groups from `generator`, cuts it into windows
-    (the first of one group, the rest of `rows.window_groups` groups), and takes each window's
-    rows in a permutation drawn from `generator` too (a shuffle buffer of the window's rows).
-    The batches run on across windows: rows a window leaves short of a whole batch start the
-    next one's first batch, so an epoch has the batches a permutation of all the rows would
-    (`len`), the last one short. Not shuffled, the rows come in the file's order. With
-    `world_size` > 1, rank `rank` takes its slice of every batch (`distributed.shard_rows`), as
-    `BatchIndexSampler` does: every rank reads every window, and the ranks' slices make each
-    batch whole.
+    Shuffled, an epoch draws a permutation of the groups from `generator`, and a seed for the
+    permutations of the rows within each window (a shuffle buffer of the window's rows); not
+    shuffled, the groups and their rows come in the file's order. The epoch's rows, group after
+    group, are then cut into `world_size` equal, consecutive shares (the last `len % world_size`
+    rows left out): rank `rank` reads only the groups that hold its share, a window of
+    `rows.window_groups` groups at a time (the first window one group), and batches them in
+    `batch_size // world_size` rows, so every rank takes the same number of steps and each step's
+    batches make `batch_size` rows across the ranks. The batches run on across windows: rows a
+    window leaves short of a whole batch start the next one's first batch, so an epoch has the
+    batches a permutation of all of the share's rows would (`len`), the last one short. Every
+    rank draws the same from `generator` (the window's permutations come from a generator of
+    the drawn seed and the rank), so they agree on the groups' order every epoch.
     """
 
     def __init__(
@@ -176,57 +180,75 @@ class WindowBatches:
         rank: int = 0,
         world_size: int = 1,
     ):
-        self.rows, self.batch_size, self.shuffle, self.generator = rows, batch_size, shuffle, generator
-        self.local = batch_size // world_size  # rows of each batch that this process takes
-        self.shard = _shard(batch_size, rank, world_size)
-        self.n_rows = shard_count(len(rows), batch_size, rank, world_size)
+        self.rows, self.shuffle, self.generator = rows, shuffle, generator
+        self.rank, self.local = rank, batch_size // world_size  # rows of each batch that this process takes
+        self.n_rows = len(rows) // world_size  # this rank's share of an epoch's rows
 
     def __len__(self) -> int:
         return -(-self.n_rows // self.local)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         groups = len(self.rows.group_rows)
-        order = torch.randperm(groups, generator=self.generator) if self.shuffle else torch.arange(groups)
+        if self.shuffle:
+            order = torch.randperm(groups, generator=self.generator)
+            seed = int(torch.randint(1 << 62, (), generator=self.generator))
+            mixing = torch.Generator().manual_seed(seed + self.rank)
+        else:
+            order, mixing = torch.arange(groups), None
+        pieces = share_pieces(order.tolist(), self.rows.group_rows, self.rank * self.n_rows, self.n_rows)
         # The first window is one group, since nothing trains while it is read; the next window
         # is read while it trains (on this machine's CPU, training on a group's rows takes longer
         # than reading a window: docs/performance.md).
-        windows = [order[:1].tolist()] + [
-            window.tolist() for window in order[1:].split(self.rows.window_groups)
+        windows = [pieces[:1]] + [
+            pieces[start : start + self.rows.window_groups]
+            for start in range(1, len(pieces), self.rows.window_groups)
         ]
-        block = max(1, BLOCK_ROWS // self.batch_size) * self.batch_size  # rows gathered at a time
+        block = max(1, BLOCK_ROWS // self.local) * self.local  # rows gathered at a time
         carried: tuple[torch.Tensor, torch.Tensor] | None = None  # fewer rows than a batch
         # The next window is read in a thread while this one trains (pyarrow and the copy into
-        # the tensors release the GIL): memory holds two windows, and the draws from `generator`
-        # stay in this thread, in order.
+        # the tensors release the GIL): memory holds two windows, and the draws stay in this
+        # thread, in order.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="torchtrack-window") as reader:
-            pending = reader.submit(self.rows.read_groups, windows[0]) if windows else None
-            for number in range(len(windows)):
+            pending = reader.submit(self._read, windows[0]) if pieces else None
+            for number in range(len(windows) if pieces else 0):
                 X, y = pending.result()
                 if number + 1 < len(windows):
-                    pending = reader.submit(self.rows.read_groups, windows[number + 1])
-                if self.shuffle:
-                    taken = torch.randperm(len(X), generator=self.generator)
-                else:
-                    taken = torch.arange(len(X))
+                    pending = reader.submit(self._read, windows[number + 1])
+                taken = torch.randperm(len(X), generator=mixing) if self.shuffle else torch.arange(len(X))
                 for index in taken.split(block):
                     rows = gather_rows(X, index), gather_rows(y, index)
                     if carried is not None and len(carried[0]):
                         rows = torch.cat([carried[0], rows[0]]), torch.cat([carried[1], rows[1]])
-                    whole = len(rows[0]) // self.batch_size * self.batch_size
-                    yield from self._batches(rows[0][:whole], rows[1][:whole])
+                    whole = len(rows[0]) // self.local * self.local
+                    if whole:  # an empty tensor still splits into one (empty) piece
+                        X_whole, y_whole = rows[0][:whole], rows[1][:whole]
+                        yield from zip(X_whole.split(self.local), y_whole.split(self.local), strict=True)
                     carried = rows[0][whole:], rows[1][whole:]
                 del X, y, taken  # this window goes as soon as it is trained on
-        if carried is not None:
-            yield from self._batches(*carried)
+        if carried is not None and len(carried[0]):
+            yield carried
 
-    def _batches(self, X: torch.Tensor, y: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """This rank's batches of the rows X (n, F), y (n, 1), which are whole batches but for
-        the epoch's last."""
-        if self.shard is not None:
-            mine = self.shard(torch.arange(len(X)))
-            X, y = X.index_select(0, mine), y.index_select(0, mine)
-        if len(X):  # an empty tensor still splits into one (empty) piece
-            yield from zip(X.split(self.local), y.split(self.local), strict=True)
+    def _read(self, window: list[tuple[int, int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rows of `window`'s pieces, in order: its groups read whole, less the rows before
+        the first piece and after the last (only a share's first and last groups are partial)."""
+        X, y = self.rows.read_groups([group for group, _, _ in window])
+        (_, head, _), (last, _, end) = window[0], window[-1]
+        stop = len(X) - (self.rows.group_rows[last] - end)
+        return X[head:stop], y[head:stop]
+
+
+def share_pieces(
+    order: list[int], group_rows: list[int], start: int, rows: int
+) -> list[tuple[int, int, int]]:
+    """The rows `start` to `start + rows` of the groups in `order` (of `group_rows` rows each),
+    one after another: (group, first, end) for each group that holds some of them."""
+    pieces, offset = [], 0
+    for group in order:
+        first, end = max(start - offset, 0), min(start + rows - offset, group_rows[group])
+        if first < end:
+            pieces.append((group, first, end))
+        offset += group_rows[group]
+    return pieces
 
 
 def gather_rows(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
