@@ -108,11 +108,16 @@ def loss_figure(epochs: list[int], train_loss: list[float], val_loss: list[float
 
 
 def warm_up() -> None:
-    """Import matplotlib and draw one small figure in memory (fonts, the Agg renderer): what the
-    store daemon does as it starts, so that a stage's first figure waits for neither."""
+    """Import matplotlib and draw a small figure of each kind in memory (fonts, the Agg renderer,
+    lines and markers): what the store daemon does while train trains, so that neither train's
+    figure nor evaluate's first waits for that work."""
     import io
 
     import pandas as pd
 
-    table = pd.DataFrame({"epoch": [1, 2], "train_loss": [1.0, 0.5], "val_loss": [1.0, 0.6]})
-    render("loss", table, io.BytesIO(), "png")
+    tables = {
+        "loss": pd.DataFrame({"epoch": [1, 2], "train_loss": [1.0, 0.5], "val_loss": [1.0, 0.6]}),
+        "predictions": pd.DataFrame({"actual": [0.0, 1.0], "predicted": [0.1, 0.9]}),
+    }
+    for kind, table in tables.items():
+        render(kind, table, io.BytesIO(), "png")
