@@ -493,6 +493,16 @@ def prepared_bytes(config: DataConfig, folder: Path | None, out: Path) -> dict[s
     return {"files": files, "preprocessing": preprocessor.to_dict(), "dropped": dropped, "spread": spread}
 
 
+def test_a_csv_read_whole_after_the_kept_read_gives_up_says_each_note_once(tmp_path, capsys):
+    """Rows with labels (one more field than the header names) are read whole, as pandas reads
+    them: the notes of the read that gave up are not said, only the whole read's."""
+    path = tmp_path / "labelled.csv"
+    path.write_bytes(b"a,b,y\nr1,1,2,3\nr2,2,3,4\ncaf\xe9,1,1,2\nr4,5,6,7\n")  # cp1252, not UTF-8
+    rows, target, _ = load_source(DataConfig(source="csv", path=str(path)), seed=1, folder=tmp_path)
+    assert isinstance(rows, pd.DataFrame) and len(rows) == 4 and target == "y"
+    assert capsys.readouterr().err.count("is not UTF-8; read it as cp1252") == 1
+
+
 @pytest.mark.parametrize("table", ["cars", "houses", "shop", "messy", "folder", "nullable.parquet"])
 def test_a_csv_kept_on_disk_prepares_the_bytes_of_the_table_held_in_memory(tmp_path, table):
     """The column kinds the pieces settle, the target held as numbers where it is not float64

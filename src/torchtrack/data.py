@@ -33,7 +33,7 @@ from torchtrack.paths import PREPROCESSING_FILE, TRUTH_FILE, split_file
 from torchtrack.profiling import timed
 from torchtrack.synthetic import TARGET as SYNTHETIC_TARGET
 from torchtrack.synthetic import SyntheticTruth, make_synthetic, write_synthetic
-from torchtrack.tables import ColumnFile, NotKept, TableColumns, read_table
+from torchtrack.tables import ColumnFile, NotKept, TableColumns, notes_held, read_table
 
 SPLITS = ("train", "val", "test")
 # Rows per row group of a prepared split: what pyarrow's writer cuts a whole table into (1024 *
@@ -288,10 +288,11 @@ def load_source(
         return StoredRows([features, targets], rows), SYNTHETIC_TARGET, truth
     if config.source == "csv":
         if folder is not None:
-            try:
-                return (*store_table(config.path, folder, config.target), None)
-            except NotKept:  # held, as pandas reads it (row labels, dates, ...)
-                pass
+            with notes_held() as notes:
+                try:
+                    return (*store_table(config.path, folder, config.target), None)
+                except NotKept:  # held, as pandas reads it (row labels, dates, ...), which notes again
+                    notes.clear()
         return (*load_table(config.path, config.target), None)
     if config.source == "diabetes":
         return (*load_diabetes(), None)

@@ -19,6 +19,7 @@ import re
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
@@ -60,9 +61,31 @@ BINARY_KINDS = {
 }
 
 
+_held_notes: ContextVar[list[str] | None] = ContextVar("held_notes", default=None)
+
+
 def note(message: str) -> None:
-    """A line on stderr about what was done to the user's data."""
-    print(f"torchtrack: {message}", file=sys.stderr, flush=True)
+    """A line on stderr about what was done to the user's data (kept back inside `notes_held`)."""
+    held = _held_notes.get()
+    if held is not None:
+        held.append(message)
+    else:
+        print(f"torchtrack: {message}", file=sys.stderr, flush=True)
+
+
+@contextmanager
+def notes_held() -> Iterator[list[str]]:
+    """`note`'s lines kept back in the list this yields, and said when the block ends, however it
+    ends; what the block removes from the list is not said (a read that is given up, whose notes
+    the read that replaces it says again)."""
+    token = _held_notes.set([])
+    try:
+        yield _held_notes.get()
+    finally:
+        held = _held_notes.get()
+        _held_notes.reset(token)
+        for message in held:
+            note(message)
 
 
 def file_encoding(path: Path) -> tuple[str, bool]:
