@@ -97,7 +97,10 @@ def postgres_server() -> Iterator[str]:
     if postgres_bin() is None and (reason := install_postgres()):
         unavailable(reason)
     bin_dir = postgres_bin()
-    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    # PostgreSQL refuses to run as root: as root, its commands run as `postgres`, through
+    # runuser (util-linux), which lives in an sbin folder that a PATH may leave out.
+    runuser = shutil.which("runuser") or shutil.which("runuser", path="/usr/sbin:/sbin") or "runuser"
+    as_postgres = [runuser, "-u", "postgres", "--"] if os.geteuid() == 0 else []
     folder = Path(tempfile.mkdtemp(prefix="torchtrack-pg-"))  # not under pytest's 0700 tmp_path
     if as_postgres:
         shutil.chown(folder, "postgres", "postgres")
