@@ -15,17 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
+from bench import BIN, ROOT, stage_env, timed_run, update_params
 
-REPO = Path(__file__).resolve().parents[1]
 NOISE_STD = 0.3
 
 
@@ -48,19 +45,11 @@ def main() -> None:
         folder = Path(tmp)
         sorted_csv(folder / "sorted.csv", args.rows)
         clone = folder / "repo"
-        subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
+        subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
         subprocess.run(["git", "checkout", "-q", args.rev], cwd=clone, check=True)
-        params = yaml.safe_load((clone / "params.yaml").read_text())
-        params["data"].update(source="csv", path=str(folder / "sorted.csv"), target="y")
-        params["train"]["shuffle_buffer_rows"] = args.buffer
-        (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "DVC_ROOT")}
-        env.update(
-            PYTHONPATH=str(clone / "src"), PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-        )
-        ran = subprocess.run(["dvc", "repro"], cwd=clone, env=env, capture_output=True, text=True)
-        if ran.returncode != 0:
-            raise SystemExit(f"dvc repro failed:\n{ran.stdout}\n{ran.stderr}")
+        data = {"source": "csv", "path": str(folder / "sorted.csv"), "target": "y"}
+        update_params(clone, {"data": data, "train": {"shuffle_buffer_rows": args.buffer}})
+        timed_run([str(BIN / "dvc"), "repro"], clone, stage_env(clone))  # the clone's stages
         scores = json.loads((clone / "metrics" / "evaluate.json").read_text())
         prepared = json.loads((clone / "metrics" / "prepare.json").read_text())
     print(
