@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # the tests' table generators
 from real_tables import write_table  # noqa: E402
 from test_default_fit import cars_like_table  # noqa: E402
 from torchtrack.config import Config, load_config  # noqa: E402
-from torchtrack.data import load_source, split_indices  # noqa: E402
+from torchtrack.data import load_source, split_positions  # noqa: E402
 from torchtrack.evaluation import least_squares_test_mse, predict  # noqa: E402
 from torchtrack.least_squares_line import keep_the_better  # noqa: E402
 from torchtrack.models import build_model  # noqa: E402
@@ -59,7 +59,7 @@ def measure(config: Config, table: str, seed: int) -> dict[str, float | str]:
         data = data_config(config, table, seed, Path(folder))
         frame, target, _ = load_source(data, config.seed)
     frame, _ = drop_missing_target(frame, target)
-    indices = split_indices(len(frame), data.val_fraction, data.test_fraction, config.seed)
+    indices = split_positions(frame, target, data, config.seed)
     raw = {name: frame.iloc[rows] for name, rows in indices.items()}
     preprocessor = Preprocessor.fit(raw["train"], target, data)
     splits = {name: TabularDataset(preprocessor.transform(part), target) for name, part in raw.items()}

@@ -70,6 +70,7 @@ class DataConfig:
     outlier_scale: Number = Field(default=10.0, ge=0)  # mean outlier, in noise_std units
     val_fraction: Number = Field(default=0.15, gt=0, lt=1)
     test_fraction: Number = Field(default=0.15, gt=0, lt=1)
+    split_key: Text | None = None  # a column whose value decides each row's split; None: a permutation
     scale: Bool = True  # standardise features with mean/std fitted on train only
     scale_target: TargetScaling = "auto"  # standardise the target for training; predictions mapped back
     # Column roles (docs/your-own-data.md): inferred from the train split unless named here.

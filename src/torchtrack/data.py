@@ -229,6 +229,96 @@ def split_indices(n_rows: int, val_fraction: float, test_fraction: float, seed: 
     return splits
 
 
+def row_number(series: pd.Series, position: int) -> object:
+    """The row number a user sees for `position`: the index + 1 (data rows counted from 1)."""
+    label = series.index[position]
+    return label + 1 if isinstance(label, (int, np.integer)) else label
+
+
+def split_positions(frame: Rows, target: str, config: DataConfig, seed: int) -> dict[str, np.ndarray]:
+    """The rows (positions in `frame`) of each split: by the values of `config.split_key` when
+    params.yaml names a key column (key_split_indices), else a seeded permutation (split_indices)."""
+    if config.split_key is None:
+        return split_indices(len(frame), config.val_fraction, config.test_fraction, seed)
+    key = config.split_key
+    if key == target:
+        raise DataError(f"data.split_key {key!r} is the target; name a column that groups the rows")
+    if key not in frame.columns:
+        columns = ", ".join(map(str, frame.columns))
+        raise DataError(f"data.split_key names {key!r}, not a column of the table; columns are: {columns}")
+    return key_split_indices(frame[key], config.val_fraction, config.test_fraction, seed)
+
+
+def key_split_indices(
+    keys: pd.Series, val_fraction: float, test_fraction: float, seed: int
+) -> dict[str, np.ndarray]:
+    """Train/val/test row positions as split_indices gives them, each row's split drawn from a
+    seeded hash of its value in `keys` (`key_draws`): the rows of one key go to one split, and a
+    row keeps its split when rows are added, removed or reordered. The splits' sizes are about
+    the fractions (each key a draw), not exactly. DataError for a row without a key, or a split
+    left without rows (val and test need one, train two)."""
+    missing = keys.isna().to_numpy()
+    if missing.any():
+        raise DataError(
+            f"data.split_key {keys.name!r}: {int(missing.sum())} row(s) have no value, the first row"
+            f" {row_number(keys, int(np.argmax(missing)))}; fill them or name another key"
+        )
+    n_rows, chunk = len(keys), SPLIT_ROW_GROUP
+    dtype = np.int32 if n_rows <= 1 << 31 else np.int64
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in ("test", "val", "train")}
+    for start in range(0, n_rows, chunk):  # temporaries of a row group's size, not the table's
+        draws = key_draws(keys.iloc[start : start + chunk], seed)
+        where = {
+            "test": draws < test_fraction,
+            "val": (draws >= test_fraction) & (draws < test_fraction + val_fraction),
+            "train": draws >= test_fraction + val_fraction,
+        }
+        for name, rows in where.items():
+            parts[name].append((np.flatnonzero(rows) + start).astype(dtype))
+    splits = {name: np.concatenate(rows) if rows else np.empty(0, dtype) for name, rows in parts.items()}
+    for name, least in (("test", 1), ("val", 1), ("train", 2)):
+        if len(splits[name]) < least:
+            raise DataError(
+                f"data.split_key {keys.name!r}: its {keys.nunique()} distinct value(s) leave the {name}"
+                f" split with {len(splits[name])} row(s), and it needs {least}; name a key with more"
+                " distinct values, or give that split a larger fraction"
+            )
+    return splits
+
+
+def key_draws(keys: pd.Series, seed: int) -> np.ndarray:
+    """A number in [0, 1) per key value, the same for equal values whatever their order, their
+    neighbours or the table's size, and on every CPU: a seeded 64-bit hash (splitmix64's mixer)
+    of the value's bits. A whole number counts as the integer, so that 7 and 7.0 (a column read
+    as floats once it has a gap) are one key; text is hashed as UTF-8 (pandas' SipHash)."""
+    bits = _key_bits(keys)
+    seeded = _mix(np.array([seed % (1 << 64)], np.uint64))[0]
+    return (_mix(_mix(bits) ^ seeded) >> np.uint64(11)).astype(np.float64) * 2.0**-53
+
+
+def _key_bits(keys: pd.Series) -> np.ndarray:
+    """64 bits per key value (see key_draws)."""
+    if pd.api.types.is_bool_dtype(keys) or pd.api.types.is_integer_dtype(keys):
+        return keys.to_numpy(np.int64).view(np.uint64)
+    if pd.api.types.is_float_dtype(keys):
+        values = keys.to_numpy(np.float64) + 0.0  # -0.0 as 0.0
+        whole = (values == np.floor(values)) & (np.abs(values) < 2.0**63)
+        integers = np.where(whole, values, 0.0).astype(np.int64).view(np.uint64)
+        return np.where(whole, integers, values.view(np.uint64))
+    if pd.api.types.is_datetime64_any_dtype(keys):
+        return keys.to_numpy("datetime64[ns]").view(np.uint64)
+    texts = keys.astype(str).to_numpy(object)
+    return pd.util.hash_array(texts, hash_key="torchtrack-split", categorize=True)
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser: a bijection of 64-bit integers that spreads every input bit."""
+    x = x + np.uint64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
 def split_rows(frame: Rows, indices: dict[str, np.ndarray]) -> dict[str, Rows]:
     """`frame.iloc[rows]` for each split's `rows` (the table's row labels kept), taken a column
     at a time, each column removed from `frame` once taken: `frame` is left without columns.

@@ -17,7 +17,7 @@ import pandas as pd
 
 from torchtrack import portable
 from torchtrack.config import DataConfig
-from torchtrack.data import Rows, Scaler, StoredRows
+from torchtrack.data import Rows, Scaler, StoredRows, row_number
 from torchtrack.errors import DataError
 from torchtrack.files import read_json, write_json
 
@@ -108,6 +108,13 @@ class Preprocessor:
                 raise DataError(
                     f"data.{role} names {', '.join(map(repr, absent))}, not a feature column of the table; "
                     f"columns are: {', '.join(raw)}"
+                )
+        for role in ("numeric", "categorical", "dates"):
+            if config.split_key in getattr(config, role):
+                raise DataError(
+                    f"data.split_key {config.split_key!r} is named in data.{role} too: the rows of a key"
+                    " all go to one split, so the key says nothing of another split's rows; leave it out"
+                    f" of data.{role}"
                 )
         columns = [_fit_column(frame[name], name, config) for name in raw]
         if not any(c.role != "dropped" for c in columns):
@@ -262,6 +269,8 @@ def _infer_role(series: pd.Series, name: str, config: DataConfig) -> tuple[str, 
     """(role, why) for one train-split column."""
     if name in config.drop:
         return "dropped", "data.drop"
+    if name == config.split_key:
+        return "dropped", "data.split_key: the rows are split by it"
     values = series.dropna() if series.hasnans else series  # not a copy of a column without gaps
     if len(values) == 0:  # nothing to fill its gaps with, whatever params.yaml calls it
         return "dropped", "no values in the train split"
@@ -348,17 +357,13 @@ def _numbers(series: pd.Series, what: str) -> np.ndarray:
         values = pd.to_numeric(text, errors="coerce").to_numpy(np.float64, na_value=np.nan)
         bad = np.flatnonzero(np.isnan(values) & text.notna().to_numpy())
         if len(bad):
-            raise DataError(f"{what}, row {_row(series, bad[0])}: {_shown(series, bad[0])} is not a number")
+            where = f"{what}, row {row_number(series, bad[0])}"
+            raise DataError(f"{where}: {_shown(series, bad[0])} is not a number")
     infinite = np.flatnonzero(np.isinf(values))
     if len(infinite):
-        raise DataError(f"{what}, row {_row(series, infinite[0])}: {_shown(series, infinite[0])} is infinite")
+        where = f"{what}, row {row_number(series, infinite[0])}"
+        raise DataError(f"{where}: {_shown(series, infinite[0])} is infinite")
     return values
-
-
-def _row(series: pd.Series, position: int) -> object:
-    """The row number a user sees for `position`: the index + 1 (data rows counted from 1)."""
-    label = series.index[position]
-    return label + 1 if isinstance(label, (int, np.integer)) else label
 
 
 def _shown(series: pd.Series, position: int) -> str:
@@ -389,7 +394,7 @@ def _date_parts(series: pd.Series, name: str) -> np.ndarray:
         dates = _parse_dates(texts)
         bad = np.flatnonzero(dates.isna().to_numpy() & texts.notna().to_numpy())
         if len(bad):
-            where = f"column {name!r}, row {_row(series, bad[0])}"
+            where = f"column {name!r}, row {row_number(series, bad[0])}"
             raise DataError(f"{where}: {_shown(series, bad[0])} is not a date")
     parts = np.column_stack([dates.dt.year, dates.dt.month, dates.dt.dayofyear]).astype(np.float64)
     return parts  # NaT gives NaN in every part

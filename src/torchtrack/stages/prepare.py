@@ -12,7 +12,7 @@ from pathlib import Path
 
 from torchtrack import portable
 from torchtrack.config import Config
-from torchtrack.data import load_source, split_indices, split_rows, write_split, write_splits
+from torchtrack.data import load_source, split_positions, split_rows, write_split, write_splits
 from torchtrack.files import write_json
 from torchtrack.paths import (
     COLUMNS_FILE,
@@ -36,7 +36,7 @@ def run(config: Config) -> dict[str, float]:
         # Bad input fails here, before any run or output exists.
         frame, target, truth = load_source(config.data, config.seed, Path(folder))
         frame, dropped_rows = drop_missing_target(frame, target)
-        indices = split_indices(len(frame), config.data.val_fraction, config.data.test_fraction, config.seed)
+        indices = split_positions(frame, target, config.data, config.seed)
         raw = split_rows(frame, indices)  # the table's row numbers kept; `frame` is left without columns
         del frame, indices  # what is left of them: the splits' row numbers, 4 bytes a row (int32)
         preprocessor = Preprocessor.fit(raw["train"], target, config.data)
