@@ -41,7 +41,6 @@ import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import torch
 import yaml
@@ -49,7 +48,7 @@ from torch import nn
 
 from torchtrack.config import Config, TrackingConfig, TrainConfig, load_config
 from torchtrack.cpu_kernels import NATIVE_ENV, PINNED
-from torchtrack.data import Scaler, load_source, make_synthetic
+from torchtrack.data import Rows, Scaler, load_source, make_synthetic
 from torchtrack.models import build_model
 from torchtrack.paths import PREPARED_DIR, TRAIN_METRICS, split_file
 from torchtrack.profiling import PROFILE_ENV
@@ -654,16 +653,19 @@ def scale(repo: Path, rows: int, features: int, csv: bool = True, rounds: int = 
     peaks, seconds = {}, {}
     for stage in STAGES:
         seconds[stage], peaks[stage] = stage_peak(repo, stage)
-    return {
+    results = {
         "rows": rows,
         "features": features,
         "peak_rss_bytes": peaks,
         "wall_s": seconds,
         "split_bytes": sum(p.stat().st_size for p in (repo / PREPARED_DIR).glob("*.parquet")),
         "train_vs_bare": train_vs_bare(repo, rounds),
-        **({"prepare_vs_plain": prepare_vs_plain(repo)} if csv else {}),
-        **({"predict": predicted} if csv and (predicted := predict_peak(repo)) else {}),
     }
+    if csv:
+        results["prepare_vs_plain"] = prepare_vs_plain(repo)
+        if (predicted := predict_peak(repo)) is not None:
+            results["predict"] = predicted
+    return results
 
 
 def stage_peak(repo: Path, *command: str) -> tuple[float, int]:
@@ -722,7 +724,6 @@ def prepare_vs_plain(repo: Path) -> dict:
     with tempfile.TemporaryDirectory(dir=repo.parent) as scratch:  # the rows the synthetic prepare split
         rows, _, _ = load_source(config.data, config.seed, Path(scratch))
         write_csv(rows, csv)
-        del rows
     update_params(repo, {"data": {"source": "csv", "path": str(csv)}})
     shutil.rmtree(repo / PREPARED_DIR)  # replaced: not on disk beside the new ones (7 GB at 1e8 rows)
     try:
@@ -747,7 +748,7 @@ def prepare_vs_plain(repo: Path) -> dict:
     return measured | {"plain_wall_s": plain, "ratio": stage / plain}
 
 
-def write_csv(rows: Any, path: Path, piece: int = 1 << 20) -> None:
+def write_csv(rows: Rows, path: Path, piece: int = 1 << 20) -> None:
     """`rows` (a DataFrame, or `data.StoredRows` kept on disk) as a CSV file, with pyarrow's writer,
     `piece` rows at a time: the text a whole write gives, with a piece of the rows in memory."""
     import pyarrow as pa

@@ -36,6 +36,8 @@ from torchtrack.synthetic import SyntheticTruth, make_synthetic, write_synthetic
 from torchtrack.tables import ColumnFile, NotKept, TableColumns, notes_held, read_table
 
 SPLITS = ("train", "val", "test")
+# The fewest rows each split may have: val and test one, train two (its spread scales the columns).
+LEAST_ROWS = {"test": 1, "val": 1, "train": 2}
 # Rows per row group of a prepared split: what pyarrow's writer cuts a whole table into (1024 *
 # 1024), so a split written a row group at a time is the file `to_parquet` wrote of it whole.
 SPLIT_ROW_GROUP = 1 << 20
@@ -210,23 +212,27 @@ def table_target(path: str | Path, columns: list[str], rows: int, target: str | 
 
 
 def split_indices(n_rows: int, val_fraction: float, test_fraction: float, seed: int) -> dict[str, np.ndarray]:
-    """A seeded permutation cut into train/val/test index arrays (val and test at least one
-    row, train at least two: its spread scales the columns), each in ascending order; int32
-    where the rows allow it (4 bytes a row), else int64."""
-    n_test = max(1, round(n_rows * test_fraction))
-    n_val = max(1, round(n_rows * val_fraction))
-    if n_rows - n_test - n_val < 2:
+    """A seeded permutation cut into train/val/test index arrays (each at least LEAST_ROWS),
+    each in ascending order, of `position_dtype`."""
+    n_test = max(LEAST_ROWS["test"], round(n_rows * test_fraction))
+    n_val = max(LEAST_ROWS["val"], round(n_rows * val_fraction))
+    if n_rows - n_test - n_val < LEAST_ROWS["train"]:
         raise DataError(
             f"{n_rows} rows are too few to split into train, val and test (train needs at least 2 rows)"
         )
     # `Generator.permutation(n_rows)` shuffles np.arange(n_rows) in place, its draws depending on
     # n_rows alone: shuffling int32 positions gives its order without its int64 array.
-    order = np.arange(n_rows, dtype=np.int32 if n_rows <= 1 << 31 else np.int64)
+    order = np.arange(n_rows, dtype=position_dtype(n_rows))
     np.random.default_rng(seed).shuffle(order)
     splits = {"test": order[:n_test], "val": order[n_test : n_test + n_val], "train": order[n_test + n_val :]}
     for rows in splits.values():
         rows.sort()  # in place: three views of one array, not copies of it
     return splits
+
+
+def position_dtype(n_rows: int) -> type:
+    """The splits' row positions: int32 where the rows allow it (4 bytes a row), else int64."""
+    return np.int32 if n_rows <= 1 << 31 else np.int64
 
 
 def row_number(series: pd.Series, position: int) -> object:
@@ -256,27 +262,21 @@ def key_split_indices(
     seeded hash of its value in `keys` (`key_draws`): the rows of one key go to one split, and a
     row keeps its split when rows are added, removed or reordered. The splits' sizes are about
     the fractions (each key a draw), not exactly. DataError for a row without a key, or a split
-    left without rows (val and test need one, train two)."""
+    left with fewer than LEAST_ROWS."""
     missing = keys.isna().to_numpy()
     if missing.any():
         raise DataError(
             f"data.split_key {keys.name!r}: {int(missing.sum())} row(s) have no value, the first row"
             f" {row_number(keys, int(np.argmax(missing)))}; fill them or name another key"
         )
-    n_rows, chunk = len(keys), SPLIT_ROW_GROUP
-    dtype = np.int32 if n_rows <= 1 << 31 else np.int64
-    parts: dict[str, list[np.ndarray]] = {name: [] for name in ("test", "val", "train")}
-    for start in range(0, n_rows, chunk):  # temporaries of a row group's size, not the table's
-        draws = key_draws(keys.iloc[start : start + chunk], seed)
-        where = {
-            "test": draws < test_fraction,
-            "val": (draws >= test_fraction) & (draws < test_fraction + val_fraction),
-            "train": draws >= test_fraction + val_fraction,
-        }
-        for name, rows in where.items():
-            parts[name].append((np.flatnonzero(rows) + start).astype(dtype))
+    dtype, cuts = position_dtype(len(keys)), [test_fraction, test_fraction + val_fraction]
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in LEAST_ROWS}  # test, val, train
+    for start in range(0, len(keys), SPLIT_ROW_GROUP):  # temporaries of a row group's size
+        split = np.searchsorted(cuts, key_draws(keys.iloc[start : start + SPLIT_ROW_GROUP], seed), "right")
+        for number, rows in enumerate(parts.values()):  # 0: test, 1: val, 2: train
+            rows.append((np.flatnonzero(split == number) + start).astype(dtype))
     splits = {name: np.concatenate(rows) if rows else np.empty(0, dtype) for name, rows in parts.items()}
-    for name, least in (("test", 1), ("val", 1), ("train", 2)):
+    for name, least in LEAST_ROWS.items():
         if len(splits[name]) < least:
             raise DataError(
                 f"data.split_key {keys.name!r}: its {keys.nunique()} distinct value(s) leave the {name}"
