@@ -95,9 +95,9 @@ def test_the_readme_s_memory_figures_are_the_ten_million_row_benchmark_s():
         hundred["predict"]["peak_rss_bytes"],  # predict of that CSV
     ]
     assert hundred["rows"] == 100_000_000 and max(peaks) < 1.2 * 2**30
-    size = hundred["prepare_vs_plain"]["csv_bytes"] / 1e9
+    hundred_gb = hundred["prepare_vs_plain"]["csv_bytes"] / 1e9
     assert (
-        f"at a hundred million, each stays under 1.2 GiB, prepare from a {size:.0f} GB CSV and "
+        f"at a hundred million, each stays under 1.2 GiB, prepare from a {hundred_gb:.0f} GB CSV and "
         "predict of it included" in text
     )
     csv = scale["prepare_vs_plain"]  # prepare from the same rows as a CSV, held whole

@@ -218,7 +218,8 @@ def split_indices(n_rows: int, val_fraction: float, test_fraction: float, seed: 
     n_val = max(LEAST_ROWS["val"], round(n_rows * val_fraction))
     if n_rows - n_test - n_val < LEAST_ROWS["train"]:
         raise DataError(
-            f"{n_rows} rows are too few to split into train, val and test (train needs at least 2 rows)"
+            f"{n_rows} rows are too few to split into train, val and test"
+            f" (train needs at least {LEAST_ROWS['train']} rows)"
         )
     # `Generator.permutation(n_rows)` shuffles np.arange(n_rows) in place, its draws depending on
     # n_rows alone: shuffling int32 positions gives its order without its int64 array.
